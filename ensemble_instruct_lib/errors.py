@@ -1,0 +1,44 @@
+"""Errors a user can hit, each naming where the problem is and what to do about it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A problem in an input file: names the file, the line (1-based) and the field.
+
+    Attributes:
+        path: the file.
+        line: 1-based line number, or None when the problem is not on one line.
+        field: the offending field (a dotted path such as ``instances[0].input``), or None.
+        hint: what the user should do.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        message: str,
+        *,
+        line: int | None = None,
+        field: str | None = None,
+        hint: str = "",
+    ) -> None:
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.hint = hint
+        where = self.path + (f", line {line}" if line is not None else "")
+        what = f"field '{field}': " if field else ""
+        text = f"{where}: {what}{message}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the key and the allowed values."""
+
+
+class BudgetExhausted(RuntimeError):
+    """A stage used its budget of rounds or calls before reaching its target."""
