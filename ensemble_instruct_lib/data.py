@@ -198,7 +198,9 @@ def fetch_data(
         if source is not None:
             src = Path(source) / f.local
             if not src.exists():
-                raise DataError(src, "file not found in --from folder", hint="lay it out like shared/data")
+                raise DataError(
+                    src, "file not found in --from folder", hint="lay it out like shared/data"
+                )
             shutil.copyfile(src, tmp)
             how = "copied"
         else:
@@ -268,7 +270,11 @@ def _parse_seed(path: Path, lineno: int, obj: dict[str, Any]) -> SeedTask:
     raw_instances = _require(path, lineno, obj, "instances", list)
     if not raw_instances:
         raise DataError(
-            path, "is empty", line=lineno, field="instances", hint="give at least one {input, output}"
+            path,
+            "is empty",
+            line=lineno,
+            field="instances",
+            hint="give at least one {input, output}",
         )
     instances = []
     for i, inst in enumerate(raw_instances):
@@ -318,13 +324,18 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(p, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno) from None
+                raise DataError(
+                    p, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno
+                ) from None
             if not isinstance(obj, dict):
                 raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
             task = _parse_seed(p, lineno, obj)
             if task.id in seen:
                 raise DataError(
-                    p, f"duplicate id {task.id!r} (first on line {seen[task.id]})", line=lineno, field="id"
+                    p,
+                    f"duplicate id {task.id!r} (first on line {seen[task.id]})",
+                    line=lineno,
+                    field="id",
                 )
             seen[task.id] = lineno
             tasks.append(task)
@@ -384,7 +395,9 @@ def load_recorded(models: list[str], root: str | Path | None = None) -> list[Rec
         raise ValueError(f"models must be distinct, got {models}")
     per_model = {}
     for m in models:
-        per_model[m] = {_pred_key(r["instruction"], r["input"]): r for r in load_predictions(m, root)}
+        per_model[m] = {
+            _pred_key(r["instruction"], r["input"]): r for r in load_predictions(m, root)
+        }
     first = load_predictions(models[0], root)
     out = []
     for r in first:
