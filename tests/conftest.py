@@ -18,5 +18,7 @@ if not os.environ.get("EI_DATA_DIR") and SHARED_DATA.exists():
 def data_root() -> Path:
     root = Path(os.environ.get("EI_DATA_DIR", SHARED_DATA))
     if not (root / "self_instruct" / "seed_tasks.jsonl").exists():
-        pytest.fail(f"public data not found under {root}: set EI_DATA_DIR or place shared/ beside the repo")
+        pytest.fail(
+            f"public data not found under {root}: set EI_DATA_DIR or place shared/ beside the repo"
+        )
     return root

@@ -1,0 +1,5 @@
+"""`python -m ensemble_instruct_lib ...`: see `cli.py`."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The command line: `python -m ensemble_instruct_lib <command>` (also installed as `ensemble-instruct`).
+
+Commands:
+  fetch-data          download (or copy with --from) the pinned public data and verify sha256
+  verify-data         check the data folder against the pinned digests
+  ensemble-recorded   stage 4 over recorded GPT-3-family outputs, scored against gold
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import ConfigError, DataError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable:
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+@command("fetch-data")
+def _fetch_data(args: argparse.Namespace) -> int:
+    from .data import data_dir, fetch_data
+
+    dest = data_dir(args.dest)
+    result = fetch_data(args.dest, source=getattr(args, "from"), force=args.force)
+    for name, how in result.items():
+        print(f"{how:>10}  {name}")
+    print(f"data ready in {dest} (set EI_DATA_DIR={dest} if it is not the default)")
+    return 0
+
+
+@command("verify-data")
+def _verify_data(args: argparse.Namespace) -> int:
+    from .data import data_dir, verify_data
+
+    status = verify_data(args.data_dir)
+    for name, st in status.items():
+        print(f"{st:>16}  {name}")
+    bad = [n for n, s in status.items() if s != "ok"]
+    if bad:
+        print(
+            f"{len(bad)} file(s) not ok under {data_dir(args.data_dir)}: run fetch-data",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+@command("ensemble-recorded")
+def _ensemble_recorded(args: argparse.Namespace) -> int:
+    from .jsonl import write_json, write_jsonl
+    from .recorded_ensemble import ensemble_recorded
+
+    res = ensemble_recorded(
+        args.models,
+        threshold=args.threshold,
+        rule=args.rule,
+        stop=args.stop,
+        seed=args.seed,
+        data_root=args.data_dir,
+    )
+    out = Path(args.out)
+    n = write_jsonl(out / "ensembled.jsonl", res.kept_records())
+    res.summary.to_csv(out / "summary.csv", index=False)
+    write_json(
+        out / "manifest.json",
+        {
+            "command": "ensemble-recorded",
+            "models": res.models,
+            "threshold": args.threshold,
+            "rule": args.rule,
+            "stop": args.stop,
+            "examples": len(res.examples),
+            "kept": res.kept,
+        },
+    )
+    reasons = res.examples["reason"].value_counts().to_dict()
+    print(f"models (first = instance generator): {', '.join(res.models)}")
+    print(
+        f"kept {res.kept} of {len(res.examples)} examples ({res.kept / len(res.examples):.1%}); "
+        f"reasons: {json.dumps(reasons)}"
+    )
+    print("mean Rouge-L (stemmed) against gold, x100:")
+    print(
+        res.summary[["system", "kept_mean", "all_mean"]].to_string(
+            index=False, float_format="%.2f", na_rep="-"
+        )
+    )
+    print(
+        f"wrote {n} kept examples to {out / 'ensembled.jsonl'} and the table to {out / 'summary.csv'}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .recorded_ensemble import DEFAULT_MODELS, STOP_MODES
+
+    p = argparse.ArgumentParser(
+        prog="python -m ensemble_instruct_lib",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch-data", help="download or copy the pinned public data")
+    f.add_argument("--dest", help="target folder (default: $EI_DATA_DIR or seeds/data)")
+    f.add_argument("--from", help="copy from a local folder laid out like shared/data")
+    f.add_argument("--force", action="store_true", help="fetch again even if present")
+
+    v = sub.add_parser("verify-data", help="check the data folder's sha256 digests")
+    v.add_argument("--data-dir")
+
+    e = sub.add_parser("ensemble-recorded", help="consensus over recorded GPT-3-family outputs")
+    e.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="two or more recorded models; the first plays the instance generator",
+    )
+    e.add_argument("--threshold", type=float, default=0.01)
+    e.add_argument("--rule", choices=["sum", "best_pair"], default="sum")
+    e.add_argument(
+        "--stop",
+        choices=STOP_MODES,
+        default="none",
+        help="'method' cuts responses at stage-3 stop markers first",
+    )
+    e.add_argument("--seed", type=int, default=0, help="seed of the random-member baseline")
+    e.add_argument("--data-dir")
+    e.add_argument("--out", default="outputs/recorded-ensemble")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished work is on disk; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
