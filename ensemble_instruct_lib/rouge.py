@@ -22,32 +22,42 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 
 import numpy as np
 from nltk.stem import porter
 from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
-from rouge_score.tokenize import tokenize as _rs_tokenize
+from rouge_score.tokenize import NON_ALPHANUM_RE, VALID_TOKEN_RE
 
 _PORTER = porter.PorterStemmer()
 
 
-class _MemoStemmer:
-    """NLTK's Porter stemmer (as rouge-score builds it), memoized per word."""
+class _StemCache(dict):
+    """word -> its rouge-score token after stemming, or None when rouge-score would drop it."""
 
-    @staticmethod
-    @lru_cache(maxsize=1 << 18)
-    def stem(word: str) -> str:
-        return _PORTER.stem(word)
+    def __missing__(self, word: str) -> str | None:
+        stemmed = _PORTER.stem(word) if len(word) > 3 else word
+        value = stemmed if VALID_TOKEN_RE.match(stemmed) else None
+        self[word] = value
+        return value
 
 
-_STEMMER = _MemoStemmer()
+_STEMS = _StemCache()
 
 
 def tokenize(text: str, stem: bool = False) -> list[str]:
-    """The exact tokens `rouge-score`'s default tokenizer produces for `text`."""
-    return _rs_tokenize(text, _STEMMER if stem else None)
+    """The exact tokens `rouge-score`'s default tokenizer produces for `text`.
+
+    Same steps as `rouge_score.tokenize.tokenize`: lowercase, every run of characters outside
+    [a-z0-9] becomes a space, split, Porter-stem tokens longer than 3 characters, drop tokens
+    that are not [a-z0-9]+. Splitting the substituted text on spaces leaves only [a-z0-9]+
+    tokens, so only stemmed tokens need the validity check, which is memoized with the stem.
+    """
+    tokens = NON_ALPHANUM_RE.sub(" ", text.lower()).split()
+    if not stem:
+        return tokens
+    stems = _STEMS
+    return [t for t in map(stems.__getitem__, tokens) if t is not None]
 
 
 def _f_measure(lcs: int, n_pred: int, n_ref: int) -> float:
@@ -76,31 +86,22 @@ def _f_measure_array(
     return np.where(ok, f, 0.0)
 
 
-class Vocab:
-    """Maps tokens to code points so a token sequence becomes a str rapidfuzz can compare."""
+class Vocab(dict):
+    """Maps tokens to single characters so a token sequence becomes a str for rapidfuzz.
 
-    _SURROGATES = range(0xD800, 0xE000)
+    Each new token gets the next code point (surrogates skipped); `encode` runs at C speed.
+    """
 
-    def __init__(self) -> None:
-        self._ids: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def id(self, token: str) -> int:
-        i = self._ids.get(token)
-        if i is None:
-            i = len(self._ids)
-            self._ids[token] = i
-        return i
-
-    @classmethod
-    def _char(cls, i: int) -> str:
-        cp = i + 1 if i + 1 < 0xD800 else i + 1 + len(cls._SURROGATES)
-        return chr(cp)
+    def __missing__(self, token: str) -> str:
+        cp = len(self) + 1
+        if cp >= 0xD800:
+            cp += 0x800  # skip the surrogate block
+        c = chr(cp)
+        self[token] = c
+        return c
 
     def encode(self, tokens: Sequence[str]) -> str:
-        return "".join(self._char(self.id(t)) for t in tokens)
+        return "".join(map(self.__getitem__, tokens))
 
 
 def rouge_l(prediction: str, reference: str, stem: bool = False) -> float:
@@ -246,23 +247,36 @@ class NoveltyIndex:
             self.add(t)
 
     def scores(self, text: str) -> np.ndarray:
-        """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order."""
-        _, q = self._encode(text)
+        """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order.
+
+        Pairs sharing at most one token need no LCS: it equals their overlap (0 or 1).
+        """
+        toks, q = self._encode(text)
         n = len(self._enc)
         self.stats["pairs"] += n
-        self.stats["exact"] += n
-        if not q:
+        if not q or n == 0:
             return np.zeros(n)
-        return _f_measure_array(_lcs_row(q, self._enc, self.workers), len(q), self._lens[:n])
+        lcs = self._overlap(toks)
+        need = np.flatnonzero(lcs >= 2)
+        if need.size:
+            enc = self._enc
+            lcs[need] = _lcs_row(q, [enc[i] for i in need], self.workers)
+        self.stats["exact"] += int(need.size)
+        return _f_measure_array(lcs, len(q), self._lens[:n])
 
-    def _upper_bounds(self, toks: list[str], q_len: int) -> np.ndarray:
-        """Upper bound on F per pool text: F <= 2 * overlap / (len_q + len_pool)."""
-        n = len(self._enc)
-        overlap = np.zeros(n, dtype=np.int64)
+    def _overlap(self, toks: list[str]) -> np.ndarray:
+        """Token-multiset overlap of `toks` with every pool text (an upper bound on the LCS)."""
+        overlap = np.zeros(len(self._enc), dtype=np.int64)
         for tok, c in Counter(toks).items():
             post = self._postings.get(tok)
             if post is not None:
                 overlap[post.ids[: post.n]] += np.minimum(post.counts[: post.n], c)
+        return overlap
+
+    def _upper_bounds(self, toks: list[str], q_len: int) -> np.ndarray:
+        """Upper bound on F per pool text: F <= 2 * overlap / (len_q + len_pool)."""
+        n = len(self._enc)
+        overlap = self._overlap(toks)
         with np.errstate(divide="ignore", invalid="ignore"):
             ub = 2.0 * overlap / (q_len + self._lens[:n])
         # guard against rounding: the bound only prunes, so make it err upward

@@ -153,3 +153,35 @@ def test_empty_index_and_empty_query():
     idx.add("hello there")
     assert idx.scores("...").tolist() == [0.0]
     assert not idx.exceeds("...", 0.0)
+
+
+def test_tokenizer_matches_rouge_score_on_adversarial_text():
+    from rouge_score.tokenizers import DefaultTokenizer
+
+    rng = random.Random(7)
+    alphabet = (
+        "abcxyzABCXYZ0189 \t\n\r\x0b\x0c\x1c\x1f\u00a0\u2028.,;:'\"-_!?()"
+        "éÉßİıſKKµÅﬁ①²٣\u0307\u200b漢字😀"
+    )
+    words = [
+        "running",
+        "runs",
+        "ran",
+        "happily",
+        "generalization",
+        "sses",
+        "ied",
+        "abcd",
+        "Ability",
+    ]
+    ref_plain, ref_stem = DefaultTokenizer(False), DefaultTokenizer(True)
+    for _ in range(3000):
+        parts = [
+            rng.choice(words)
+            if rng.random() < 0.4
+            else "".join(rng.choices(alphabet, k=rng.randint(1, 8)))
+            for _ in range(rng.randint(0, 12))
+        ]
+        text = rng.choice(["", " ", "\n"]).join(parts)
+        assert tokenize(text, False) == ref_plain.tokenize(text), text
+        assert tokenize(text, True) == ref_stem.tokenize(text), text
