@@ -4,6 +4,9 @@ Commands:
   fetch-data          download (or copy with --from) the pinned public data and verify sha256
   verify-data         check the data folder against the pinned digests
   ensemble-recorded   stage 4 over recorded GPT-3-family outputs, scored against gold
+  run                 the Ensemble-Instruct pipeline (stages 1-4 and export), resumable
+  ensemble            re-run stage 4 on a run dir (e.g. with another threshold or rule)
+  make-tiny-models    build tiny random-weight models locally (for configs/offline-tiny.yaml)
 """
 
 from __future__ import annotations
@@ -102,6 +105,41 @@ def _ensemble_recorded(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("run")
+def _run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import run
+
+    cfg = load_config(args.config, num_instructions=args.num_instructions, seed=args.seed)
+    out = Path(args.out) if args.out else Path("outputs") / cfg.name
+    stages = [int(s) for s in args.stages.split(",")]
+    run(cfg, out, progress=not args.no_progress, stages=stages)
+    return 0
+
+
+@command("ensemble")
+def _ensemble(args: argparse.Namespace) -> int:
+    from .pipeline import run_stage4
+
+    counts = run_stage4(args.run_dir, threshold=args.threshold, rule=args.rule)
+    print(f"kept {counts['kept']} of {counts['instances']} examples: {json.dumps(counts)}")
+    return 0
+
+
+@command("make-tiny-models")
+def _make_tiny(args: argparse.Namespace) -> int:
+    from .data import data_dir
+    from .tiny import ARCHS, build_tiny_model
+
+    seeds = data_dir(args.data_dir) / "self_instruct" / "seed_tasks.jsonl"
+    for arch in ARCHS:
+        path = build_tiny_model(
+            Path(args.out) / arch, arch, seed_path=seeds if seeds.exists() else None
+        )
+        print(f"built {arch} in {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .recorded_ensemble import DEFAULT_MODELS, STOP_MODES
 
@@ -138,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the random-member baseline")
     e.add_argument("--data-dir")
     e.add_argument("--out", default="outputs/recorded-ensemble")
+
+    r = sub.add_parser("run", help="run or resume the pipeline from a YAML config")
+    r.add_argument("--config", required=True, help="a YAML file (see configs/)")
+    r.add_argument("--out", help="run dir (default: outputs/<config name>)")
+    r.add_argument("--num-instructions", type=int, help="accepted instructions per task type")
+    r.add_argument("--seed", type=int, help="override the config's random seed")
+    r.add_argument("--stages", default="1,2,3,4", help="comma-separated stages to run")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    s = sub.add_parser("ensemble", help="re-run stage 4 (consensus) on a run dir")
+    s.add_argument("run_dir")
+    s.add_argument("--threshold", type=float)
+    s.add_argument("--rule", choices=["sum", "best_pair"])
+
+    t = sub.add_parser("make-tiny-models", help="build tiny random-weight models locally")
+    t.add_argument("--out", default="outputs/tiny-models")
+    t.add_argument("--data-dir")
     return p
 
 

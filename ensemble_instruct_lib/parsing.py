@@ -47,12 +47,17 @@ class ParsedInstance:
     Attributes:
         input: the input ("" for type B).
         output: the output, whole, possibly several lines.
-        extra_instructions: `instruction:` lines of further blocks the LM invented.
+        extra_blocks: further blocks the LM invented, each a dict with "instruction" and, where
+            present, "input" and "output" (only harvested when the pipeline is asked to).
     """
 
     input: str
     output: str
-    extra_instructions: tuple[str, ...] = field(default=())
+    extra_blocks: tuple[dict[str, str], ...] = field(default=())
+
+    @property
+    def extra_instructions(self) -> tuple[str, ...]:
+        return tuple(b["instruction"] for b in self.extra_blocks)
 
 
 def _fields(block: str) -> list[tuple[str, str]]:
@@ -65,6 +70,19 @@ def _fields(block: str) -> list[tuple[str, str]]:
     return out
 
 
+def _blocks(raw: str) -> list[list[tuple[str, str]]]:
+    """Split a response into blocks: a block ends at the end marker or a new `instruction:`."""
+    blocks: list[list[tuple[str, str]]] = []
+    for chunk in raw.split(END):
+        current: list[tuple[str, str]] | None = None
+        for name, value in _fields(chunk):
+            if current is None or (name == "instruction" and len(current) > 0):
+                current = []
+                blocks.append(current)
+            current.append((name, value))
+    return blocks
+
+
 def parse_instance_verbose(raw: str, task_type: str) -> tuple[ParsedInstance | None, str]:
     """Like `parse_instance` but also says why a response was rejected.
 
@@ -74,20 +92,12 @@ def parse_instance_verbose(raw: str, task_type: str) -> tuple[ParsedInstance | N
     """
     if task_type not in ("A", "B"):
         return None, "bad_task_type"
-    first, *rest = raw.split(END)
-    fields = _fields(first)
-    # an LM that repeats the instruction line first: skip it
-    start = 1 if fields and fields[0][0] == "instruction" else 0
-    block: list[tuple[str, str]] = []
-    for name, value in fields[start:]:
-        if name == "instruction":
-            break  # a run-on response without the end marker: the first block ends here
-        block.append((name, value))
-    extra = [v for name, v in fields[start:] if name == "instruction"]
-    for chunk in rest:
-        extra += [v for name, v in _fields(chunk) if name == "instruction"]
-    names = [n for n, _ in block]
-    values = dict(reversed(block))  # first occurrence wins
+    blocks = _blocks(raw)
+    first = blocks[0] if blocks else []
+    if first and first[0][0] == "instruction":
+        first = first[1:]  # an LM that repeats the instruction line first
+    names = [n for n, _ in first]
+    values = dict(reversed(first))  # first occurrence wins
     if "output" not in names:
         return None, "no_output"
     if task_type == "A" and "input" not in names:
@@ -100,8 +110,15 @@ def parse_instance_verbose(raw: str, task_type: str) -> tuple[ParsedInstance | N
         return None, "empty_output"
     if task_type == "A" and not inp:
         return None, "empty_input"
-    extras = tuple(clean_instruction(e) for e in extra if clean_instruction(e))
-    return ParsedInstance(inp, output, extras), "ok"
+    extras = []
+    for b in blocks[1:]:
+        if b[0][0] != "instruction":
+            continue
+        d = dict(reversed(b))
+        text = clean_instruction(d["instruction"])
+        if text:
+            extras.append({k: (text if k == "instruction" else v.strip()) for k, v in d.items()})
+    return ParsedInstance(inp, output, tuple(extras)), "ok"
 
 
 def parse_instance(raw: str, task_type: str) -> ParsedInstance | None:

@@ -74,7 +74,7 @@ def build_tiny_model(
     seed_path: str | Path | None = None,
     hidden: int = 64,
     layers: int = 2,
-    max_positions: int = 4096,
+    max_positions: int = 8192,
 ) -> Path:
     """Write a tiny random-weight checkpoint to `out_dir` and return the folder.
 
