@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 TASK_TYPES = ("A", "B")
 BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted")
+METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
 PROMPT_STYLES = ("zero_shot", "few_shot")
 
 
@@ -181,6 +182,8 @@ class RunConfig:
 
     Attributes:
         name: the run's name (its folder under outputs/ by default).
+        method: how stages 1-2 are prompted: ensemble_instruct (the paper's), or the
+            self_instruct / alpaca baselines (stages 3-4 are shared).
         seed: the run's random seed (same config and seed -> same prompts).
         num_instructions: accepted instructions to generate per task type.
         task_types: which types to generate.
@@ -194,6 +197,7 @@ class RunConfig:
     generator: ModelSpec
     extra_models: list[ModelSpec] = field(default_factory=list)
     name: str = "run"
+    method: str = "ensemble_instruct"
     seed: int = 0
     num_instructions: int = 20
     task_types: list[str] = field(default_factory=lambda: list(TASK_TYPES))
@@ -206,6 +210,7 @@ class RunConfig:
     cache: str = ""
 
     def __post_init__(self) -> None:
+        _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         _check(self.num_instructions >= 1, "num_instructions must be >= 1")
         _check(
             bool(self.task_types) and set(self.task_types) <= set(TASK_TYPES),

@@ -542,7 +542,25 @@ def _versions() -> dict[str, str]:
 
 
 #: config keys whose change makes existing stage files meaningless (everything else may change)
-_FROZEN = ("seed", "generator", "task_types", "instruction", "instance", "seed_file")
+_FROZEN = ("method", "seed", "generator", "task_types", "instruction", "instance", "seed_file")
+
+
+def method_stages(method: str):
+    """(stage-1 function, stage-2 function) of a prompting method.
+
+    Both have the signatures of `stage1_instructions(ctx, backend) -> {group: [accepted record]}`
+    and `stage2_instances(ctx, backend, instructions) -> [stage-2 record]` and write the same
+    files (``stage1_instructions_<group>.jsonl``, ``stage2_instances.jsonl``).
+    """
+    if method == "ensemble_instruct":
+        return stage1_instructions, stage2_instances
+    import importlib
+
+    try:
+        mod = importlib.import_module(f".methods.{method}", __package__)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"method {method!r} is not available ({e})") from None
+    return mod.stage1_instructions, mod.stage2_instances
 
 
 def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
@@ -605,6 +623,7 @@ def run(
     }
     write_json(out / MANIFEST, manifest)
     model_names = [config.generator.name] + [m.name for m in config.extra_models]
+    stage1_fn, stage2_fn = method_stages(config.method)
     try:
         instances: list[dict[str, Any]] = []
         if 1 in stages or 2 in stages:
@@ -613,19 +632,19 @@ def run(
             try:
                 if 1 in stages:
                     t0 = time.perf_counter()
-                    accepted = stage1_instructions(ctx, gen)
+                    accepted = stage1_fn(ctx, gen)
                     manifest["timings_s"]["stage1"] = round(time.perf_counter() - t0, 3)
-                    manifest["counts"]["stage1"] = _stage1_counts(out, config.task_types)
+                    manifest["counts"]["stage1"] = _stage1_counts(out)
                     write_json(out / MANIFEST, manifest)
                 else:
                     accepted = {
-                        t: [r for r in read_jsonl(stage1_path(out, t)) if r["accepted"]]
-                        for t in config.task_types
+                        _group(p): [r for r in read_jsonl(p) if r["accepted"]]
+                        for p in _stage1_files(out)
                     }
                 if 2 in stages:
                     t0 = time.perf_counter()
-                    ordered = [r for t in config.task_types for r in accepted[t]]
-                    instances = stage2_instances(ctx, gen, ordered)
+                    ordered = [r for g in sorted(accepted) for r in accepted[g]]
+                    instances = stage2_fn(ctx, gen, ordered)
                     manifest["timings_s"]["stage2"] = round(time.perf_counter() - t0, 3)
                     manifest["counts"]["stage2"] = _stage2_counts(instances)
                     write_json(out / MANIFEST, manifest)
@@ -695,10 +714,19 @@ def run_stage4(
     return counts
 
 
-def _stage1_counts(out: Path, types: Sequence[str]) -> dict[str, Any]:
+def _stage1_files(out: Path) -> list[Path]:
+    return sorted(out.glob("stage1_instructions_*.jsonl"))
+
+
+def _group(path: Path) -> str:
+    return path.stem.removeprefix("stage1_instructions_")
+
+
+def _stage1_counts(out: Path) -> dict[str, Any]:
     counts: dict[str, Any] = {}
-    for t in types:
-        recs = read_jsonl(stage1_path(out, t))
+    for path in _stage1_files(out):
+        t = _group(path)
+        recs = read_jsonl(path)
         reasons: dict[str, int] = {}
         for r in recs:
             if not r["accepted"]:
@@ -772,12 +800,11 @@ def load_run(out_dir: str | Path) -> RunTables:
         rows = [r for p in paths if p.exists() for r in read_jsonl(p)]
         return pd.DataFrame(rows)
 
-    types = manifest["config"]["task_types"]
     names = [m["name"] for m in manifest["config"]["extra_models"]]
     return RunTables(
         out_dir=out,
         manifest=manifest,
-        instructions=frame(stage1_path(out, t) for t in types),
+        instructions=frame(_stage1_files(out)),
         instances=frame([out / STAGE2]),
         outputs=frame(stage3_path(out, n) for n in names),
         ensembled=frame([out / ENSEMBLED]),
@@ -790,6 +817,7 @@ __all__ = [
     "RunResult",
     "RunTables",
     "load_run",
+    "method_stages",
     "run",
     "run_stage4",
     "stage1_instructions",
