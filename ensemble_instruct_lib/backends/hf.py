@@ -1,0 +1,362 @@
+"""In-process `transformers` backend: any hub id or local checkpoint (METHOD.md stages 1-3).
+
+Runs decoder-only LMs (falcon, llama, gpt-neox, ...) and encoder-decoder LMs (Flan-T5, Flan-UL2)
+through `generate` with the settings measured in ../shared/docs/TRANSFORMERS-NOTES.md: a pad token
+(EOS when the tokenizer has none), left padding for decoder-only batches, the attention mask and
+`max_new_tokens` always passed, only generated ids decoded, prompts sorted by token length and
+batched. Stop strings are matched with transformers' own `StopStringCriteria` (it needs the
+tokenizer), wrapped in a criterion that also honours `min_new_tokens` (a stop string cannot end
+generation before that many tokens, as in vLLM) and records where each sequence ended, which gives
+`finish_reason` and exact completion token counts; the text is then cut before the first stop
+string, since `generate` keeps it.
+
+Sampling is reproducible: before each batch, torch is seeded from `params.seed` and the batch's
+sample indices (the caller's RNG state is restored afterwards). The batch a prompt lands in depends
+on the other prompts of the call, so a sample is reproducible for the same call, not for the same
+prompt in another mix (the call cache stores it once drawn).
+
+Left out: multi-GPU sharding, quantization and continuous batching (use the vLLM backend for
+throughput).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
+
+from .base import Backend, DecodingParams, Generation, cut_at_stop
+
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".py")
+#: Files larger than this are digested from their size and three 4 MiB windows, not read whole.
+_FULL_HASH_LIMIT = 64 << 20
+_WINDOW = 4 << 20
+
+
+def resolve_device(device: str = "auto") -> str:
+    """ "auto" -> "cuda" when available, else "mps" when available, else "cpu"."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """ "auto" -> bfloat16 on CUDA when supported (else float16), float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in names:
+        raise ValueError(
+            f"dtype must be 'auto', a torch.dtype or one of {sorted(names)}, got {dtype!r}"
+        )
+    return names[dtype]
+
+
+def _file_digest(path: Path, h: Any) -> None:
+    size = path.stat().st_size
+    h.update(f"{path.name}\0{size}\0".encode())
+    with open(path, "rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+            return
+        for offset in (0, size // 2, size - _WINDOW):
+            f.seek(offset)
+            h.update(f.read(_WINDOW))
+
+
+def local_digest(folder: str | Path) -> str:
+    """A short digest of a local checkpoint's config, tokenizer and weight files.
+
+    Small files are hashed whole; weight files above 64 MiB are hashed from their size and three
+    4 MiB windows (start, middle, end), so a 40B checkpoint is pinned in a second, not minutes.
+    """
+    h = hashlib.sha256()
+    files = sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
+    )
+    for p in files:
+        _file_digest(p, h)
+    return "local-" + h.hexdigest()[:16]
+
+
+def resolve_revision(model: str, revision: str | None, cache_dir: str | None = None) -> str:
+    """What pins the weights: a commit hash when the hub cache knows one, else the given revision,
+    else a digest of the local files."""
+    if os.path.isdir(model):
+        return revision or local_digest(model)
+    if revision is not None and _COMMIT_RE.match(revision):
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(model, "config.json", cache_dir=cache_dir, revision=revision)
+    except Exception:  # an id the hub helpers reject: fall back to what we were given
+        hit = None
+    if isinstance(hit, str):
+        snapshot = Path(hit).parent.name
+        if _COMMIT_RE.match(snapshot):
+            return snapshot
+    return revision or ""
+
+
+def _sampling_seed(seed: int, sample_indices: Sequence[int]) -> int:
+    key = f"{seed}:{','.join(map(str, sample_indices))}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class HFBackend(Backend):
+    """A `transformers` model loaded in this process.
+
+    Args:
+        model: a hub id ("google/flan-t5-xxl") or a local checkpoint folder; both go through the
+            same `from_pretrained` calls.
+        revision: a branch, tag or commit of the hub repo (None: the default branch).
+        device: "auto" (cuda, else mps, else cpu) or a torch device string.
+        dtype: "auto" (bfloat16 on CUDA when supported, float32 on CPU), a name or a torch.dtype.
+        batch_size: prompts per `generate` call; prompts are sorted by length before batching.
+        trust_remote_code: passed to `from_pretrained` (needed by some older hub models).
+        cache_dir: the hub cache to read and download to (None: the default one).
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_id = str(model)
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        load = {
+            "revision": revision,
+            "trust_remote_code": trust_remote_code,
+            "cache_dir": cache_dir,
+        }
+        config = AutoConfig.from_pretrained(self.model_id, **load)
+        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        auto_cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+        self.model = auto_cls.from_pretrained(
+            self.model_id, config=config, dtype=self.dtype, **load
+        )
+        self.model.to(self.device)
+        self.model.eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_id, **load)
+        tok = self.tokenizer
+        if tok.pad_token is None:
+            if tok.eos_token is None:
+                raise ValueError(
+                    f"the tokenizer of {self.model_id} has neither a pad nor an EOS token; "
+                    "batched generation needs one: set tokenizer.pad_token on a local copy"
+                )
+            tok.pad_token = tok.eos_token
+        if not self.is_encoder_decoder:
+            tok.padding_side = "left"
+        self.revision = resolve_revision(self.model_id, revision, cache_dir)
+        self._stop_criteria: dict[tuple[str, ...], Any] = {}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            device=self.device,
+            dtype=str(self.dtype).removeprefix("torch."),
+            encoder_decoder=self.is_encoder_decoder,
+            batch_size=self.batch_size,
+        )
+        return d
+
+    # ----------------------------------------------------------------------------------------
+
+    def render(self, prompt: str, chat: bool) -> str:
+        """The text actually tokenized: the prompt, or its chat-template rendering when `chat`."""
+        if not chat:
+            return prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"chat=True but the tokenizer of {self.model_id} has no chat template; "
+                "use chat=False (raw prompts) or a model that ships a chat template"
+            )
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+
+    def _generate(
+        self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
+    ) -> list[Generation]:
+        texts = [self.render(p, params.chat) for p in prompts]
+        # A chat template already carries the special tokens the model expects.
+        add_special = not params.chat
+        lengths = [
+            len(ids) for ids in self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        ]
+        if not self.is_encoder_decoder:
+            for i, n in enumerate(lengths):
+                if n == 0:
+                    raise ValueError(
+                        f"prompt {i} encodes to no tokens; a decoder-only model needs a "
+                        "non-empty prompt"
+                    )
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        results: list[Generation | None] = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self._generate_batch(
+                [texts[i] for i in idx], params, [sample_indices[i] for i in idx], add_special
+            )
+            for i, g in zip(idx, batch, strict=True):
+                results[i] = g
+        return [g for g in results if g is not None]
+
+    def _stop_criterion(self, stop: tuple[str, ...]) -> Any:
+        if stop not in self._stop_criteria:
+            self._stop_criteria[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stop_criteria[stop]
+
+    def _eos_ids(self, gen_config: Any) -> torch.Tensor:
+        """The ids that end a sequence: the generation config's EOS ids and the tokenizer's."""
+        eos = gen_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos])
+        ids.add(self.tokenizer.eos_token_id)
+        return torch.tensor(sorted(i for i in ids if i is not None), dtype=torch.long)
+
+    def _generation_config(self, params: DecodingParams) -> Any:
+        gc = copy.deepcopy(self.model.generation_config)
+        gc.max_new_tokens = params.max_new_tokens
+        gc.min_new_tokens = params.min_new_tokens or None
+        gc.pad_token_id = self.tokenizer.pad_token_id
+        gc.num_beams = 1
+        gc.num_return_sequences = 1
+        gc.do_sample = params.do_sample
+        if params.do_sample:
+            gc.temperature = params.temperature
+            gc.top_k = params.top_k
+            gc.top_p = params.top_p
+        else:
+            gc.temperature = gc.top_k = gc.top_p = None
+        return gc
+
+    def _generate_batch(
+        self,
+        texts: list[str],
+        params: DecodingParams,
+        sample_indices: list[int],
+        add_special: bool,
+    ) -> list[Generation]:
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=add_special
+        ).to(self.device)
+        start_len = 1 if self.is_encoder_decoder else enc["input_ids"].shape[1]
+        gen_config = self._generation_config(params)
+        tracker = _FinishTracker(
+            start_len=start_len,
+            min_new_tokens=params.min_new_tokens,
+            stop=self._stop_criterion(params.stop) if params.stop else None,
+            eos=self._eos_ids(gen_config).to(self.device),
+            batch=len(texts),
+        )
+        kwargs = {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "generation_config": gen_config,
+            "stopping_criteria": StoppingCriteriaList([tracker]),
+        }
+        if params.do_sample:
+            cuda = [torch.device(self.device)] if self.device.startswith("cuda") else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(_sampling_seed(params.seed, sample_indices))
+                out = self.model.generate(**kwargs)
+        else:
+            out = self.model.generate(**kwargs)
+        generated = out[:, start_len:].cpu()
+        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for i in range(len(texts)):
+            n = tracker.done_at[i] if tracker.done_at[i] is not None else generated.shape[1]
+            text = self.tokenizer.decode(generated[i, :n], skip_special_tokens=True)
+            text, _ = cut_at_stop(text, params.stop)
+            results.append(
+                Generation(
+                    text=text,
+                    finish_reason="stop" if tracker.done_at[i] is not None else "length",
+                    prompt_tokens=int(prompt_tokens[i]),
+                    completion_tokens=int(n),
+                )
+            )
+        return results
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+class _FinishTracker(StoppingCriteria):
+    """Ends a sequence at EOS or (after `min_new_tokens`) a stop string; records the step.
+
+    `done_at[i]` is the number of new tokens sequence i had when it ended (EOS or stop-string
+    tokens included), or None if it ran to the length limit.
+    """
+
+    def __init__(
+        self, *, start_len: int, min_new_tokens: int, stop: Any, eos: Any, batch: int
+    ) -> None:
+        self.start_len = start_len
+        self.min_new_tokens = min_new_tokens
+        self.stop = stop
+        self.eos = eos
+        self.done_at: list[int | None] = [None] * batch
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        n_new = input_ids.shape[1] - self.start_len
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.eos.numel():
+            done |= torch.isin(input_ids[:, -1], self.eos)
+        if self.stop is not None and n_new >= max(self.min_new_tokens, 1):
+            done |= self.stop(input_ids, scores).to(done.device)
+        for i in done.nonzero().flatten().tolist():
+            if self.done_at[i] is None:
+                self.done_at[i] = n_new
+        return done
