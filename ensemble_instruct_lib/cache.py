@@ -52,6 +52,9 @@ def _canonical_params(params: DecodingParams) -> dict[str, Any]:
     d = params.to_dict()
     for k in ("temperature", "top_p"):  # 1 and 1.0 must give the same key
         d[k] = float(d[k])
+    if not params.do_sample:  # greedy output does not depend on the sampling settings
+        for k in ("temperature", "top_k", "top_p", "seed"):
+            d.pop(k)
     return d
 
 

@@ -237,3 +237,17 @@ def test_factory_and_cache_over_a_real_model(tmp_path, model_dirs, prompts):
     assert [g.text for g in first] == [g.text for g in second]
     assert cached.stats() == {"hits": 5, "misses": 5} and all(g.cached for g in second)
     assert cached.revision == be.revision.strip() and cached.describe() == be.describe()
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error(tmp_path):
+    from ensemble_instruct_lib.backends.base import DecodingParams
+    from ensemble_instruct_lib.backends.hf import HFBackend
+    from ensemble_instruct_lib.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path / "short", "gpt2", max_positions=64)
+    backend = HFBackend(str(path))
+    assert backend.context_length == 64
+    ok = backend.generate(["a short prompt"], DecodingParams(max_new_tokens=8))
+    assert len(ok) == 1
+    with pytest.raises(ValueError, match="does not fit .* context of 64 tokens"):
+        backend.generate(["word " * 80], DecodingParams(max_new_tokens=8))

@@ -196,3 +196,16 @@ def test_not_a_database_is_a_clear_error(tmp_path):
     bad.write_text("this is not sqlite" * 100)
     with pytest.raises(RuntimeError, match="move it away"):
         CallCache(bad).get("k")
+
+
+def test_greedy_keys_ignore_sampling_settings():
+    from ensemble_instruct_lib.backends.base import DecodingParams
+    from ensemble_instruct_lib.cache import cache_key
+
+    a = DecodingParams(do_sample=False, temperature=0.7, top_k=50, seed=0)
+    b = DecodingParams(do_sample=False, temperature=0.2, top_k=5, top_p=0.5, seed=9)
+    assert cache_key("hf", "m", "r", a, "p") == cache_key("hf", "m", "r", b, "p")
+    s1 = DecodingParams(do_sample=True, temperature=0.7)
+    s2 = DecodingParams(do_sample=True, temperature=0.2)
+    assert cache_key("hf", "m", "r", s1, "p") != cache_key("hf", "m", "r", s2, "p")
+    assert cache_key("hf", "m", "r", a, "p") != cache_key("hf", "m", "r", s1, "p")

@@ -133,6 +133,17 @@ def resolve_revision(model: str, revision: str | None, cache_dir: str | None = N
     return revision or ""
 
 
+def _context_length(config: Any) -> int | None:
+    """The model's maximum sequence length from its config (None when it has no fixed one)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return None  # T5-style relative positions: no hard limit
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _sampling_seed(seed: int, sample_indices: Sequence[int]) -> int:
     key = f"{seed}:{','.join(map(str, sample_indices))}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
@@ -196,6 +207,7 @@ class HFBackend(Backend):
         if not self.is_encoder_decoder:
             tok.padding_side = "left"
         self.revision = resolve_revision(self.model_id, revision, cache_dir)
+        self.context_length = _context_length(config)
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -239,6 +251,21 @@ class HFBackend(Backend):
                         f"prompt {i} encodes to no tokens; a decoder-only model needs a "
                         "non-empty prompt"
                     )
+        if self.context_length:
+            budget = self.context_length - (0 if self.is_encoder_decoder else params.max_new_tokens)
+            longest = max(lengths)
+            if longest > budget:
+                raise ValueError(
+                    f"a prompt of {longest} tokens does not fit {self.model_id}'s context of "
+                    f"{self.context_length} tokens"
+                    + (
+                        ""
+                        if self.is_encoder_decoder
+                        else f" with max_new_tokens={params.max_new_tokens}"
+                    )
+                    + ": use fewer demonstrations (instruction.num_seed_demos, instance.num_demos), "
+                    "a smaller max_new_tokens, or a model with a longer context"
+                )
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         results: list[Generation | None] = [None] * len(texts)
         for start in range(0, len(order), self.batch_size):
