@@ -10,7 +10,6 @@ downloads them at a pinned commit and checks their sha256, or copies a local fol
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .jsonl import iter_jsonl
 
 ENV_VAR = "EI_DATA_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -317,28 +317,17 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
         raise DataError(p, "file not found", hint="give the path of a seed-task JSONL file")
     tasks = []
     seen: dict[str, int] = {}
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    p, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno
-                ) from None
-            if not isinstance(obj, dict):
-                raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
-            task = _parse_seed(p, lineno, obj)
-            if task.id in seen:
-                raise DataError(
-                    p,
-                    f"duplicate id {task.id!r} (first on line {seen[task.id]})",
-                    line=lineno,
-                    field="id",
-                )
-            seen[task.id] = lineno
-            tasks.append(task)
+    for lineno, obj in iter_jsonl(p):
+        task = _parse_seed(p, lineno, obj)
+        if task.id in seen:
+            raise DataError(
+                p,
+                f"duplicate id {task.id!r} (first on line {seen[task.id]})",
+                line=lineno,
+                field="id",
+            )
+        seen[task.id] = lineno
+        tasks.append(task)
     if not tasks:
         raise DataError(p, "no tasks in file", hint="a seed file holds one JSON task per line")
     return tasks
@@ -371,18 +360,11 @@ def load_predictions(model: str, root: str | Path | None = None) -> list[dict[st
     """One recorded model's answers: rows with `instruction`, `input`, `response`, `target`."""
     p = predictions_path(model, root)
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(p, f"not valid JSON ({e.msg})", line=lineno) from None
-            for key in ("instruction", "input", "response", "target"):
-                if not isinstance(obj.get(key), str):
-                    raise DataError(p, "missing or not a string", line=lineno, field=key)
-            rows.append({k: obj[k] for k in ("instruction", "input", "response", "target")})
+    for lineno, obj in iter_jsonl(p):
+        for key in ("instruction", "input", "response", "target"):
+            if not isinstance(obj.get(key), str):
+                raise DataError(p, "missing or not a string", line=lineno, field=key)
+        rows.append({k: obj[k] for k in ("instruction", "input", "response", "target")})
     return rows
 
 

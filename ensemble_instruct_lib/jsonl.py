@@ -13,8 +13,9 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .errors import DataError
 
@@ -27,22 +28,20 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             yield lineno, raw.rstrip(b"\r\n"), ended
 
 
-def read_jsonl(path: str | Path, *, allow_torn_tail: bool = True) -> list[dict[str, Any]]:
-    """Read a JSONL file of objects.
+def iter_jsonl(
+    path: str | Path, *, allow_torn_tail: bool = False
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (1-based line number, record) for each non-blank line of a JSONL file of objects.
 
     Args:
         path: the file.
         allow_torn_tail: a last line with no newline that does not parse is the trace of a killed
-            writer: skip it with a warning instead of failing.
-
-    Returns:
-        The records, in file order. Blank lines are skipped.
+            writer: stop there with a warning instead of failing.
 
     Raises:
         DataError: naming the file and line of a line that is not a JSON object.
     """
     path = Path(path)
-    records: list[dict[str, Any]] = []
     for lineno, raw, ended in _iter_lines(path):
         if not raw.strip():
             continue
@@ -53,9 +52,9 @@ def read_jsonl(path: str | Path, *, allow_torn_tail: bool = True) -> list[dict[s
                 warnings.warn(
                     f"{path}, line {lineno}: discarding an incomplete last line "
                     "(left by an interrupted write)",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-                break
+                return
             raise DataError(
                 path,
                 f"not valid JSON ({e})",
@@ -69,8 +68,12 @@ def read_jsonl(path: str | Path, *, allow_torn_tail: bool = True) -> list[dict[s
                 line=lineno,
                 hint="every line must be one JSON object",
             )
-        records.append(obj)
-    return records
+        yield lineno, obj
+
+
+def read_jsonl(path: str | Path, *, allow_torn_tail: bool = True) -> list[dict[str, Any]]:
+    """All records of a JSONL file, in order (see `iter_jsonl`; a torn last line is skipped)."""
+    return [obj for _, obj in iter_jsonl(path, allow_torn_tail=allow_torn_tail)]
 
 
 def repair_torn_tail(path: str | Path) -> bool:
@@ -150,42 +153,39 @@ class JsonlAppender:
         self.close()
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
-    """Atomically replace `path` with `records` (temp file in the same folder, then rename).
-
-    Returns:
-        The number of records written.
-    """
+@contextmanager
+def _atomic_text(path: str | Path) -> Iterator[TextIO]:
+    """A text file that replaces `path` only once fully written (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(_dumps(r) + "\n")
-                n += 1
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Atomically replace `path` with `records`.
+
+    Returns:
+        The number of records written.
+    """
+    n = 0
+    with _atomic_text(path) as f:
+        for r in records:
+            f.write(_dumps(r) + "\n")
+            n += 1
     return n
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically replace `path` with `obj` as indented JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_text(path) as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
