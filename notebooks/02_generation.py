@@ -1,0 +1,120 @@
+# %% [markdown]
+# # 02 Generation: stages 1-3
+#
+# Runs (or resumes) the first three stages of Ensemble-Instruct through the pipeline with a run
+# config chosen by the parameters: stage 1 generates instructions per task type and filters them
+# (length, blocked keywords, novelty against the seeds and the instructions already accepted),
+# stage 2 writes one instance (input and output) per accepted instruction with the same LM, and
+# stage 3 asks every extra LM for its own output. The notebook then shows how many records survive
+# each stage per type, why candidates were rejected, the novelty scores against the 0.7 threshold,
+# the lengths of what was generated, a sample, and a browser of the generated instructions with
+# their most similar neighbours. Stage 4 (ensembling) is notebook 03, on the same run dir.
+
+# %%
+# %matplotlib inline
+from IPython.display import display
+
+from ensemble_instruct_lib import plots, widgets
+from ensemble_instruct_lib.steps import generation as steps
+
+# %% tags=["parameters"]
+out_dir = "outputs/notebooks/02_generation"  # figures and tables go here (relative: repo root)
+config_path = "configs/offline-tiny.yaml"  # run config YAML (relative: repo root)
+overrides = {}  # top-level RunConfig keys replacing the file's, e.g. {"num_instructions": 50}
+run_dir = None  # the pipeline's run dir (resumed if it exists); None: <out_dir>/run
+fake_lms = False  # True: the kit's deterministic fake LMs answer instead (no model; demos, tests)
+sample_size = 10  # rows of the sample table
+
+# %%
+cfg = steps.GenerationConfig(
+    out_dir=out_dir,
+    config_path=config_path,
+    overrides=overrides,
+    run_dir=run_dir,
+    fake_lms=fake_lms,
+    sample_size=sample_size,
+)
+display(steps.config_table(cfg))
+
+# %% [markdown]
+# ## Run stages 1-3
+#
+# Progress bars follow each stage; every LM call goes through the run's cache, so re-running the
+# notebook resumes instead of starting again.
+
+# %%
+tables = steps.run_generation(cfg)
+
+# %% [markdown]
+# ## What survives each stage
+#
+# Stage-1 candidates, accepted instructions, generated and valid instances, and the outputs of
+# each extra LM, per task type.
+
+# %%
+counts = plots.stage_counts(tables.instructions, tables.instances, tables.outputs)
+plots.save_table(counts, cfg.out_path, "stage_counts", index=True)
+display(counts)
+
+# %% [markdown]
+# ## Why candidates were rejected
+#
+# Stage 1: the post-filters (too short or long, a blocked keyword, "Write a program", a leading
+# punctuation or non-ASCII character) and the novelty filter (`not_novel`). Stage 2: the parser's
+# reasons (no output, no input for a type-A task, an input for a type-B task, empty fields).
+
+# %%
+rejections = plots.reason_counts(tables.instructions, ok_column="accepted")
+plots.save_table(rejections, cfg.out_path, "instruction_rejections", index=True)
+fig = plots.plot_reason_bars(rejections, "Stage 1: why candidate instructions were rejected")
+plots.save_figure(fig, cfg.out_path, "instruction_rejections")
+display(fig)
+
+# %%
+invalid = plots.reason_counts(tables.instances, ok_column="valid")
+plots.save_table(invalid, cfg.out_path, "instance_rejections", index=True)
+fig = plots.plot_reason_bars(invalid, "Stage 2: why generated instances were invalid")
+plots.save_figure(fig, cfg.out_path, "instance_rejections")
+display(fig)
+
+# %% [markdown]
+# ## Novelty
+#
+# The highest Rouge-L F of each candidate (that passed the post-filters) against the seeds and the
+# instructions accepted before it; above the dashed threshold it was rejected as not novel.
+
+# %%
+fig = plots.plot_novelty(tables.instructions, steps.novelty_threshold(tables))
+plots.save_figure(fig, cfg.out_path, "novelty")
+display(fig)
+
+# %% [markdown]
+# ## Lengths of what was generated (words)
+
+# %%
+lengths = plots.text_lengths(tables.instructions, tables.instances)
+summary = plots.length_summary(lengths)
+plots.save_table(summary, cfg.out_path, "lengths")
+display(summary)
+
+# %%
+fig = plots.plot_lengths(lengths)
+plots.save_figure(fig, cfg.out_path, "lengths")
+display(fig)
+
+# %% [markdown]
+# ## A sample of valid instances
+
+# %%
+sample = plots.sample_rows(tables.instances, cfg.sample_size, cfg.run_config.seed)
+plots.save_table(sample, cfg.out_path, "sample")
+display(sample)
+
+# %% [markdown]
+# ## Browse the instructions
+#
+# Filter by type and verdict; each candidate shows its highest and mean similarity and the ten
+# most similar seeds or accepted instructions. (Interactive only.)
+
+# %%
+display(widgets.instruction_browser(tables.instructions))

@@ -1,0 +1,138 @@
+# %% [markdown]
+# # 03 Ensembling: stage 4, greedy consensus
+#
+# Ensemble-Instruct's second idea: several LMs answer every generated (instruction, input), and an
+# example is kept only when their outputs agree. The candidates are normalized, compared pairwise
+# with Rouge-L; an exact match keeps the example at once, otherwise it is dropped when the lowest
+# pairwise score is at or below the threshold (0.01), else the candidate with the largest sum of
+# agreement is kept. This notebook runs stage 4 on a pipeline run dir, or on the recorded answers
+# of GPT-3-family models to the 252 user-oriented instructions (real, heterogeneous LM outputs,
+# no model needed; the first model named plays the instance generator). It shows the kept fraction and why examples were dropped, the distribution of
+# pairwise Rouge-L, how often each member's output is chosen, the kept fraction as the threshold
+# varies, and, where gold outputs exist, the quality of each member, of the consensus, of a random
+# pick and of the oracle. An inspector steps through single examples.
+
+# %%
+# %matplotlib inline
+from IPython.display import display
+
+from ensemble_instruct_lib import plots, widgets
+from ensemble_instruct_lib.steps import ensembling as steps
+
+# %% tags=["parameters"]
+out_dir = "outputs/notebooks/03_ensembling"  # figures and tables go here (relative: repo root)
+run_dir = None  # a pipeline run dir (stages 1-3 done); None: the recorded user-oriented answers
+models = ["text-davinci-003", "text-davinci-002", "text-davinci-001"]  # recorded models
+threshold = None  # drop at or below this lowest pairwise Rouge-L; None: the run's, else 0.01
+rule = None  # "sum" or "best_pair"; None: the run's, else "sum"
+stop = "none"  # recorded answers as recorded ("none") or cut at the stage-3 stops ("method")
+curve_max = 0.5  # largest threshold on the kept-fraction curve
+curve_points = 51  # thresholds on the kept-fraction curve
+seed = 0  # seed of the random-member baseline
+
+# %%
+cfg = steps.EnsemblingConfig(
+    out_dir=out_dir,
+    run_dir=run_dir,
+    models=models,
+    threshold=threshold,
+    rule=rule,
+    stop=stop,
+    curve_max=curve_max,
+    curve_points=curve_points,
+    seed=seed,
+)
+display(steps.config_table(cfg))
+
+# %% [markdown]
+# ## Stage 4
+
+# %%
+study = steps.ensemble_study(cfg)
+plots.save_table(steps.example_table(study), cfg.out_path, "examples")
+display(study.settings())
+
+# %% [markdown]
+# ## Kept fraction and why examples were dropped
+
+# %%
+reasons = plots.consensus_reasons(study.frame)
+plots.save_table(reasons, cfg.out_path, "reasons")
+display(reasons)
+
+# %%
+fig = plots.plot_consensus_reasons(reasons)
+plots.save_figure(fig, cfg.out_path, "reasons")
+display(fig)
+
+# %% [markdown]
+# ## Pairwise agreement
+#
+# Rouge-L F between every two candidates of every example (normalized text, Porter stemming), per
+# pair of members, and its mean as a matrix.
+
+# %%
+pairs = plots.pairwise_scores(study.frame)
+plots.save_table(pairs, cfg.out_path, "pairwise")
+fig = plots.plot_pairwise(pairs, study.threshold)
+plots.save_figure(fig, cfg.out_path, "pairwise")
+display(fig)
+
+# %%
+fig = plots.plot_agreement_matrix(plots.mean_agreement(study.frame))
+plots.save_figure(fig, cfg.out_path, "agreement_matrix")
+display(fig)
+
+# %% [markdown]
+# ## Whose output is kept
+
+# %%
+chosen = plots.chosen_counts(study.frame)
+plots.save_table(chosen, cfg.out_path, "chosen")
+fig = plots.plot_chosen(chosen)
+plots.save_figure(fig, cfg.out_path, "chosen")
+display(fig)
+
+# %% [markdown]
+# ## Kept fraction as the threshold varies
+#
+# Recomputed from the stored score matrices (no Rouge-L call): exact matches are kept at any
+# threshold; other examples are kept while their lowest pairwise score is above it.
+
+# %%
+curve = plots.threshold_curve(study.frame, cfg.thresholds, study.rule)
+plots.save_table(curve, cfg.out_path, "threshold_curve")
+fig = plots.plot_threshold_curve(curve, study.threshold)
+plots.save_figure(fig, cfg.out_path, "threshold_curve")
+display(fig)
+
+# %% [markdown]
+# ## Quality against gold
+#
+# Only where gold outputs exist (the recorded user-oriented answers): mean Rouge-L x100 against
+# the gold output of each member, of the consensus, of a random member and of the oracle (the best
+# member per example), on the kept examples and on all of them. A run dir has no gold: the panel
+# says so.
+
+# %%
+gold = steps.gold_table(study)
+plots.save_table(gold, cfg.out_path, "gold")
+display(gold)
+
+# %%
+fig = plots.plot_gold_summary(gold)
+plots.save_figure(fig, cfg.out_path, "gold")
+display(fig)
+
+# %% [markdown]
+# ## Inspect examples
+#
+# All candidates side by side with the chosen one highlighted, the pairwise agreement matrix as a
+# heatmap and the rule that decided; filter by reason and by the lowest pairwise score. The first
+# dropped example is rendered statically below the widget. (The widget is interactive only.)
+
+# %%
+display(widgets.ensemble_inspector(study.frame))
+
+# %%
+display(widgets.example_html(study.frame, reason="below_threshold"))

@@ -1,0 +1,107 @@
+# %% [markdown]
+# # 05 Fine-tuning and evaluation
+#
+# The paper judges generated data by what it teaches: a base LM is fine-tuned on each dataset
+# variant (for example the ensembled outputs of a run against the single, un-ensembled outputs of
+# the same run) and each tuned model is scored with Rouge-L on the 252 user-oriented instructions
+# of Self-Instruct and, given a local copy of the task files, on the SuperNI test split. This
+# notebook trains one model per dataset named by the parameters, evaluates each on the chosen
+# benchmarks, and shows a comparison table, bar charts per benchmark and per category, and the
+# training-loss curves. The recorded answers of the eight GPT-3-family models to the same
+# user-oriented items are scored the same way as reference rows.
+
+# %%
+# %matplotlib inline
+from IPython.display import display
+
+from ensemble_instruct_lib import plots
+from ensemble_instruct_lib.steps import finetune_eval as steps
+
+# %% tags=["parameters"]
+out_dir = "outputs/notebooks/05_finetune_eval"  # models, figures, tables (relative: repo root)
+base_model = "EleutherAI/pythia-1.4b-deduped"  # the base LM: hub id or local folder
+datasets = {
+    "ensembled": "outputs/run/alpaca.jsonl",
+    "single_output": "outputs/run/alpaca_single_output.jsonl",
+}  # system name -> Alpaca-style JSONL to fine-tune on (relative: repo root)
+finetune_config = "configs/finetune-pythia-1.4b.yaml"  # shared FinetuneConfig YAML; None: defaults
+finetune_overrides = {}  # FinetuneConfig keys replacing the YAML's, e.g. {"max_steps": 200}
+benchmarks = ["user_oriented"]  # "user_oriented" and/or "superni"
+superni_dir = None  # natural-instructions checkout for "superni"; None: $EI_SUPERNI_DIR
+max_items = None  # evaluate on the first N items of each benchmark; None: all
+max_new_tokens = 128  # cap on each greedy answer
+eval_batch_size = 8  # prompts per generate call in evaluation
+backend_options = {}  # extra HFBackend arguments for evaluation, e.g. {"dtype": "bf16"}
+reference_models = [
+    "davinci",
+    "text-davinci-001",
+    "text-davinci-002",
+    "text-davinci-003",
+    "davinci-self-instruct",
+    "davinci-superni-ft",
+    "davinci-t0-ft",
+    "davinci-self-instruct-and-superni-ft",
+]  # recorded GPT-3-family models scored as reference rows ([] for none)
+
+# %%
+cfg = steps.FinetuneEvalConfig(
+    out_dir=out_dir,
+    base_model=base_model,
+    datasets=datasets,
+    finetune_config=finetune_config,
+    finetune_overrides=finetune_overrides,
+    benchmarks=benchmarks,
+    superni_dir=superni_dir,
+    max_items=max_items,
+    max_new_tokens=max_new_tokens,
+    eval_batch_size=eval_batch_size,
+    backend_options=backend_options,
+    reference_models=reference_models,
+)
+display(steps.config_table(cfg))
+
+# %% [markdown]
+# ## Fine-tune one model per dataset
+#
+# Each run lives in `<out_dir>/finetune/<system>/` and resumes from its last checkpoint when the
+# notebook is run again.
+
+# %%
+runs = steps.finetune_datasets(cfg)
+display(steps.run_table(runs))
+
+# %%
+losses = steps.loss_curves(runs)
+plots.save_table(losses, cfg.out_path, "loss_curves")
+fig = plots.plot_loss_curves(losses)
+plots.save_figure(fig, cfg.out_path, "loss_curves")
+display(fig)
+
+# %% [markdown]
+# ## Evaluate
+#
+# Greedy answers in the fine-tuning prompt format, scored with SuperNI's Rouge-L (and exact
+# match); the recorded GPT-3-family answers are scored on the same user-oriented items.
+
+# %%
+items = steps.benchmark_items(cfg)
+comparison = steps.evaluate_systems(cfg, runs, items)
+plots.save_table(comparison.scores, cfg.out_path, "scores")
+plots.save_table(comparison.per_category, cfg.out_path, "scores_per_category")
+display(comparison.scores)
+
+# %%
+fig = plots.plot_benchmark_scores(comparison.scores)
+plots.save_figure(fig, cfg.out_path, "scores")
+display(fig)
+
+# %% [markdown]
+# ## Per category
+#
+# User-oriented items are grouped by the app that motivated them, SuperNI items by task category;
+# the largest categories are shown for the models tuned here.
+
+# %%
+fig = plots.plot_category_scores(comparison.per_category)
+plots.save_figure(fig, cfg.out_path, "scores_per_category")
+display(fig)
