@@ -6,6 +6,13 @@ from other LMs (stage 3), and greedy Rouge-L consensus (stage 4). See README.md.
 package is light: torch, transformers and the notebook stack load only when used.
 """
 
+from .ablations import (
+    ensemble_size,
+    selection_rules,
+    summarize,
+    threshold_sweep,
+    tuned_vs_vanilla,
+)
 from .backends import (
     Backend,
     CachedBackend,
@@ -17,6 +24,7 @@ from .backends import (
 from .config import ModelSpec, RunConfig, load_config
 from .consensus import ConsensusResult, consensus_summary, select_consensus
 from .data import SeedTask, fetch_data, load_recorded, load_seed_tasks
+from .diversity import diversity_summary, verb_noun
 from .errors import ConfigError, DataError
 from .evaluate import (
     EvalItem,
@@ -37,8 +45,17 @@ from .prompts import instance_prompt, instruction_prompt, output_prompt
 from .recorded_ensemble import ensemble_recorded
 from .rouge import NoveltyIndex, pairwise_rouge_l, rouge_l
 from .superni import download_superni_tasks, load_superni_items
+from .sweep import run_sweep
 
 __all__ = [
+    "verb_noun",
+    "tuned_vs_vanilla",
+    "threshold_sweep",
+    "summarize",
+    "selection_rules",
+    "run_sweep",
+    "ensemble_size",
+    "diversity_summary",
     "FORMAT_VERSION",
     "Backend",
     "CachedBackend",

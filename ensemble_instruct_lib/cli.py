@@ -7,6 +7,7 @@ Commands:
   run                 the Ensemble-Instruct pipeline (stages 1-4 and export), resumable
   ensemble            re-run stage 4 on a run dir (e.g. with another threshold or rule)
   make-tiny-models    build tiny random-weight models locally (for configs/offline-tiny.yaml)
+  sweep               run a notebook, config or function once per grid point (see --help)
 """
 
 from __future__ import annotations
@@ -140,6 +141,13 @@ def _make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("sweep")
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import main as sweep_main
+
+    return sweep_main(args.sweep_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .recorded_ensemble import DEFAULT_MODELS, STOP_MODES
 
@@ -193,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("make-tiny-models", help="build tiny random-weight models locally")
     t.add_argument("--out", default="outputs/tiny-models")
     t.add_argument("--data-dir")
+
+    w = sub.add_parser(
+        "sweep", help="run a notebook/config/function once per grid point", add_help=False
+    )
+    w.add_argument("sweep_args", nargs=argparse.REMAINDER)
     return p
 
 

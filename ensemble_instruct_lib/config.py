@@ -184,6 +184,8 @@ class RunConfig:
         name: the run's name (its folder under outputs/ by default).
         method: how stages 1-2 are prompted: ensemble_instruct (the paper's), or the
             self_instruct / alpaca baselines (stages 3-4 are shared).
+        method_options: options of a baseline method (see methods/self_instruct.py and
+            methods/alpaca.py; validated by the method, unknown keys rejected).
         seed: the run's random seed (same config and seed -> same prompts).
         num_instructions: accepted instructions to generate per task type.
         task_types: which types to generate.
@@ -198,6 +200,7 @@ class RunConfig:
     extra_models: list[ModelSpec] = field(default_factory=list)
     name: str = "run"
     method: str = "ensemble_instruct"
+    method_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     num_instructions: int = 20
     task_types: list[str] = field(default_factory=lambda: list(TASK_TYPES))

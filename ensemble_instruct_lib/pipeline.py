@@ -71,13 +71,13 @@ def stage3_path(out: Path, model_name: str) -> Path:
     return out / f"stage3_outputs_{model_name}.jsonl"
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -116,7 +116,7 @@ class RunContext:
 # stage 1
 
 
-def _load_stage1(path: Path) -> list[dict[str, Any]]:
+def load_stage1(path: Path) -> list[dict[str, Any]]:
     """Records of complete rounds; a torn or partly written last round is cut off the file."""
     if not path.exists():
         return []
@@ -142,7 +142,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
     cfg, st = ctx.config, ctx.config.instruction
     types = list(cfg.task_types)
     target = cfg.num_instructions
-    records = {t: _load_stage1(stage1_path(ctx.out, t)) for t in types}
+    records = {t: load_stage1(stage1_path(ctx.out, t)) for t in types}
     accepted = {t: [r for r in records[t] if r["accepted"]] for t in types}
     novelty = NoveltyFilter(
         {t: [s.instruction for s in ctx.seeds[t]] for t in types},
@@ -165,7 +165,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
         seed=cfg.seed,
     )
     writers = {t: JsonlAppender(stage1_path(ctx.out, t)) for t in types}
-    bar = _progress(target * len(types), "stage 1: instructions", ctx.progress)
+    bar = progress_bar(target * len(types), "stage 1: instructions", ctx.progress)
     bar.update(sum(min(len(a), target) for a in accepted.values()))
     rejected = sum(len(records[t]) - len(accepted[t]) for t in types)
     try:
@@ -281,11 +281,11 @@ def stage2_instances(
     )
     todo = [r for r in instructions if r["id"] not in done_ids]
     harvest = _Harvester(ctx, instructions, done) if st.harvest_extra_blocks else None
-    bar = _progress(len(instructions), "stage 2: instances", ctx.progress)
+    bar = progress_bar(len(instructions), "stage 2: instances", ctx.progress)
     bar.update(len(instructions) - len(todo))
     valid = sum(r["valid"] for r in done)
     with JsonlAppender(path) as out:
-        for chunk in _chunks(todo, st.batch_size):
+        for chunk in chunks(todo, st.batch_size):
             prompts = [
                 instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
                 for r in chunk
@@ -397,10 +397,10 @@ def stage3_outputs(
             t: instance_demos(t, ctx.seeds[t], st.few_shot_demos, cfg.seed) for t in cfg.task_types
         }
     n_valid = sum(r["valid"] for r in instances)
-    bar = _progress(n_valid, f"stage 3: {spec.name}", ctx.progress)
+    bar = progress_bar(n_valid, f"stage 3: {spec.name}", ctx.progress)
     bar.update(n_valid - len(todo))
     with JsonlAppender(path) as out:
-        for chunk in _chunks(todo, st.batch_size):
+        for chunk in chunks(todo, st.batch_size):
             prompts = [
                 output_prompt(
                     r["instruction"],
@@ -542,7 +542,16 @@ def _versions() -> dict[str, str]:
 
 
 #: config keys whose change makes existing stage files meaningless (everything else may change)
-_FROZEN = ("method", "seed", "generator", "task_types", "instruction", "instance", "seed_file")
+_FROZEN = (
+    "method",
+    "method_options",
+    "seed",
+    "generator",
+    "task_types",
+    "instruction",
+    "instance",
+    "seed_file",
+)
 
 
 def method_stages(method: str):
@@ -561,6 +570,18 @@ def method_stages(method: str):
     except ModuleNotFoundError as e:
         raise ConfigError(f"method {method!r} is not available ({e})") from None
     return mod.stage1_instructions, mod.stage2_instances
+
+
+def method_prompt_versions(method: str) -> dict[str, str]:
+    """The prompt versions a method's stages 1-2 use (stage 3 always uses `prompts.VERSIONS`)."""
+    if method == "ensemble_instruct":
+        return dict(VERSIONS)
+    import importlib
+
+    mod = importlib.import_module(f".methods.{method}", __package__)
+    out = {k: v for k, v in VERSIONS.items() if k.startswith("output")}
+    out.update(getattr(mod, "VERSIONS", {}))
+    return out
 
 
 def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
@@ -611,7 +632,7 @@ def run(
     manifest: dict[str, Any] = {
         "config": config.to_dict(),
         "versions": _versions(),
-        "prompt_versions": dict(VERSIONS),
+        "prompt_versions": method_prompt_versions(config.method),
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -755,12 +776,14 @@ def _stage2_counts(instances: list[dict[str, Any]]) -> dict[str, Any]:
 def _print_summary(out: Path, manifest: dict[str, Any]) -> None:
     c = manifest["counts"]
     lines = [f"run dir: {out}"]
+    s2_all = c.get("stage2", {})
     for t, s1 in c.get("stage1", {}).items():
-        s2 = c.get("stage2", {}).get(t, {})
         lines.append(
-            f"  type {t}: {s1['accepted']} instructions from {s1['candidates']} candidates; "
-            f"{s2.get('valid', 0)} of {s2.get('instructions', 0)} instances valid"
+            f"  {'type ' + t if t in ('A', 'B') else t}: {s1['accepted']} instructions "
+            f"from {s1['candidates']} candidates"
         )
+    for t, s2 in s2_all.items():
+        lines.append(f"  type {t} instances: {s2['valid']} of {s2['instructions']} valid")
     for name, n in c.get("stage3", {}).items():
         lines.append(f"  stage 3 {name}: {n} outputs")
     if "stage4" in c:

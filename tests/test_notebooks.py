@@ -28,7 +28,13 @@ from ensemble_instruct_lib.prompts import instruction_prompt
 from ensemble_instruct_lib.steps import configs, prompt_design
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ["01_prompt_design", "02_generation", "03_ensembling", "05_finetune_eval"]
+NAMES = [
+    "01_prompt_design",
+    "02_generation",
+    "03_ensembling",
+    "04_ablations",
+    "05_finetune_eval",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

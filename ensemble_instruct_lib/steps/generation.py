@@ -19,7 +19,7 @@ def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
 
     backends = None
     if config.fake_lms:
-        from ..fake import fake_backends
+        from ..methods import fake_backends
 
         backends = fake_backends(config.run_config)
     pipeline.run(
