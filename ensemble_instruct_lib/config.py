@@ -12,18 +12,45 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .backends.base import DecodingParams
 from .errors import ConfigError
 
 TASK_TYPES = ("A", "B")
 BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted")
 METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
 PROMPT_STYLES = ("zero_shot", "few_shot")
+
+
+def sampling_params(
+    stage: InstructionStage | InstanceStage,
+    stop: Sequence[str],
+    seed: int,
+    max_new_tokens: int | None = None,
+) -> DecodingParams:
+    """The sampling `DecodingParams` of stage 1 or 2 (METHOD.md: temperature 0.7, top_k 50),
+    with the given stop strings and an optional lower token cap."""
+    cap = (
+        stage.max_new_tokens
+        if max_new_tokens is None
+        else min(max_new_tokens, stage.max_new_tokens)
+    )
+    return DecodingParams(
+        do_sample=True,
+        temperature=stage.temperature,
+        top_k=stage.top_k,
+        top_p=stage.top_p,
+        max_new_tokens=cap,
+        min_new_tokens=min(getattr(stage, "min_new_tokens", 0), cap),
+        stop=tuple(stop),
+        seed=seed,
+    )
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 from .backends.base import Backend, DecodingParams
 from .cache import CachedBackend, CallCache
-from .config import RunConfig
+from .config import RunConfig, sampling_params
 from .consensus import select_consensus
 from .data import SeedTask, load_seed_tasks, seed_tasks_path, split_by_type
 from .errors import ConfigError
@@ -155,15 +155,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
             novelty.add(r["instruction"], t)
     next_round = {t: (records[t][-1]["round"] + 1 if records[t] else 0) for t in types}
     budget = st.rounds_budget(target)
-    params = DecodingParams(
-        do_sample=True,
-        temperature=st.temperature,
-        top_k=st.top_k,
-        top_p=st.top_p,
-        max_new_tokens=st.max_new_tokens,
-        stop=(END,),
-        seed=cfg.seed,
-    )
+    params = sampling_params(st, (END,), cfg.seed)
     writers = {t: JsonlAppender(stage1_path(ctx.out, t)) for t in types}
     bar = progress_bar(target * len(types), "stage 1: instructions", ctx.progress)
     bar.update(sum(min(len(a), target) for a in accepted.values()))
@@ -269,16 +261,7 @@ def stage2_instances(
         t: instance_demos(t, ctx.seeds[t], st.num_demos.get(t), cfg.seed) for t in cfg.task_types
     }
     stops = (END, "\n\n") if st.stop_at_blank_line else (END,)
-    params = DecodingParams(
-        do_sample=True,
-        temperature=st.temperature,
-        top_k=st.top_k,
-        top_p=st.top_p,
-        max_new_tokens=st.max_new_tokens,
-        min_new_tokens=st.min_new_tokens,
-        stop=stops,
-        seed=cfg.seed,
-    )
+    params = sampling_params(st, stops, cfg.seed)
     todo = [r for r in instructions if r["id"] not in done_ids]
     harvest = _Harvester(ctx, instructions, done) if st.harvest_extra_blocks else None
     bar = progress_bar(len(instructions), "stage 2: instances", ctx.progress)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import Backend, DecodingParams, Generation
+from ..config import sampling_params
 from ..data import SeedTask
 from ..errors import ConfigError
 from ..filters import NoveltyFilter, instruction_rejection
@@ -101,16 +102,7 @@ def target_count(ctx: RunContext) -> int:
 
 def instruction_params(ctx: RunContext, stop: Sequence[str]) -> DecodingParams:
     """Stage-1 sampling parameters from ``config.instruction`` with the method's stop strings."""
-    st = ctx.config.instruction
-    return DecodingParams(
-        do_sample=True,
-        temperature=st.temperature,
-        top_k=st.top_k,
-        top_p=st.top_p,
-        max_new_tokens=st.max_new_tokens,
-        stop=tuple(stop),
-        seed=ctx.config.seed,
-    )
+    return sampling_params(ctx.config.instruction, stop, ctx.config.seed)
 
 
 PromptBuilder = Callable[[random.Random, Sequence[SeedTask], Sequence[str]], Prompt]

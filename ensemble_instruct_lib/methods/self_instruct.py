@@ -32,6 +32,7 @@ from typing import Any
 
 from ..backends.base import Backend, DecodingParams, Generation
 from ..backends.scripted import ScriptedBackend
+from ..config import sampling_params
 from ..data import SeedTask
 from ..jsonl import JsonlAppender, read_jsonl
 from ..pipeline import STAGE2, RunContext, chunks, progress_bar
@@ -301,15 +302,8 @@ def stage2_instances(
         stop=("\n",),
         seed=cfg.seed,
     )
-    params = DecodingParams(
-        do_sample=True,
-        temperature=st.temperature,
-        top_k=st.top_k,
-        top_p=st.top_p,
-        max_new_tokens=st.max_new_tokens,
-        min_new_tokens=st.min_new_tokens,
-        stop=("\nTask:", "\n\n") if st.stop_at_blank_line else ("\nTask:",),
-        seed=cfg.seed,
+    params = sampling_params(
+        st, ("\nTask:", "\n\n") if st.stop_at_blank_line else ("\nTask:",), cfg.seed
     )
     todo = [r for r in instructions if r["id"] not in done_ids]
     bar = progress_bar(len(instructions), "stage 2: instances (self_instruct)", ctx.progress)

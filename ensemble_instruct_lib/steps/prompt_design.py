@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import InstanceStage, InstructionStage
+from ..config import InstanceStage, InstructionStage, sampling_params
 from ..data import SeedTask, load_seed_tasks, split_by_type
 from ..notebooks import resolve_path
 from ..prompts import (
@@ -165,26 +165,6 @@ PROBE_COLUMNS = [
 ]
 
 
-def _stage_params(stage: Any, max_new_tokens: int | None, seed: int) -> Any:
-    """The pipeline's sampling settings for stage 1 or 2, with an optional lower token cap."""
-    from ..backends import DecodingParams
-
-    cap = (
-        stage.max_new_tokens
-        if max_new_tokens is None
-        else min(max_new_tokens, stage.max_new_tokens)
-    )
-    return DecodingParams(
-        do_sample=True,
-        temperature=stage.temperature,
-        top_k=stage.top_k,
-        top_p=stage.top_p,
-        max_new_tokens=cap,
-        stop=(END,),
-        seed=seed,
-    )
-
-
 def judge_instruction(raw: str, pool: Sequence[str], task_type: str) -> tuple[str, str, str]:
     """What stage 1 makes of one LM answer: (the instruction kept, verdict, detail).
 
@@ -257,7 +237,7 @@ def probe_backend(
     try:
         for stage, settings in (("instruction", InstructionStage()), ("instance", InstanceStage())):
             p = by_stage[stage]
-            g = lm.generate([p.text], _stage_params(settings, max_new_tokens, seed))[0]
+            g = lm.generate([p.text], sampling_params(settings, (END,), seed, max_new_tokens))[0]
             if stage == "instruction":
                 parsed, verdict, detail = judge_instruction(g.text, pool, task_type)
             else:
