@@ -1,0 +1,191 @@
+"""RayDataBackend on a local Ray cluster: same results as the single-process backends.
+
+Needs the vllm extra (ray[data] + vllm); skipped without it. engine="vllm" runs two vLLM replicas
+in Ray actors and must reproduce the in-process `VLLMBackend` exactly (greedy; seeded sampling
+through the chat template). engine="http" spreads the rows over two real `transformers serve`
+endpoints and must reproduce `HFBackend` exactly. Each vLLM job starts its engines (~35-60 s on 2
+cores), so the jobs are few and large.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ensemble_instruct_lib.backends.base import DecodingParams
+from ensemble_instruct_lib.backends.ray_data import RayDataBackend, http_payload
+
+pytestmark = pytest.mark.slow
+
+GREEDY = DecodingParams(max_new_tokens=32)
+SAMPLED_CHAT = DecodingParams(
+    do_sample=True, temperature=1.0, top_k=40, top_p=0.95, max_new_tokens=24, seed=7, chat=True
+)
+
+
+def test_http_payload_matches_openai_backend_fields():
+    p = DecodingParams(do_sample=True, top_k=0, seed=2, min_new_tokens=3, stop=("|EoS|",))
+    body = http_payload("m", "hi", p, 5, chat=False)
+    assert body == {
+        "model": "m",
+        "max_tokens": 256,
+        "prompt": "hi",
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "seed": 7,
+        "min_tokens": 3,
+        "stop": ["|EoS|"],
+    }
+    chat = http_payload("m", "hi", DecodingParams(), 5, chat=True)
+    assert chat["messages"] == [{"role": "user", "content": "hi"}] and chat["temperature"] == 0.0
+
+
+def test_arguments_validated():
+    with pytest.raises(ValueError, match="engine must be"):
+        RayDataBackend("m", engine="tgi")
+    with pytest.raises(ValueError, match="needs model"):
+        RayDataBackend(["http://127.0.0.1:1"], engine="http")
+    with pytest.raises(ValueError, match="http://"):
+        RayDataBackend(["127.0.0.1:1"], engine="http", model="m")
+    with pytest.raises(ValueError, match="no 'model'"):
+        RayDataBackend({"dtype": "float32"})
+    with pytest.raises(ValueError, match="num_replicas"):
+        RayDataBackend("m", num_replicas=0)
+    with pytest.raises(ValueError, match="once"):
+        RayDataBackend(["http://a:1"], engine="http", model="m", endpoints=["http://b:1"])
+
+
+def test_factory_style_keywords(tmp_path):
+    be = RayDataBackend(
+        {"kind": "vllm", "model": str(tmp_path), "dtype": "float32", "multiprocessing": False},
+        engine_kwargs={"enforce_eager": True},
+        num_replicas=2,
+    )
+    assert be.model_id == str(tmp_path)
+    assert be.engine_kwargs == {"dtype": "float32", "enforce_eager": True}
+    http = RayDataBackend(
+        engine="http", model="m", endpoints=["http://h:8000/v1/", "http://g:8000"]
+    )
+    assert http.endpoints == ["http://h:8000/v1", "http://g:8000"]
+    assert http.describe()["endpoints"] == http.endpoints
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory, data_root) -> Path:
+    pytest.importorskip("vllm")
+    pytest.importorskip("ray.data.llm")
+    from ensemble_instruct_lib.tiny import build_tiny_model
+
+    return build_tiny_model(
+        tmp_path_factory.mktemp("ray") / "tiny_llama",
+        "llama",
+        seed=0,
+        hidden=128,  # head size 32: the smallest vLLM's CPU attention supports
+        seed_path=data_root / "self_instruct" / "seed_tasks.jsonl",
+    )
+
+
+@pytest.fixture(scope="module")
+def prompts(data_root) -> list[str]:
+    path = data_root / "self_instruct" / "seed_tasks.jsonl"
+    tasks = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:16]]
+    return [f"instruction: {t['instruction']}\noutput:" for t in tasks]
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_llama, prompts):
+    """Reference results of the in-process engine: greedy, and sampled chat."""
+    from ensemble_instruct_lib.backends.vllm_engine import VLLMBackend
+
+    be = VLLMBackend(
+        str(tiny_llama),
+        dtype="float32",
+        max_model_len=1024,
+        multiprocessing=False,
+        enforce_eager=True,
+    )
+    try:
+        greedy = be.generate(prompts, GREEDY)
+        sampled = be.generate(prompts[:8], SAMPLED_CHAT, sample_indices=list(range(8)))
+    finally:
+        be.close()
+    return greedy, sampled
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(
+        num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_vllm(local_ray, tiny_llama):
+    spec = {
+        "model": str(tiny_llama),
+        "dtype": "float32",
+        "max_model_len": 1024,
+        "enforce_eager": True,
+    }
+    be = RayDataBackend(spec, engine="vllm", num_replicas=2, batch_size=4)
+    yield be
+    be.close()
+
+
+@pytest.mark.timeout(600)
+def test_vllm_replicas_greedy_equal_single_process(ray_vllm, single_process, prompts):
+    out = ray_vllm.generate(prompts, GREEDY)
+    greedy, _ = single_process
+    assert [g.text for g in out] == [g.text for g in greedy]
+    assert [g.completion_tokens for g in out] == [g.completion_tokens for g in greedy]
+    assert [g.prompt_tokens for g in out] == [g.prompt_tokens for g in greedy]
+    assert [g.finish_reason for g in out] == [g.finish_reason for g in greedy]
+
+
+@pytest.mark.timeout(600)
+def test_vllm_replicas_seeded_chat_sampling_equal_single_process(ray_vllm, single_process, prompts):
+    out = ray_vllm.generate(prompts[:8], SAMPLED_CHAT, sample_indices=list(range(8)))
+    _, sampled = single_process
+    assert [g.text for g in out] == [g.text for g in sampled]
+    assert [g.prompt_tokens for g in out] == [g.prompt_tokens for g in sampled]
+
+
+@pytest.fixture(scope="module")
+def two_endpoints(tiny_llama):
+    from ensemble_instruct_lib.servers import LocalServer, missing_requirement
+
+    reason = missing_requirement("transformers")
+    if reason:
+        pytest.skip(reason)
+    a = LocalServer(tiny_llama, "transformers", dtype="float32", startup_timeout=300)
+    b = LocalServer(tiny_llama, "transformers", dtype="float32", startup_timeout=300)
+    with a, b:
+        yield a, b
+
+
+@pytest.mark.timeout(600)
+def test_http_fleet_equals_hf(local_ray, two_endpoints, tiny_llama, prompts):
+    from ensemble_instruct_lib.backends.hf import HFBackend
+
+    a, b = two_endpoints
+    be = RayDataBackend(
+        [a.base_url, b.base_url], engine="http", model=a.model, num_replicas=1, batch_size=4
+    )
+    out = be.generate(prompts, GREEDY)
+    chat = be.generate(prompts[:4], DecodingParams(max_new_tokens=16, chat=True))
+    be.close()
+    hf = HFBackend(str(tiny_llama), dtype="float32")
+    try:
+        ref = hf.generate(prompts, GREEDY)
+        ref_chat = hf.generate(prompts[:4], DecodingParams(max_new_tokens=16, chat=True))
+    finally:
+        hf.close()
+    assert [g.text for g in out] == [g.text for g in ref]
+    assert [g.completion_tokens for g in out] == [g.completion_tokens for g in ref]
+    assert [g.text for g in chat] == [g.text for g in ref_chat]
+    assert all("Request received" in srv.log_tail(100_000) for srv in (a, b)), "one endpoint idle"
