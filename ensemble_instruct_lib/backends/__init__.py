@@ -22,9 +22,11 @@ _LAZY = {
     "CachedBackend": "ensemble_instruct_lib.cache",
     "CallCache": "ensemble_instruct_lib.cache",
     "VLLMBackend": "ensemble_instruct_lib.backends.vllm_engine",  # needs the vllm extra
+    "RayDataBackend": "ensemble_instruct_lib.backends.ray_data",  # needs the vllm extra (ray)
 }
 
 __all__ = [
+    "RayDataBackend",
     "Backend",
     "CachedBackend",
     "CallCache",

