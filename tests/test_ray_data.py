@@ -117,9 +117,7 @@ def single_process(tiny_llama, prompts):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(
-        num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1"
-    )
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
 
