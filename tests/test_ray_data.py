@@ -187,3 +187,51 @@ def test_http_fleet_equals_hf(local_ray, two_endpoints, tiny_llama, prompts):
     assert [g.completion_tokens for g in out] == [g.completion_tokens for g in ref]
     assert [g.text for g in chat] == [g.text for g in ref_chat]
     assert all("Request received" in srv.log_tail(100_000) for srv in (a, b)), "one endpoint idle"
+
+
+@pytest.mark.timeout(900)
+def test_pipeline_on_ray_writes_what_the_single_process_run_writes(
+    local_ray, two_endpoints, tiny_llama, tmp_path
+):
+    """Stage 3 as a Ray Data job over two servers: the run files equal an in-process run's."""
+    from ensemble_instruct_lib.config import load_config
+    from ensemble_instruct_lib.fake import fake_generator
+    from ensemble_instruct_lib.jsonl import read_jsonl
+    from ensemble_instruct_lib.pipeline import run
+
+    a, b = two_endpoints
+
+    def config(extra):
+        return load_config(
+            {
+                "name": "ray",
+                "num_instructions": 2,
+                "generator": {"kind": "scripted", "model": "gen"},
+                "extra_models": [extra],
+                "output": {"max_new_tokens": 16},
+            }
+        )
+
+    on_ray = config(
+        {
+            "kind": "ray",
+            "model": a.model,
+            "name": "llama",
+            "options": {"engine": "http", "endpoints": [a.base_url, b.base_url], "batch_size": 2},
+        }
+    )
+    local = config(
+        {"kind": "hf", "model": str(tiny_llama), "name": "llama", "options": {"dtype": "float32"}}
+    )
+    run(on_ray, tmp_path / "ray", backends={"gen": fake_generator("gen")}, progress=False)
+    run(local, tmp_path / "local", backends={"gen": fake_generator("gen")}, progress=False)
+    keys = ("id", "model", "output", "raw")
+    ray_rows = read_jsonl(tmp_path / "ray" / "stage3_outputs_llama.jsonl")
+    local_rows = read_jsonl(tmp_path / "local" / "stage3_outputs_llama.jsonl")
+    assert ray_rows and [{k: r[k] for k in keys} for r in ray_rows] == [
+        {k: r[k] for k in keys} for r in local_rows
+    ]
+    for name in ("stage2_instances.jsonl", "ensembled.jsonl", "dropped.jsonl", "alpaca.jsonl"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    again = run(on_ray, tmp_path / "ray", backends={"gen": fake_generator("gen")}, progress=False)
+    assert again.manifest["cache"] == {"hits": 0, "misses": 0}  # resumes like any backend
