@@ -22,3 +22,20 @@ def data_root() -> Path:
             f"public data not found under {root}: set EI_DATA_DIR or place shared/ beside the repo"
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, data_root) -> Path:
+    """A tiny random-weight Llama built once per session for the engine and server tests.
+
+    Hidden size 128 with 4 heads gives head size 32, the smallest vLLM's CPU attention supports.
+    """
+    from ensemble_instruct_lib.tiny import build_tiny_model
+
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "llama128",
+        "llama",
+        seed=0,
+        hidden=128,
+        seed_path=data_root / "self_instruct" / "seed_tasks.jsonl",
+    )

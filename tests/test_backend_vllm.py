@@ -123,18 +123,9 @@ def test_unsupported_cpu_head_size_fails_early_and_clearly(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, data_root) -> Path:
+def tiny_llama(tiny_llama_dir) -> Path:
     pytest.importorskip("vllm")
-    from ensemble_instruct_lib.tiny import build_tiny_model
-
-    # hidden 128 / 4 heads: head size 32, the smallest vLLM's CPU attention supports.
-    return build_tiny_model(
-        tmp_path_factory.mktemp("vllm") / "tiny_llama",
-        "llama",
-        seed=0,
-        hidden=128,
-        seed_path=data_root / "self_instruct" / "seed_tasks.jsonl",
-    )
+    return tiny_llama_dir
 
 
 @pytest.fixture(scope="module")

@@ -20,18 +20,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, data_root):
+def served(tiny_llama_dir):
     reason = missing_requirement("transformers")
     if reason:
         pytest.skip(reason)
-    from ensemble_instruct_lib.tiny import build_tiny_model
-
-    model = build_tiny_model(
-        tmp_path_factory.mktemp("served") / "llama",
-        "llama",
-        hidden=128,
-        seed_path=data_root / "self_instruct" / "seed_tasks.jsonl",
-    )
+    model = tiny_llama_dir
     with LocalServer(model, "transformers", dtype="float32", startup_timeout=300) as srv:
         yield srv, model
 

@@ -73,18 +73,10 @@ def test_factory_style_keywords(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, data_root) -> Path:
+def tiny_llama(tiny_llama_dir) -> Path:
     pytest.importorskip("vllm")
     pytest.importorskip("ray.data.llm")
-    from ensemble_instruct_lib.tiny import build_tiny_model
-
-    return build_tiny_model(
-        tmp_path_factory.mktemp("ray") / "tiny_llama",
-        "llama",
-        seed=0,
-        hidden=128,  # head size 32: the smallest vLLM's CPU attention supports
-        seed_path=data_root / "self_instruct" / "seed_tasks.jsonl",
-    )
+    return tiny_llama_dir
 
 
 @pytest.fixture(scope="module")

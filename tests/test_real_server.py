@@ -48,18 +48,9 @@ def same_up_to_trailing_fffd(a: str, b: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory, data_root) -> Path:
+def tiny_llama(tiny_llama_dir) -> Path:
     pytest.importorskip("transformers")
-    from ensemble_instruct_lib.tiny import build_tiny_model
-
-    # head size 32 (hidden 128, 4 heads): the smallest vLLM's CPU attention supports
-    return build_tiny_model(
-        tmp_path_factory.mktemp("served") / "tiny_llama",
-        "llama",
-        seed=0,
-        hidden=128,
-        seed_path=data_root / "self_instruct" / "seed_tasks.jsonl",
-    )
+    return tiny_llama_dir
 
 
 @pytest.fixture(scope="module")
