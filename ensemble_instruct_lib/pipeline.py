@@ -133,6 +133,66 @@ def load_stage1(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def candidate_record(
+    candidate: str,
+    group: str,
+    round_no: int,
+    round_size: int | None,
+    instruction: str,
+    gen: Any,
+    prompt: Any,
+) -> dict[str, Any]:
+    """A stage-1 candidate's record before its verdict (the schema every method writes)."""
+    return {
+        "candidate": candidate,
+        "id": None,
+        "task_type": group,
+        "round": round_no,
+        "round_size": round_size,
+        "instruction": instruction,
+        "raw": gen.text,
+        "accepted": False,
+        "reason": None,
+        "max_score": None,
+        "most_similar": [],
+        "mean_similarity": None,
+        "prompt_version": prompt.version,
+        "demo_seed_ids": prompt.meta.get("seed_ids", []),
+        "num_generated_demos": prompt.meta.get("num_generated", 0),
+    }
+
+
+def judge_candidate(
+    rec: dict[str, Any],
+    accepted: list[dict[str, Any]],
+    target: int,
+    novelty: NoveltyFilter,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Fill in a candidate's verdict: target reached, a post-filter (or the given `reason`), or
+    the novelty decision; an accepted one gets its id and joins `accepted` and the novelty pool."""
+    group = rec["task_type"]
+    if len(accepted) >= target:
+        rec["reason"] = "target_reached"
+        return rec
+    rec["reason"] = reason or instruction_rejection(rec["instruction"])
+    if rec["reason"] is not None:
+        return rec
+    d = novelty.check(rec["instruction"], group)
+    rec.update(
+        max_score=d.max_score,
+        most_similar=[[s, sc] for s, sc in d.most_similar],
+        mean_similarity=d.mean_similarity,
+        reason=d.reason,
+    )
+    if d.accepted:
+        novelty.add(rec["instruction"], group)
+        rec["accepted"] = True
+        rec["id"] = f"{group}-{len(accepted):05d}"
+        accepted.append(rec)
+    return rec
+
+
 def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Generate instructions per type until the target or the rounds budget is reached.
 
@@ -186,41 +246,10 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
             for (t, r, j, p), g in zip(metas, gens, strict=True):
                 parsed = parse_instructions(g.text)
                 text = parsed[0] if parsed else ""
-                rec: dict[str, Any] = {
-                    "candidate": f"{t}-r{r:04d}-p{j}",
-                    "id": None,
-                    "task_type": t,
-                    "round": r,
-                    "round_size": st.prompts_per_round,
-                    "instruction": text,
-                    "raw": g.text,
-                    "accepted": False,
-                    "reason": None,
-                    "max_score": None,
-                    "most_similar": [],
-                    "mean_similarity": None,
-                    "prompt_version": p.version,
-                    "demo_seed_ids": p.meta["seed_ids"],
-                    "num_generated_demos": p.meta["num_generated"],
-                }
-                if len(accepted[t]) >= target:
-                    rec["reason"] = "target_reached"
-                else:
-                    rec["reason"] = instruction_rejection(text)
-                    if rec["reason"] is None:
-                        d = novelty.check(text, t)
-                        rec.update(
-                            max_score=d.max_score,
-                            most_similar=[[s, sc] for s, sc in d.most_similar],
-                            mean_similarity=d.mean_similarity,
-                            reason=d.reason,
-                        )
-                        if d.accepted:
-                            novelty.add(text, t)
-                            rec["accepted"] = True
-                            rec["id"] = f"{t}-{len(accepted[t]):05d}"
-                            accepted[t].append(rec)
-                            bar.update(1)
+                rec = candidate_record(f"{t}-r{r:04d}-p{j}", t, r, st.prompts_per_round, text, g, p)
+                judge_candidate(rec, accepted[t], target, novelty)
+                if rec["accepted"]:
+                    bar.update(1)
                 if not rec["accepted"]:
                     rejected += 1
                 writers[t].append(rec)
@@ -822,6 +851,8 @@ __all__ = [
     "RunContext",
     "RunResult",
     "RunTables",
+    "candidate_record",
+    "judge_candidate",
     "load_run",
     "method_stages",
     "run",

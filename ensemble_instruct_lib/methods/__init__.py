@@ -32,9 +32,16 @@ from ..backends.base import Backend, DecodingParams, Generation
 from ..config import sampling_params
 from ..data import SeedTask
 from ..errors import ConfigError
-from ..filters import NoveltyFilter, instruction_rejection
+from ..filters import NoveltyFilter
 from ..jsonl import JsonlAppender
-from ..pipeline import RunContext, load_stage1, progress_bar, stage1_path
+from ..pipeline import (
+    RunContext,
+    candidate_record,
+    judge_candidate,
+    load_stage1,
+    progress_bar,
+    stage1_path,
+)
 from ..prompts import Prompt
 
 log = logging.getLogger("ensemble_instruct")
@@ -193,45 +200,11 @@ def _judge(
     target: int,
     novelty: NoveltyFilter,
 ) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "candidate": f"{GROUP}-r{r:04d}-p{j}-c{c.position:02d}",
-        "id": None,
-        "task_type": GROUP,
-        "round": r,
-        "round_size": None,
-        "instruction": c.instruction,
-        "raw": g.text,
-        "accepted": False,
-        "reason": None,
-        "max_score": None,
-        "most_similar": [],
-        "mean_similarity": None,
-        "prompt_version": p.version,
-        "demo_seed_ids": p.meta.get("seed_ids", []),
-        "num_generated_demos": p.meta.get("num_generated", 0),
-        "position": c.position,
-        "finish_reason": g.finish_reason,
-        **c.fields,
-    }
-    if len(accepted) >= target:
-        rec["reason"] = "target_reached"
-        return rec
-    rec["reason"] = c.reason or instruction_rejection(c.instruction)
-    if rec["reason"] is not None:
-        return rec
-    d = novelty.check(c.instruction, GROUP)
-    rec.update(
-        max_score=d.max_score,
-        most_similar=[[s, sc] for s, sc in d.most_similar],
-        mean_similarity=d.mean_similarity,
-        reason=d.reason,
+    rec = candidate_record(
+        f"{GROUP}-r{r:04d}-p{j}-c{c.position:02d}", GROUP, r, None, c.instruction, g, p
     )
-    if d.accepted:
-        novelty.add(c.instruction, GROUP)
-        rec["accepted"] = True
-        rec["id"] = f"{GROUP}-{len(accepted):05d}"
-        accepted.append(rec)
-    return rec
+    rec.update(position=c.position, finish_reason=g.finish_reason, **c.fields)
+    return judge_candidate(rec, accepted, target, novelty, c.reason)
 
 
 def fake_backends(config: Any, agreement: float = 0.7) -> dict[str, Backend]:
