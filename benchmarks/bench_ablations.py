@@ -26,9 +26,9 @@ import random
 import time
 from pathlib import Path
 
-from ensemble_instruct_lib import ablations as ab
-from ensemble_instruct_lib.consensus import select_consensus
-from ensemble_instruct_lib.data import PREDICTION_MODELS
+from ensemble_instruct_lib.analysis import recorded_grids as ab
+from ensemble_instruct_lib.data.public import PREDICTION_MODELS
+from ensemble_instruct_lib.method.consensus import select_consensus
 
 if not os.environ.get("EI_DATA_DIR"):
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"

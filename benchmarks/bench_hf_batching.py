@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from ensemble_instruct_lib.backends import DecodingParams
-from ensemble_instruct_lib.backends.hf import HFBackend
-from ensemble_instruct_lib.data import load_seed_tasks
-from ensemble_instruct_lib.tiny import build_tiny_model
+from ensemble_instruct_lib.data.public import load_seed_tasks
+from ensemble_instruct_lib.engines import DecodingParams
+from ensemble_instruct_lib.engines.hf import HFBackend
+from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 

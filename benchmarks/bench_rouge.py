@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from rouge_score import rouge_scorer
 
-from ensemble_instruct_lib.consensus import normalize, select_consensus
-from ensemble_instruct_lib.filters import NoveltyFilter
-from ensemble_instruct_lib.rouge import NoveltyIndex
+from ensemble_instruct_lib.method.consensus import normalize, select_consensus
+from ensemble_instruct_lib.method.filters import NoveltyFilter
+from ensemble_instruct_lib.method.rouge import NoveltyIndex
 
 try:
     from rouge_score_rs import rouge_scorer as rs_scorer

@@ -18,7 +18,7 @@ Run (needs the vllm extra; `if __name__ == "__main__"` guard below is what vLLM'
 
 With --servers, the same prompts also go through OpenAICompatBackend to `transformers serve`
 (with and without --continuous-batching) and to vLLM's api_server, each started on 127.0.0.1 by
-`ensemble_instruct_lib.servers` (start time in the last column) and stopped afterwards.
+`ensemble_instruct_lib.testing.servers` (start time in the last column) and stopped afterwards.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def timed_generate(backend, prompts, params, repeats=1):
 
 def bench_servers(model, prompts, params, warm, *, vllm_python, concurrency, repeats):
     """Rows for OpenAICompatBackend against each local server kind that can start here."""
-    from ensemble_instruct_lib.backends.openai_compat import OpenAICompatBackend
-    from ensemble_instruct_lib.servers import LocalServer, missing_requirement
+    from ensemble_instruct_lib.engines.openai_compat import OpenAICompatBackend
+    from ensemble_instruct_lib.testing.servers import LocalServer, missing_requirement
 
     configs = [
         ("transformers serve", "transformers", {}),
@@ -125,13 +125,13 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from ensemble_instruct_lib.backends.base import DecodingParams
-    from ensemble_instruct_lib.backends.hf import HFBackend
-    from ensemble_instruct_lib.backends.vllm_engine import VLLMBackend, vllm_version
+    from ensemble_instruct_lib.engines.base import DecodingParams
+    from ensemble_instruct_lib.engines.hf import HFBackend
+    from ensemble_instruct_lib.engines.vllm_engine import VLLMBackend, vllm_version
 
     workdir = tempfile.TemporaryDirectory(prefix="bench_vllm_")
     if args.model is None:
-        from ensemble_instruct_lib.tiny import build_tiny_model
+        from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
         model = str(
             build_tiny_model(

@@ -33,7 +33,7 @@ def command(name: str) -> Callable:
 
 @command("fetch-data")
 def _fetch_data(args: argparse.Namespace) -> int:
-    from .data import data_dir, fetch_data
+    from .data.public import data_dir, fetch_data
 
     dest = data_dir(args.dest)
     result = fetch_data(args.dest, source=getattr(args, "from"), force=args.force)
@@ -45,7 +45,7 @@ def _fetch_data(args: argparse.Namespace) -> int:
 
 @command("verify-data")
 def _verify_data(args: argparse.Namespace) -> int:
-    from .data import data_dir, verify_data
+    from .data.public import data_dir, verify_data
 
     status = verify_data(args.data_dir)
     for name, st in status.items():
@@ -62,8 +62,8 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 @command("ensemble-recorded")
 def _ensemble_recorded(args: argparse.Namespace) -> int:
-    from .jsonl import write_json, write_jsonl
-    from .recorded_ensemble import ensemble_recorded
+    from .analysis.recorded_ensemble import ensemble_recorded
+    from .data.jsonl import write_json, write_jsonl
 
     res = ensemble_recorded(
         args.models,
@@ -108,8 +108,8 @@ def _ensemble_recorded(args: argparse.Namespace) -> int:
 
 @command("run")
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .pipeline import run
+    from .runs.config import load_config
+    from .runs.pipeline import run
 
     cfg = load_config(args.config, num_instructions=args.num_instructions, seed=args.seed)
     out = Path(args.out) if args.out else Path("outputs") / cfg.name
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
 
 @command("ensemble")
 def _ensemble(args: argparse.Namespace) -> int:
-    from .pipeline import run_stage4
+    from .runs.pipeline import run_stage4
 
     counts = run_stage4(args.run_dir, threshold=args.threshold, rule=args.rule)
     print(f"kept {counts['kept']} of {counts['instances']} examples: {json.dumps(counts)}")
@@ -129,8 +129,8 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 @command("make-tiny-models")
 def _make_tiny(args: argparse.Namespace) -> int:
-    from .data import data_dir
-    from .tiny import ARCHS, build_tiny_model
+    from .data.public import data_dir
+    from .testing.tiny import ARCHS, build_tiny_model
 
     seeds = data_dir(args.data_dir) / "self_instruct" / "seed_tasks.jsonl"
     for arch in ARCHS:
@@ -143,13 +143,13 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 @command("sweep")
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import main as sweep_main
+    from .runs.sweep import main as sweep_main
 
     return sweep_main(args.sweep_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .recorded_ensemble import DEFAULT_MODELS, STOP_MODES
+    from .analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
 
     p = argparse.ArgumentParser(
         prog="python -m ensemble_instruct_lib",

@@ -38,7 +38,3 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the key and the allowed values."""
-
-
-class BudgetExhausted(RuntimeError):
-    """A stage used its budget of rounds or calls before reaching its target."""

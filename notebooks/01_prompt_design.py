@@ -14,8 +14,8 @@
 # %matplotlib inline
 from IPython.display import HTML, display
 
-from ensemble_instruct_lib import plots, widgets
-from ensemble_instruct_lib.steps import prompt_design as steps
+from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb.steps import prompt_design as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/01_prompt_design"  # figures and tables go here (relative: repo root)

@@ -14,8 +14,8 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib import plots, widgets
-from ensemble_instruct_lib.steps import generation as steps
+from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb.steps import generation as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/02_generation"  # figures and tables go here (relative: repo root)

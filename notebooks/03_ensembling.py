@@ -16,8 +16,8 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib import plots, widgets
-from ensemble_instruct_lib.steps import ensembling as steps
+from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb.steps import ensembling as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/03_ensembling"  # figures and tables go here (relative: repo root)

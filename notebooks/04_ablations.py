@@ -18,9 +18,11 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib import ablation_plots, ablations, plots
-from ensemble_instruct_lib.steps import ablations as steps
-from ensemble_instruct_lib.sweep import write_metrics
+from ensemble_instruct_lib.analysis import recorded_grids as ablations
+from ensemble_instruct_lib.nb import grid_plots as ablation_plots
+from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb.steps import ablations as steps
+from ensemble_instruct_lib.runs.sweep import write_metrics
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/04_ablations"  # tables, figures and metrics.json (relative: repo root)
@@ -255,7 +257,7 @@ display(fig)
 # %% [markdown]
 # ## Headline numbers
 #
-# Written to `metrics.json`, which a sweep over this notebook (`ensemble_instruct_lib.sweep`)
+# Written to `metrics.json`, which a sweep over this notebook (`ensemble_instruct_lib.runs.sweep`)
 # collects into one table.
 
 # %%

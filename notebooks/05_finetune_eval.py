@@ -14,8 +14,8 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib import plots
-from ensemble_instruct_lib.steps import finetune_eval as steps
+from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb.steps import finetune_eval as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/05_finetune_eval"  # models, figures, tables (relative: repo root)

@@ -2,7 +2,7 @@
 
 - No ``.ipynb`` is tracked by git under ``notebooks/``: only the jupytext py:percent twins are
   committed (executed notebooks go to ``outputs/``).
-- Every twin ``notebooks/NN_name.py`` passes `ensemble_instruct_lib.notebooks.lint_notebook`: a
+- Every twin ``notebooks/NN_name.py`` passes `ensemble_instruct_lib.runs.notebooks.lint_notebook`: a
   markdown title first, exactly one ``parameters`` cell holding only ``name = literal  # comment``
   lines (with ``out_dir``), and no ``def``/``class``/``for``/``while`` in any cell.
 - The ``parameters`` tag survives a py:percent -> ipynb -> py:percent round trip.
@@ -54,7 +54,7 @@ def round_trip_problems(path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0]).resolve() if args else REPO / "notebooks"
-    from ensemble_instruct_lib.notebooks import lint_notebook, list_notebooks
+    from ensemble_instruct_lib.runs.notebooks import lint_notebook, list_notebooks
 
     problems = [
         f"{name}: tracked by git; commit only the py:percent twin (git rm --cached {name})"

@@ -30,7 +30,7 @@ def tiny_llama_dir(tmp_path_factory, data_root) -> Path:
 
     Hidden size 128 with 4 heads gives head size 32, the smallest vLLM's CPU attention supports.
     """
-    from ensemble_instruct_lib.tiny import build_tiny_model
+    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     return build_tiny_model(
         tmp_path_factory.mktemp("tiny") / "llama128",

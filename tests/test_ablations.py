@@ -11,18 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib import ablations as ab
-from ensemble_instruct_lib import method_ablations as mab
-from ensemble_instruct_lib.config import load_config
-from ensemble_instruct_lib.consensus import REASONS, select_consensus
-from ensemble_instruct_lib.data import PREDICTION_MODELS
+from ensemble_instruct_lib.analysis import recorded_grids as ab
+from ensemble_instruct_lib.analysis import run_grids as mab
+from ensemble_instruct_lib.analysis.recorded_ensemble import DEFAULT_MODELS, ensemble_recorded
+from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.data.public import PREDICTION_MODELS
 from ensemble_instruct_lib.errors import ConfigError
-from ensemble_instruct_lib.jsonl import read_jsonl
-from ensemble_instruct_lib.methods import fake_backends
-from ensemble_instruct_lib.pipeline import run
-from ensemble_instruct_lib.recorded_ensemble import DEFAULT_MODELS, ensemble_recorded
-from ensemble_instruct_lib.rouge import rouge_l
-from ensemble_instruct_lib.steps import ablations as steps_ab
+from ensemble_instruct_lib.method.consensus import REASONS, select_consensus
+from ensemble_instruct_lib.method.rouge import rouge_l
+from ensemble_instruct_lib.nb.steps import ablations as steps_ab
+from ensemble_instruct_lib.runs.config import load_config
+from ensemble_instruct_lib.runs.pipeline import run
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -324,7 +324,7 @@ def test_demo_count_sweep_changes_the_prompts(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_04_tiny_grid(tmp_path):
-    from ensemble_instruct_lib.notebooks import run_notebook
+    from ensemble_instruct_lib.runs.notebooks import run_notebook
 
     cfg_path = tmp_path / "fake.yaml"
     cfg_path.write_text(json.dumps({**BASE, "num_instructions": 3}))

@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from ensemble_instruct_lib.backends.base import DecodingParams, cut_at_stop  # noqa: E402
-from ensemble_instruct_lib.backends.hf import HFBackend, local_digest  # noqa: E402
-from ensemble_instruct_lib.tiny import build_tiny_model  # noqa: E402
+from ensemble_instruct_lib.engines.base import DecodingParams, cut_at_stop  # noqa: E402
+from ensemble_instruct_lib.engines.hf import HFBackend, local_digest  # noqa: E402
+from ensemble_instruct_lib.testing.tiny import build_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real (tiny) models: ~15 s for the file on 2 idle cores
 
@@ -226,8 +226,8 @@ def test_bad_arguments(model_dirs):
 
 
 def test_factory_and_cache_over_a_real_model(tmp_path, model_dirs, prompts):
-    from ensemble_instruct_lib.backends import make_backend
-    from ensemble_instruct_lib.cache import CachedBackend
+    from ensemble_instruct_lib.engines import make_backend
+    from ensemble_instruct_lib.engines.cache import CachedBackend
 
     be = make_backend({"kind": "hf", "model": str(model_dirs["llama"]), "batch_size": 2})
     assert isinstance(be, HFBackend) and be.batch_size == 2
@@ -240,9 +240,9 @@ def test_factory_and_cache_over_a_real_model(tmp_path, model_dirs, prompts):
 
 
 def test_prompt_longer_than_the_context_is_a_clear_error(tmp_path):
-    from ensemble_instruct_lib.backends.base import DecodingParams
-    from ensemble_instruct_lib.backends.hf import HFBackend
-    from ensemble_instruct_lib.tiny import build_tiny_model
+    from ensemble_instruct_lib.engines.base import DecodingParams
+    from ensemble_instruct_lib.engines.hf import HFBackend
+    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path / "short", "gpt2", max_positions=64)
     backend = HFBackend(str(path))

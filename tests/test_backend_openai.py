@@ -7,8 +7,8 @@ import time
 import pytest
 from fault_server import FaultServer
 
-from ensemble_instruct_lib.backends.base import DecodingParams
-from ensemble_instruct_lib.backends.openai_compat import OpenAICompatBackend
+from ensemble_instruct_lib.engines.base import DecodingParams
+from ensemble_instruct_lib.engines.openai_compat import OpenAICompatBackend
 
 KEY = "sk-test-0123456789-secret"
 GREEDY = DecodingParams(max_new_tokens=64)
@@ -268,7 +268,7 @@ def test_userinfo_redacted_from_describe():
 def test_retry_after_parsing_and_backoff_window():
     import email.utils
 
-    from ensemble_instruct_lib.backends.openai_compat import _parse_retry_after
+    from ensemble_instruct_lib.engines.openai_compat import _parse_retry_after
 
     assert _parse_retry_after("2") == 2.0
     assert _parse_retry_after("0.25") == 0.25

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ensemble_instruct_lib.backends import DecodingParams, RecordedBackend, make_backend
-from ensemble_instruct_lib.backends.recorded import UnknownPromptError, default_prompt_builder
-from ensemble_instruct_lib.data import PREDICTION_MODELS, load_predictions, sha256_of
+from ensemble_instruct_lib.data.public import PREDICTION_MODELS, load_predictions, sha256_of
+from ensemble_instruct_lib.engines import DecodingParams, RecordedBackend, make_backend
+from ensemble_instruct_lib.engines.recorded import UnknownPromptError, default_prompt_builder
 
 P = DecodingParams(max_new_tokens=256, stop=("\n\n", "|EoS|"))
 

@@ -7,14 +7,14 @@ import re
 
 import pytest
 
-from ensemble_instruct_lib.backends import (
+from ensemble_instruct_lib.engines import (
     Backend,
     DecodingParams,
     Generation,
     ScriptedBackend,
     make_backend,
 )
-from ensemble_instruct_lib.backends.scripted import UnscriptedPromptError
+from ensemble_instruct_lib.engines.scripted import UnscriptedPromptError
 
 P = DecodingParams()
 

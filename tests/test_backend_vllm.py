@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_instruct_lib.backends.base import DecodingParams
-from ensemble_instruct_lib.backends.vllm_engine import (
+from ensemble_instruct_lib.engines.base import DecodingParams
+from ensemble_instruct_lib.engines.vllm_engine import (
     DEFAULT_CPU_KVCACHE_GIB,
     VLLMBackend,
     finish_reason,
@@ -99,7 +99,7 @@ def test_arguments_validated_and_engine_lazy(tmp_path):
 
 def test_factory_builds_vllm_backend_lazily(tmp_path):
     pytest.importorskip("vllm")
-    from ensemble_instruct_lib.backends.factory import make_backend
+    from ensemble_instruct_lib.engines.factory import make_backend
 
     be = make_backend({"kind": "vllm", "model": str(tmp_path), "dtype": "float32"})
     assert isinstance(be, VLLMBackend) and be._llm is None
@@ -107,8 +107,8 @@ def test_factory_builds_vllm_backend_lazily(tmp_path):
 
 def test_unsupported_cpu_head_size_fails_early_and_clearly(tmp_path):
     pytest.importorskip("vllm")
-    from ensemble_instruct_lib.backends.vllm_engine import _is_cpu_build
-    from ensemble_instruct_lib.tiny import build_tiny_model
+    from ensemble_instruct_lib.engines.vllm_engine import _is_cpu_build
+    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     if not _is_cpu_build():
         pytest.skip("a GPU build of vLLM supports other head sizes")
@@ -143,7 +143,7 @@ def engine(tiny_llama):
 
 @pytest.fixture(scope="module")
 def hf(tiny_llama):
-    from ensemble_instruct_lib.backends.hf import HFBackend
+    from ensemble_instruct_lib.engines.hf import HFBackend
 
     be = HFBackend(str(tiny_llama), dtype="float32", batch_size=8)
     yield be
@@ -277,8 +277,8 @@ def test_chat_uses_the_template_like_hf(engine, hf, prompts):
 
 SCRIPT = """
 import json, sys
-from ensemble_instruct_lib.backends.base import DecodingParams
-from ensemble_instruct_lib.backends.vllm_engine import VLLMBackend
+from ensemble_instruct_lib.engines.base import DecodingParams
+from ensemble_instruct_lib.engines.vllm_engine import VLLMBackend
 
 
 def main():

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ensemble_instruct_lib.backends import DecodingParams, Generation, ScriptedBackend
-from ensemble_instruct_lib.cache import CachedBackend, CallCache, cache_key
+from ensemble_instruct_lib.engines import DecodingParams, Generation, ScriptedBackend
+from ensemble_instruct_lib.engines.cache import CachedBackend, CallCache, cache_key
 
 GREEDY = DecodingParams(max_new_tokens=32)
 SAMPLE = DecodingParams(do_sample=True, seed=7)
@@ -199,8 +199,8 @@ def test_not_a_database_is_a_clear_error(tmp_path):
 
 
 def test_greedy_keys_ignore_sampling_settings():
-    from ensemble_instruct_lib.backends.base import DecodingParams
-    from ensemble_instruct_lib.cache import cache_key
+    from ensemble_instruct_lib.engines.base import DecodingParams
+    from ensemble_instruct_lib.engines.cache import cache_key
 
     a = DecodingParams(do_sample=False, temperature=0.7, top_k=50, seed=0)
     b = DecodingParams(do_sample=False, temperature=0.2, top_k=5, top_p=0.5, seed=9)

@@ -8,7 +8,7 @@ import numpy as np
 from rouge_score import rouge_scorer
 
 from ensemble_instruct_lib.cli import main
-from ensemble_instruct_lib.jsonl import read_jsonl
+from ensemble_instruct_lib.data.jsonl import read_jsonl
 
 
 def test_ensemble_recorded_end_to_end(tmp_path, capsys, data_root):

@@ -7,7 +7,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from ensemble_instruct_lib import select_consensus
-from ensemble_instruct_lib.consensus import consensus_summary, normalize
+from ensemble_instruct_lib.method.consensus import consensus_summary, normalize
 
 
 def test_normalize():

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from ensemble_instruct_lib import DataError, load_seed_tasks
-from ensemble_instruct_lib.data import (
+from ensemble_instruct_lib.data.public import (
     DATA_FILES,
     data_dir,
     fetch_data,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib.data import load_seed_tasks
-from ensemble_instruct_lib.diversity import (
+from ensemble_instruct_lib.data.public import load_seed_tasks
+from ensemble_instruct_lib.method.diversity import (
     distinct_ngrams,
     diversity_summary,
     singular,

@@ -11,11 +11,12 @@ import warnings
 import pytest
 from rouge_score import rouge_scorer
 
-from ensemble_instruct_lib.backends.base import Backend, Generation
-from ensemble_instruct_lib.backends.scripted import ScriptedBackend
-from ensemble_instruct_lib.data import PREDICTION_MODELS, load_predictions
+from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.data.public import PREDICTION_MODELS, load_predictions
+from ensemble_instruct_lib.engines.base import Backend, Generation
+from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import DataError
-from ensemble_instruct_lib.evaluate import (
+from ensemble_instruct_lib.train.evaluate import (
     EvalItem,
     evaluate_backend,
     exact_match,
@@ -28,8 +29,7 @@ from ensemble_instruct_lib.evaluate import (
     score_recorded_models,
     user_oriented_items,
 )
-from ensemble_instruct_lib.formats import FORMAT_VERSION, build_prompt
-from ensemble_instruct_lib.jsonl import read_jsonl
+from ensemble_instruct_lib.train.formats import FORMAT_VERSION, build_prompt
 
 # ---------------------------------------------------------------------------------------------
 # scorers, by hand

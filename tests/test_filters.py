@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from ensemble_instruct_lib.filters import NoveltyFilter, instruction_rejection
+from ensemble_instruct_lib.method.filters import NoveltyFilter, instruction_rejection
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_instruction_rejection(text, reason):
 
 
 def test_novelty_filter_matches_rouge_score(data_root):
-    from ensemble_instruct_lib.data import load_seed_tasks, split_by_type
+    from ensemble_instruct_lib.data.public import load_seed_tasks, split_by_type
 
     seeds = split_by_type(load_seed_tasks(data_root / "self_instruct" / "seed_tasks.jsonl"))
     pools = {t: [s.instruction for s in v] for t, v in seeds.items()}

@@ -15,8 +15,9 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.errors import ConfigError, DataError
-from ensemble_instruct_lib.finetune import (
+from ensemble_instruct_lib.train.finetune import (
     IGNORE_INDEX,
     FinetuneConfig,
     SFTCollator,
@@ -26,8 +27,7 @@ from ensemble_instruct_lib.finetune import (
     split_records,
     tokenize_example,
 )
-from ensemble_instruct_lib.formats import build_prompt
-from ensemble_instruct_lib.jsonl import read_jsonl
+from ensemble_instruct_lib.train.formats import build_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["apple", "river", "stone", "cloud", "maple", "tiger", "piano", "candle"]
@@ -37,7 +37,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory) -> Path:
-    from ensemble_instruct_lib.tiny import build_tiny_model
+    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "gpt2", "gpt2", seed=0)
 
@@ -205,8 +205,8 @@ def test_collator_pads_right_with_ignored_labels():
 
 @pytest.mark.slow
 def test_full_finetune_lowers_loss_and_evaluates(tiny_gpt2, sft_data, tmp_path):
-    from ensemble_instruct_lib.backends.hf import HFBackend
-    from ensemble_instruct_lib.evaluate import EvalItem, evaluate_backend
+    from ensemble_instruct_lib.engines.hf import HFBackend
+    from ensemble_instruct_lib.train.evaluate import EvalItem, evaluate_backend
 
     res = finetune(_cfg(tiny_gpt2, sft_data, tmp_path / "run", max_steps=30, eval_steps=10))
     losses = res.loss_log["loss"].dropna().tolist()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ensemble_instruct_lib import DataError
-from ensemble_instruct_lib.jsonl import JsonlAppender, read_jsonl, repair_torn_tail, write_jsonl
+from ensemble_instruct_lib.data.jsonl import (
+    JsonlAppender,
+    read_jsonl,
+    repair_torn_tail,
+    write_jsonl,
+)
 
 
 def test_roundtrip_and_atomic_rewrite(tmp_path):

@@ -10,18 +10,19 @@ import re
 
 import pytest
 
-from ensemble_instruct_lib.backends.base import Generation
-from ensemble_instruct_lib.backends.scripted import ScriptedBackend
-from ensemble_instruct_lib.config import load_config
-from ensemble_instruct_lib.data import load_seed_tasks, split_by_type
+from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.data.public import load_seed_tasks, split_by_type
+from ensemble_instruct_lib.engines.base import Generation
+from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
-from ensemble_instruct_lib.filters import instruction_rejection
-from ensemble_instruct_lib.jsonl import read_jsonl
-from ensemble_instruct_lib.methods import GROUP, fake_backends
+from ensemble_instruct_lib.method.filters import instruction_rejection
+from ensemble_instruct_lib.method.rouge import rouge_l
 from ensemble_instruct_lib.methods import alpaca as al
 from ensemble_instruct_lib.methods import self_instruct as si
-from ensemble_instruct_lib.pipeline import STAGE2, load_run, run, stage1_path
-from ensemble_instruct_lib.rouge import rouge_l
+from ensemble_instruct_lib.methods.rounds import GROUP, STAGE2, stage1_path
+from ensemble_instruct_lib.runs.config import load_config
+from ensemble_instruct_lib.runs.pipeline import load_run, run
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 EI_STAGE1_FIELDS = {
     "candidate",

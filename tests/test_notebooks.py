@@ -20,12 +20,12 @@ import nbformat
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib import notebooks
-from ensemble_instruct_lib.backends.scripted import ScriptedBackend
-from ensemble_instruct_lib.data import load_seed_tasks, split_by_type
+from ensemble_instruct_lib.data.public import load_seed_tasks, split_by_type
+from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
-from ensemble_instruct_lib.prompts import instruction_prompt
-from ensemble_instruct_lib.steps import configs, prompt_design
+from ensemble_instruct_lib.method.prompts import instruction_prompt
+from ensemble_instruct_lib.nb.steps import configs, prompt_design
+from ensemble_instruct_lib.runs import notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = [
@@ -365,7 +365,7 @@ def _outputs_of_type(nb: nbformat.NotebookNode, mime: str) -> int:
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory) -> Path:
-    from ensemble_instruct_lib.tiny import build_tiny_model
+    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "gpt2", "gpt2", seed=0)
 
@@ -479,7 +479,7 @@ def test_notebooks_02_then_03_on_its_run(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_03_on_recorded_outputs(tmp_path):
-    from ensemble_instruct_lib.recorded_ensemble import ensemble_recorded
+    from ensemble_instruct_lib.analysis.recorded_ensemble import ensemble_recorded
 
     out = tmp_path / "03"
     models = ["text-davinci-003", "davinci-self-instruct", "davinci-t0-ft"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ensemble_instruct_lib import parse_instance, parse_instructions, parse_output
-from ensemble_instruct_lib.parsing import parse_instance_verbose
+from ensemble_instruct_lib.method.parsing import parse_instance_verbose
 
 
 def test_parse_instructions():

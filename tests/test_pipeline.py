@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-from ensemble_instruct_lib.backends.scripted import ScriptedBackend
-from ensemble_instruct_lib.config import load_config
-from ensemble_instruct_lib.consensus import select_consensus
-from ensemble_instruct_lib.fake import fake_backends
-from ensemble_instruct_lib.jsonl import read_jsonl
-from ensemble_instruct_lib.pipeline import load_run, run, run_stage4, stage1_path
+from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.engines.scripted import ScriptedBackend
+from ensemble_instruct_lib.method.consensus import select_consensus
+from ensemble_instruct_lib.methods.rounds import stage1_path
+from ensemble_instruct_lib.runs.config import load_config
+from ensemble_instruct_lib.runs.pipeline import load_run, run, run_stage4
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 BASE = {
     "name": "t",
@@ -185,9 +186,9 @@ def test_vanilla_extra_model_gets_few_shot_prompts(tmp_path):
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from ensemble_instruct_lib.config import load_config
-    from ensemble_instruct_lib.fake import fake_backends
-    from ensemble_instruct_lib.pipeline import run
+    from ensemble_instruct_lib.runs.config import load_config
+    from ensemble_instruct_lib.testing.fake import fake_backends
+    from ensemble_instruct_lib.runs.pipeline import run
 
     cfg = load_config({cfg!r})
     backends = fake_backends(cfg)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from ensemble_instruct_lib.config import load_config
-from ensemble_instruct_lib.fake import fake_generator
-from ensemble_instruct_lib.jsonl import read_jsonl
-from ensemble_instruct_lib.pipeline import STAGE2, run
-from ensemble_instruct_lib.servers import LocalServer, missing_requirement
+from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.runs.config import load_config
+from ensemble_instruct_lib.runs.pipeline import STAGE2, run
+from ensemble_instruct_lib.testing.fake import fake_generator
+from ensemble_instruct_lib.testing.servers import LocalServer, missing_requirement
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ensemble_instruct_lib import plots
-from ensemble_instruct_lib.consensus import select_consensus
+from ensemble_instruct_lib.method.consensus import select_consensus
+from ensemble_instruct_lib.nb import plots
 
 MODELS = ["gen", "x", "y"]
 
@@ -88,7 +88,7 @@ def test_threshold_curve_matches_select_consensus(rule):
 
 
 def test_threshold_curve_on_real_recorded_outputs():
-    from ensemble_instruct_lib.recorded_ensemble import ensemble_recorded
+    from ensemble_instruct_lib.analysis.recorded_ensemble import ensemble_recorded
 
     rec = ensemble_recorded(["text-davinci-003", "davinci-t0-ft", "davinci"])
     frame = pd.DataFrame(

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from ensemble_instruct_lib.data import load_seed_tasks, split_by_type
-from ensemble_instruct_lib.prompts import (
+from ensemble_instruct_lib.data.public import load_seed_tasks, split_by_type
+from ensemble_instruct_lib.method.prompts import (
     END,
     VERSIONS,
     clean_instruction,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_instruct_lib.backends.base import DecodingParams
-from ensemble_instruct_lib.backends.ray_data import RayDataBackend, http_payload
+from ensemble_instruct_lib.engines.base import DecodingParams
+from ensemble_instruct_lib.engines.ray_data import RayDataBackend, http_payload
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def prompts(data_root) -> list[str]:
 @pytest.fixture(scope="module")
 def single_process(tiny_llama, prompts):
     """Reference results of the in-process engine: greedy, and sampled chat."""
-    from ensemble_instruct_lib.backends.vllm_engine import VLLMBackend
+    from ensemble_instruct_lib.engines.vllm_engine import VLLMBackend
 
     be = VLLMBackend(
         str(tiny_llama),
@@ -147,7 +147,7 @@ def test_vllm_replicas_seeded_chat_sampling_equal_single_process(ray_vllm, singl
 
 @pytest.fixture(scope="module")
 def two_endpoints(tiny_llama):
-    from ensemble_instruct_lib.servers import LocalServer, missing_requirement
+    from ensemble_instruct_lib.testing.servers import LocalServer, missing_requirement
 
     reason = missing_requirement("transformers")
     if reason:
@@ -160,7 +160,7 @@ def two_endpoints(tiny_llama):
 
 @pytest.mark.timeout(600)
 def test_http_fleet_equals_hf(local_ray, two_endpoints, tiny_llama, prompts):
-    from ensemble_instruct_lib.backends.hf import HFBackend
+    from ensemble_instruct_lib.engines.hf import HFBackend
 
     a, b = two_endpoints
     be = RayDataBackend(
@@ -186,10 +186,10 @@ def test_pipeline_on_ray_writes_what_the_single_process_run_writes(
     local_ray, two_endpoints, tiny_llama, tmp_path
 ):
     """Stage 3 as a Ray Data job over two servers: the run files equal an in-process run's."""
-    from ensemble_instruct_lib.config import load_config
-    from ensemble_instruct_lib.fake import fake_generator
-    from ensemble_instruct_lib.jsonl import read_jsonl
-    from ensemble_instruct_lib.pipeline import run
+    from ensemble_instruct_lib.data.jsonl import read_jsonl
+    from ensemble_instruct_lib.runs.config import load_config
+    from ensemble_instruct_lib.runs.pipeline import run
+    from ensemble_instruct_lib.testing.fake import fake_generator
 
     a, b = two_endpoints
 

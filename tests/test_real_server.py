@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_instruct_lib.backends.base import DecodingParams
-from ensemble_instruct_lib.servers import (
+from ensemble_instruct_lib.engines.base import DecodingParams
+from ensemble_instruct_lib.testing.servers import (
     LocalServer,
     _group_alive,
     missing_requirement,
@@ -60,7 +60,7 @@ def prompts(data_root) -> list[str]:
 
 @pytest.fixture(scope="module")
 def hf(tiny_llama):
-    from ensemble_instruct_lib.backends.hf import HFBackend
+    from ensemble_instruct_lib.engines.hf import HFBackend
 
     be = HFBackend(str(tiny_llama), dtype="float32", batch_size=8)
     yield be
@@ -73,7 +73,7 @@ def hf_greedy(hf, prompts):
 
 
 def client(server: LocalServer, **kw):
-    from ensemble_instruct_lib.backends.openai_compat import OpenAICompatBackend
+    from ensemble_instruct_lib.engines.openai_compat import OpenAICompatBackend
 
     kw.setdefault("max_retries", 1)
     kw.setdefault("timeout", 120.0)
@@ -208,7 +208,7 @@ def test_vllm_server_completions_equal_hf_up_to_trailing_fffd(vllm_served_greedy
 @pytest.mark.timeout(300)
 def test_vllm_server_equals_in_process_vllm(vllm_served_greedy, tiny_llama, prompts):
     pytest.importorskip("vllm")
-    from ensemble_instruct_lib.backends.vllm_engine import VLLMBackend
+    from ensemble_instruct_lib.engines.vllm_engine import VLLMBackend
 
     be = VLLMBackend(
         str(tiny_llama),

@@ -10,7 +10,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from ensemble_instruct_lib import rouge_l
-from ensemble_instruct_lib.rouge import (
+from ensemble_instruct_lib.method.rouge import (
     NoveltyIndex,
     pairwise_rouge_l,
     rouge_l_many,

@@ -14,10 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_instruct_lib.backends.scripted import ScriptedBackend
-from ensemble_instruct_lib.errors import DataError
-from ensemble_instruct_lib.evaluate import evaluate_backend, score_predictions
-from ensemble_instruct_lib.superni import (
+from ensemble_instruct_lib.data.superni import (
     ENV_VAR,
     NI_COMMIT,
     download_superni_tasks,
@@ -27,6 +24,9 @@ from ensemble_instruct_lib.superni import (
     load_test_tasks,
     task_url,
 )
+from ensemble_instruct_lib.engines.scripted import ScriptedBackend
+from ensemble_instruct_lib.errors import DataError
+from ensemble_instruct_lib.train.evaluate import evaluate_backend, score_predictions
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "superni_tasks"
 TASKS = ["task1159_bard_analogical_reasoning_containers", "task828_copa_commonsense_cause_effect"]

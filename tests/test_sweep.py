@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib.sweep import (
+from ensemble_instruct_lib.runs.sweep import (
     CSV,
     ERROR,
     PARQUET,
@@ -213,7 +213,7 @@ def test_notebook_sweep(tmp_path):
     nb = tmp_path / "99_tiny.py"
     nb.write_text(
         "# %% [markdown]\n# # Tiny\n# A notebook for the sweep test.\n\n"
-        "# %%\nfrom ensemble_instruct_lib.sweep import write_metrics\n\n"
+        "# %%\nfrom ensemble_instruct_lib.runs.sweep import write_metrics\n\n"
         '# %% tags=["parameters"]\nout_dir = "x"  # where\nk = 1  # a number\n\n'
         "# %%\nwrite_metrics(out_dir, {'twice': 2 * k})\n"
     )

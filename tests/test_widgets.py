@@ -7,9 +7,9 @@ import ipywidgets as w
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib import plots, widgets
-from ensemble_instruct_lib.consensus import select_consensus
-from ensemble_instruct_lib.data import load_seed_tasks
+from ensemble_instruct_lib.data.public import load_seed_tasks
+from ensemble_instruct_lib.method.consensus import select_consensus
+from ensemble_instruct_lib.nb import plots, widgets
 
 EVIL = "<script>alert('x')</script>"
 MODELS = ["gen", "x", "y"]
@@ -156,13 +156,13 @@ def test_probe_html_escapes():
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer_dir(tmp_path_factory):
-    from ensemble_instruct_lib.tiny import build_tiny_model
+    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "gpt2", "gpt2")
 
 
 def test_prompt_explorer_follows_controls(tiny_tokenizer_dir):
-    from ensemble_instruct_lib.steps.prompt_design import length_unit, load_tokenizer
+    from ensemble_instruct_lib.nb.steps.prompt_design import length_unit, load_tokenizer
 
     seeds = load_seed_tasks()
     tok = load_tokenizer(str(tiny_tokenizer_dir))

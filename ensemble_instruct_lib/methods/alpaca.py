@@ -25,13 +25,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import Backend, DecodingParams, Generation
-from ..backends.scripted import ScriptedBackend
-from ..data import SeedTask
-from ..jsonl import JsonlAppender, read_jsonl
-from ..pipeline import STAGE2, RunContext
-from ..prompts import Prompt, clean_instruction
-from . import Candidate, batch_stage1, check_count, instruction_params, method_options
+from ..data.jsonl import JsonlAppender, read_jsonl
+from ..data.public import SeedTask
+from ..engines.base import Backend, Generation
+from ..method.prompts import Prompt, clean_instruction
+from .rounds import (
+    STAGE2,
+    Candidate,
+    RunContext,
+    batch_stage1,
+    check_count,
+    instruction_params,
+    method_options,
+)
 
 VERSIONS = {"batch": "alpaca-batch-v1"}
 NO_INPUT = "<noinput>"
@@ -216,52 +222,12 @@ def stage2_instances(
 # a fake LM speaking this format (tests and offline demos; not a model)
 
 
-def fake_generator(model_id: str = "fake-generator") -> ScriptedBackend:
-    """A deterministic fake LM continuing Alpaca task lists: mostly well-formed new tasks whose
-    outputs `fake.fake_answerer` LMs mostly agree with; some too short, with blocked keywords,
-    copies of a demo, without an output, and now and then a response cut by the token limit."""
-    from ..fake import _VERBS, _WORDS, _answer, _rng
-
-    def respond(prompt: str, params: DecodingParams, index: int) -> str | Generation:
-        m = re.search(r"\n(\d+)\. Instruction:$", prompt)
-        if not m:
-            raise ValueError(f"fake Alpaca generator got an unknown prompt: {prompt[-80:]!r}")
-        rng = _rng("alpaca", prompt, index)
-        first = int(m.group(1))
-        demo = re.search(r"(?m)^1\. Instruction: (.*)$", prompt)
-        blocks = []
-        for k in range(first, first + rng.randint(3, 10)):
-            r = rng.random()
-            w = rng.sample(_WORDS, 5)
-            if r < 0.07:
-                instr = "Draw a map of the old town."
-            elif r < 0.12:
-                instr = "Say hello."
-            elif r < 0.17 and demo:
-                instr = demo.group(1)
-            else:
-                instr = f"{rng.choice(_VERBS)} the {w[0]} and the {w[1]} of a {w[2]} near {w[3]}."
-            inp = " ".join(rng.sample(_WORDS, 3)) if rng.random() < 0.6 else ""
-            head = f" {instr}" if k == first else f"{k}. Instruction: {instr}"
-            body = f"{head}\n{k}. Input:\n{inp or NO_INPUT}"
-            if rng.random() >= 0.08:
-                body += f"\n{k}. Output:\n{_answer(instr, inp)}"
-            blocks.append(body)
-        text = f"\n{SEPARATOR}\n".join(blocks) + f"\n{SEPARATOR}"
-        if rng.random() < 0.15:
-            return Generation(text[: len(text) - 12], finish_reason="length")
-        return text
-
-    return ScriptedBackend(respond, model_id=model_id)
-
-
 __all__ = [
     "NO_INPUT",
     "VERSIONS",
     "AlpacaOptions",
     "batch_prompt",
     "batch_stops",
-    "fake_generator",
     "parse_tasks",
     "stage1_instructions",
     "stage2_instances",

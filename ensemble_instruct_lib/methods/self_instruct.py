@@ -30,14 +30,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import Backend, DecodingParams, Generation
-from ..backends.scripted import ScriptedBackend
-from ..config import sampling_params
-from ..data import SeedTask
-from ..jsonl import JsonlAppender, read_jsonl
-from ..pipeline import STAGE2, RunContext, chunks, progress_bar
-from ..prompts import Prompt, clean_instruction
-from . import Candidate, batch_stage1, check_count, instruction_params, method_options, seed_pool
+from ..data.jsonl import JsonlAppender, read_jsonl
+from ..data.public import SeedTask
+from ..engines.base import Backend, DecodingParams, Generation, sampling_params
+from ..method.prompts import Prompt, clean_instruction
+from .rounds import (
+    STAGE2,
+    Candidate,
+    RunContext,
+    batch_stage1,
+    check_count,
+    chunks,
+    instruction_params,
+    method_options,
+    progress_bar,
+    seed_pool,
+)
 
 VERSIONS = {
     "instruction": "si-instruction-v1",
@@ -353,65 +361,11 @@ def stage2_instances(
     return done
 
 
-# ------------------------------------------------------------------------------------------
-# a fake LM speaking these formats (tests and offline demos; not a model)
-
-
-def fake_generator(model_id: str = "fake-generator") -> ScriptedBackend:
-    """A deterministic fake LM answering this module's stage-1, classification and stage-2
-    prompts: several new tasks per call (some too short, some with blocked keywords, some
-    copies of a demo, now and then cut by the token limit), Yes/No answers, and examples whose
-    outputs the `fake.fake_answerer` stage-3 LMs mostly agree with."""
-    from ..fake import _VERBS, _WORDS, _answer, _rng
-
-    def task(rng: random.Random, prompt: str) -> str:
-        r = rng.random()
-        if r < 0.08:
-            return "Draw a picture of a quiet harbor at dawn."
-        if r < 0.14:
-            return "Say hello."
-        if r < 0.2:
-            first = re.search(r"(?m)^Task 1: (.*)$", prompt)
-            return first.group(1) if first else "Say hi."
-        w = rng.sample(_WORDS, 5)
-        return f"{rng.choice(_VERBS)} the {w[0]} and the {w[1]} of a {w[2]} near the {w[3]} {w[4]}."
-
-    def respond(prompt: str, params: DecodingParams, index: int) -> str | Generation:
-        m = re.search(r"\nTask (\d+):$", prompt)
-        if m:
-            rng = _rng("si-stage1", prompt, index)
-            n = int(m.group(1))
-            lines = [" " + task(rng, prompt)]
-            lines += [f"Task {n + k}: {task(rng, prompt)}" for k in range(1, rng.randint(2, 8))]
-            text = "\n".join(lines)
-            if rng.random() < 0.15:
-                return Generation(text[: len(text) - 7], finish_reason="length")
-            return text
-        if prompt.endswith("\nClassification:"):
-            new = prompt.rsplit("\nTask: ", 1)[1]
-            return " Yes" if _rng("si-cls", new).random() < 0.3 else " No"
-        if prompt.endswith("\n") and "\nTask: " in prompt:
-            instruction = prompt.rstrip("\n").rsplit("\nTask: ", 1)[1]
-            rng = _rng("si-stage2", prompt, index)
-            if rng.random() < 0.1:
-                return "Sorry, I cannot think of an example."
-            if prompt.startswith(_OUTPUT_FIRST_HEADER):
-                inp = " ".join(rng.sample(_WORDS, 4))
-                return f"Class label: {_answer(instruction, inp)}\nInput: {inp}\n\nTask: next"
-            inp = " ".join(rng.sample(_WORDS, 4)) if rng.random() < 0.6 else ""
-            body = f"Input: {inp}\n" if inp else ""
-            return f"{body}Output: {_answer(instruction, inp)}\n\nTask: next"
-        raise ValueError(f"fake Self-Instruct generator got an unknown prompt: {prompt[-80:]!r}")
-
-    return ScriptedBackend(respond, model_id=model_id)
-
-
 __all__ = [
     "VERSIONS",
     "SelfInstructOptions",
     "classification_demos",
     "classification_prompt",
-    "fake_generator",
     "instance_demos",
     "instance_prompt",
     "instruction_prompt",

@@ -1,0 +1,396 @@
+"""Seed tasks and the other public data the kit reads: locate, fetch, verify, load, validate.
+
+Implements METHOD.md "Data": the 175 Self-Instruct seed tasks split into type A (the first instance
+has a non-empty input) and type B (it has none), plus the 252 user-oriented evaluation tasks and the
+eight GPT-3-family models' recorded answers to them. None of these files is committed: `fetch_data`
+downloads them at a pinned commit and checks their sha256, or copies a local folder laid out like
+``../shared/data``. `EI_DATA_DIR` names such a folder for every call that is not given one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .jsonl import iter_jsonl
+
+ENV_VAR = "EI_DATA_DIR"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: Where `fetch-data` writes by default: `seeds/data` in a source checkout, else a user cache dir.
+DEFAULT_DATA_DIR = (
+    PACKAGE_DIR.parent / "seeds" / "data"
+    if (PACKAGE_DIR.parent / "pyproject.toml").exists()
+    else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ensemble-instruct"
+)
+
+SELF_INSTRUCT_REPO = "yizhongw/self-instruct"
+SELF_INSTRUCT_COMMIT = "0b26ccaa415992100fa32df62d41b994cf928e23"
+_RAW = f"https://raw.githubusercontent.com/{SELF_INSTRUCT_REPO}/{SELF_INSTRUCT_COMMIT}/"
+
+PREDICTION_MODELS = (
+    "davinci",
+    "text-davinci-001",
+    "text-davinci-002",
+    "text-davinci-003",
+    "davinci-self-instruct",
+    "davinci-superni-ft",
+    "davinci-t0-ft",
+    "davinci-self-instruct-and-superni-ft",
+)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One pinned public file: where it lives in the data dir, its upstream path and digest."""
+
+    local: str
+    upstream: str
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return _RAW + self.upstream
+
+
+_PRED_SHA = {
+    "davinci-self-instruct-and-superni-ft": "6aed46012920f7eb2f2779c329e5e06c57d59ed66235a40c155bcc62952ec89f",
+    "davinci-self-instruct": "d454d989d16567ba9ed2898940beb3bfced2887b8014a5b6f5fa7955e499a4b8",
+    "davinci-superni-ft": "e38f88de443b3a567ffffb80312dba796fd3ccf227b63842e218a4517678e87d",
+    "davinci-t0-ft": "346c6f6f24e126a1ca8c97593275558f4e83c0b36ed9125e4b7c2c9ac22200b2",
+    "davinci": "29ebefae64941a53d296021d191462e7f1ec87c3112d5bf4971d62ba61b30730",
+    "text-davinci-001": "0e5486cb74260ed10dfc43d6c26343c4bb98251401003b46ae3fca498305a94d",
+    "text-davinci-002": "30e448059bb2c3aaf2926c93f97d967aa7523acdcaec08b2bbd36ea6b4e1e9f7",
+    "text-davinci-003": "9fbf9229c917f2c832399e4d474f0ed1a4f367fae61e5eee814f3db687e0d584",
+}
+
+DATA_FILES: tuple[DataFile, ...] = (
+    DataFile(
+        "self_instruct/seed_tasks.jsonl",
+        "data/seed_tasks.jsonl",
+        "7779004fa198fdf27cf70a159363879d8a26c53329e11b436af17b3941875f48",
+    ),
+    DataFile(
+        "self_instruct/user_oriented_instructions.jsonl",
+        "human_eval/user_oriented_instructions.jsonl",
+        "81d60a117db495cecedecd9193504fd07c5b5a42f6699ef6b0f9da10fc22f42e",
+    ),
+    *(
+        DataFile(
+            f"self_instruct/user_oriented_predictions/{m}_predictions.jsonl",
+            f"human_eval/predictions/{m}_predictions.jsonl",
+            _PRED_SHA[m],
+        )
+        for m in PREDICTION_MODELS
+    ),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# locating and fetching
+
+
+def data_dir(path: str | Path | None = None) -> Path:
+    """The data folder: `path` if given, else `$EI_DATA_DIR`, else the default fetch location."""
+    if path is not None:
+        return Path(path).expanduser().resolve()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser().resolve()
+    return DEFAULT_DATA_DIR
+
+
+def data_path(relative: str, root: str | Path | None = None) -> Path:
+    """Path of one data file, with a clear error when it is missing."""
+    p = data_dir(root) / relative
+    if not p.exists():
+        raise DataError(
+            p,
+            "file not found",
+            hint=(
+                "run `python -m ensemble_instruct_lib fetch-data` to download the public data, "
+                f"or set {ENV_VAR} to a folder laid out like shared/data"
+            ),
+        )
+    return p
+
+
+def seed_tasks_path(root: str | Path | None = None) -> Path:
+    return data_path("self_instruct/seed_tasks.jsonl", root)
+
+
+def user_oriented_path(root: str | Path | None = None) -> Path:
+    return data_path("self_instruct/user_oriented_instructions.jsonl", root)
+
+
+def predictions_path(model: str, root: str | Path | None = None) -> Path:
+    if model not in PREDICTION_MODELS:
+        raise ValueError(f"unknown recorded model {model!r}; choose from {list(PREDICTION_MODELS)}")
+    return data_path(f"self_instruct/user_oriented_predictions/{model}_predictions.jsonl", root)
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_data(root: str | Path | None = None) -> dict[str, str]:
+    """Check every pinned file under the data dir.
+
+    Returns:
+        For each file, "ok", "missing" or "sha256 mismatch".
+    """
+    base = data_dir(root)
+    status = {}
+    for f in DATA_FILES:
+        p = base / f.local
+        if not p.exists():
+            status[f.local] = "missing"
+        else:
+            status[f.local] = "ok" if sha256_of(p) == f.sha256 else "sha256 mismatch"
+    return status
+
+
+def _download(url: str, dest: Path) -> None:
+    with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as out:  # noqa: S310
+        shutil.copyfileobj(r, out)
+
+
+def fetch_data(
+    dest: str | Path | None = None,
+    *,
+    source: str | Path | None = None,
+    force: bool = False,
+    download: Callable[[str, Path], None] = _download,
+) -> dict[str, str]:
+    """Bring the pinned public data into `dest`, verifying every sha256.
+
+    Args:
+        dest: target folder (default: `data_dir()`).
+        source: a local folder laid out like ``shared/data`` to copy from instead of downloading.
+        force: re-fetch files that are already present and valid.
+        download: the function that fetches one URL into a path (replaceable in tests).
+
+    Returns:
+        For each file, "present", "copied" or "downloaded".
+
+    Raises:
+        DataError: a file's digest does not match (the bad copy is removed, good files are kept).
+    """
+    dest_dir = data_dir(dest)
+    result = {}
+    for f in DATA_FILES:
+        target = dest_dir / f.local
+        if not force and target.exists() and sha256_of(target) == f.sha256:
+            result[f.local] = "present"
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        if source is not None:
+            src = Path(source) / f.local
+            if not src.exists():
+                raise DataError(
+                    src, "file not found in --from folder", hint="lay it out like shared/data"
+                )
+            shutil.copyfile(src, tmp)
+            how = "copied"
+        else:
+            download(f.url, tmp)
+            how = "downloaded"
+        digest = sha256_of(tmp)
+        if digest != f.sha256:
+            tmp.unlink(missing_ok=True)
+            raise DataError(
+                f.url if source is None else Path(source) / f.local,
+                f"sha256 {digest} does not match the pinned {f.sha256}",
+                hint="the upstream file changed or the copy is corrupt; nothing was overwritten",
+            )
+        os.replace(tmp, target)
+        result[f.local] = how
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# seed tasks
+
+
+@dataclass(frozen=True)
+class Instance:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    """One Self-Instruct seed task.
+
+    Attributes:
+        task_type: "A" when the first instance has a non-empty input ("needs input"), else "B".
+    """
+
+    id: str
+    name: str
+    instruction: str
+    instances: tuple[Instance, ...]
+    is_classification: bool
+    task_type: str
+
+
+def _require(
+    path: Path, lineno: int, obj: dict[str, Any], key: str, kind: type | tuple[type, ...]
+) -> Any:
+    if key not in obj:
+        raise DataError(path, "missing", line=lineno, field=key, hint=f"every task needs '{key}'")
+    val = obj[key]
+    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataError(
+            path,
+            f"expected {want}, got {type(val).__name__}",
+            line=lineno,
+            field=key,
+            hint="fix the value's type",
+        )
+    return val
+
+
+def _parse_seed(path: Path, lineno: int, obj: dict[str, Any]) -> SeedTask:
+    instruction = _require(path, lineno, obj, "instruction", str)
+    if not instruction.strip():
+        raise DataError(path, "is empty", line=lineno, field="instruction", hint="write the task")
+    raw_instances = _require(path, lineno, obj, "instances", list)
+    if not raw_instances:
+        raise DataError(
+            path,
+            "is empty",
+            line=lineno,
+            field="instances",
+            hint="give at least one {input, output}",
+        )
+    instances = []
+    for i, inst in enumerate(raw_instances):
+        fname = f"instances[{i}]"
+        if not isinstance(inst, dict):
+            raise DataError(
+                path, f"expected an object, got {type(inst).__name__}", line=lineno, field=fname
+            )
+        for key in ("input", "output"):
+            val = inst.get(key, "" if key == "input" else None)
+            if not isinstance(val, str):
+                got = "missing" if val is None else f"expected str, got {type(val).__name__}"
+                raise DataError(path, got, line=lineno, field=f"{fname}.{key}")
+        instances.append(Instance(inst.get("input", ""), inst["output"]))
+    task_id = obj.get("id", f"line_{lineno}")
+    is_cls = obj.get("is_classification", False)
+    if not isinstance(is_cls, bool):
+        raise DataError(
+            path, f"expected true/false, got {is_cls!r}", line=lineno, field="is_classification"
+        )
+    return SeedTask(
+        id=str(task_id),
+        name=str(obj.get("name", task_id)),
+        instruction=instruction,
+        instances=tuple(instances),
+        is_classification=is_cls,
+        task_type="A" if instances[0].input.strip() else "B",
+    )
+
+
+def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
+    """Load and validate seed tasks from a JSONL file (default: the pinned Self-Instruct seeds).
+
+    Raises:
+        DataError: naming the file, line and field of the first problem (bad JSON, missing or
+            empty `instruction`, empty `instances`, wrong types).
+    """
+    p = Path(path) if path is not None else seed_tasks_path()
+    if not p.exists():
+        raise DataError(p, "file not found", hint="give the path of a seed-task JSONL file")
+    tasks = []
+    seen: dict[str, int] = {}
+    for lineno, obj in iter_jsonl(p):
+        task = _parse_seed(p, lineno, obj)
+        if task.id in seen:
+            raise DataError(
+                p,
+                f"duplicate id {task.id!r} (first on line {seen[task.id]})",
+                line=lineno,
+                field="id",
+            )
+        seen[task.id] = lineno
+        tasks.append(task)
+    if not tasks:
+        raise DataError(p, "no tasks in file", hint="a seed file holds one JSON task per line")
+    return tasks
+
+
+def split_by_type(tasks: list[SeedTask]) -> dict[str, list[SeedTask]]:
+    """Seeds grouped by task type: {"A": [...], "B": [...]}, file order kept."""
+    return {t: [s for s in tasks if s.task_type == t] for t in ("A", "B")}
+
+
+# --------------------------------------------------------------------------------------------
+# recorded predictions
+
+
+@dataclass(frozen=True)
+class RecordedExample:
+    """One user-oriented task as answered by every chosen recorded model."""
+
+    instruction: str
+    input: str
+    target: str
+    responses: dict[str, str]
+
+
+def _pred_key(instruction: str, inp: str) -> tuple[str, str]:
+    return instruction.strip(), inp.strip()
+
+
+def load_predictions(model: str, root: str | Path | None = None) -> list[dict[str, str]]:
+    """One recorded model's answers: rows with `instruction`, `input`, `response`, `target`."""
+    p = predictions_path(model, root)
+    rows = []
+    for lineno, obj in iter_jsonl(p):
+        for key in ("instruction", "input", "response", "target"):
+            if not isinstance(obj.get(key), str):
+                raise DataError(p, "missing or not a string", line=lineno, field=key)
+        rows.append({k: obj[k] for k in ("instruction", "input", "response", "target")})
+    return rows
+
+
+def load_recorded(models: list[str], root: str | Path | None = None) -> list[RecordedExample]:
+    """Align several recorded models' answers by (instruction, input).
+
+    The order of the first model's file is kept; an example missing from any model is left out.
+    """
+    if len(models) != len(set(models)):
+        raise ValueError(f"models must be distinct, got {models}")
+    per_model = {}
+    for m in models:
+        per_model[m] = {
+            _pred_key(r["instruction"], r["input"]): r for r in load_predictions(m, root)
+        }
+    first = load_predictions(models[0], root)
+    out = []
+    for r in first:
+        k = _pred_key(r["instruction"], r["input"])
+        if all(k in per_model[m] for m in models):
+            out.append(
+                RecordedExample(
+                    instruction=k[0],
+                    input=k[1],
+                    target=r["target"],
+                    responses={m: per_model[m][k]["response"] for m in models},
+                )
+            )
+    return out

@@ -1,0 +1,170 @@
+"""The one interface every LM backend implements (METHOD.md stages 1-3 call LMs only through it).
+
+A backend takes a batch of prompts and one set of decoding parameters and returns, per prompt, the
+generated text (with the stop string already cut), why generation finished and token counts. It
+knows nothing about the method: prompts come from `prompts.py`, responses go to `parsing.py`, and
+every call is routed through the persistent cache (`cache.py`) by `CachedBackend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..method.parsing import cut_at_stop  # noqa: F401 - re-exported: every engine cuts at stops
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """Decoding parameters shared by every backend.
+
+    Attributes:
+        do_sample: False for greedy decoding, True for sampling.
+        temperature: sampling temperature (ignored when greedy).
+        top_k: keep the k most likely tokens (0 = off; ignored when greedy).
+        top_p: nucleus sampling mass (1.0 = off; ignored when greedy).
+        max_new_tokens: hard cap on generated tokens (always passed to the engine).
+        min_new_tokens: force at least this many tokens before a stop may end generation.
+        stop: stop strings; the text returned ends before the first one found.
+        seed: base random seed for sampling; the cache key also carries the sample index.
+        chat: send prompts through the model's chat template / chat endpoint.
+    """
+
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    chat: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.min_new_tokens < 0 or self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                f"got {self.min_new_tokens}"
+            )
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Generation:
+    """One prompt's result.
+
+    Attributes:
+        text: generated text, without the prompt and cut before the first stop string.
+        finish_reason: "stop" (a stop string or EOS ended it), "length" (max_new_tokens hit),
+            or "error".
+        prompt_tokens: tokens in the prompt (0 when the backend cannot tell).
+        completion_tokens: tokens generated (0 when the backend cannot tell).
+        cached: True when the result came from the call cache rather than the model.
+    """
+
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A language model behind the kit's one interface.
+
+    Subclasses set `name` (the backend kind, e.g. "hf") and `model_id`, and implement `_generate`.
+    `revision` is whatever pins the weights (a commit hash, a file digest, a server-reported
+    version); it is part of the cache key.
+    """
+
+    name: str = "base"
+    model_id: str = ""
+    revision: str = ""
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: DecodingParams,
+        sample_indices: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """Generate one completion per prompt.
+
+        Args:
+            prompts: the prompts, in any order.
+            params: decoding parameters for the whole batch.
+            sample_indices: per prompt, which sample this is (sampling only): with the seed it makes
+                each call reproducible and distinct in the cache. Defaults to all zeros.
+
+        Returns:
+            One `Generation` per prompt, in the order of `prompts`.
+        """
+        if not prompts:
+            return []
+        if sample_indices is None:
+            sample_indices = [0] * len(prompts)
+        if len(sample_indices) != len(prompts):
+            raise ValueError("sample_indices must have one entry per prompt")
+        out = self._generate(list(prompts), params, list(sample_indices))
+        if len(out) != len(prompts):
+            raise RuntimeError(
+                f"backend {self.name}:{self.model_id} returned {len(out)} results "
+                f"for {len(prompts)} prompts"
+            )
+        return out
+
+    @abstractmethod
+    def _generate(
+        self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
+    ) -> list[Generation]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this model in manifests and cache keys."""
+        return {"backend": self.name, "model_id": self.model_id, "revision": self.revision}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release engines, sessions or servers held by the backend."""
+
+
+def sampling_params(
+    stage: Any,
+    stop: Sequence[str],
+    seed: int,
+    max_new_tokens: int | None = None,
+) -> DecodingParams:
+    """The sampling `DecodingParams` of stage 1 or 2 (METHOD.md: temperature 0.7, top_k 50),
+    from a stage config (`temperature`, `top_k`, `top_p`, `max_new_tokens`, optionally
+    `min_new_tokens`), with the given stop strings and an optional lower token cap."""
+    cap = (
+        stage.max_new_tokens
+        if max_new_tokens is None
+        else min(max_new_tokens, stage.max_new_tokens)
+    )
+    return DecodingParams(
+        do_sample=True,
+        temperature=stage.temperature,
+        top_k=stage.top_k,
+        top_p=stage.top_p,
+        max_new_tokens=cap,
+        min_new_tokens=min(getattr(stage, "min_new_tokens", 0), cap),
+        stop=tuple(stop),
+        seed=seed,
+    )

@@ -1,0 +1,320 @@
+"""The persistent LM call cache: every stage's calls (METHOD.md stages 1-3) are made at most once.
+
+`CallCache` is a SQLite file (WAL mode: one writer, any number of concurrent readers) mapping a
+call key to its result. The key is the sha256 of a canonical JSON of what determines the answer:
+backend kind, model id, revision, every decoding parameter (seed included), the prompt and, only
+when sampling, the sample index (greedy answers do not depend on it). `CachedBackend` wraps any
+backend: it looks every prompt up, sends only the misses to the model in one batch (or in chunks),
+stores their results and commits, so an interrupted run resumes where it stopped and a re-run with
+the same settings costs no model call.
+
+Results whose `finish_reason` is "error" are returned but never stored. Left out: eviction and
+sharing one file between several writing processes (SQLite serialises them, slowly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .base import Backend, DecodingParams, Generation
+
+KEY_VERSION = 1
+_SQL_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    params TEXT NOT NULL,
+    sample_index INTEGER,
+    prompt TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    extra TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def _canonical_params(params: DecodingParams) -> dict[str, Any]:
+    d = params.to_dict()
+    for k in ("temperature", "top_p"):  # 1 and 1.0 must give the same key
+        d[k] = float(d[k])
+    if not params.do_sample:  # greedy output does not depend on the sampling settings
+        for k in ("temperature", "top_k", "top_p", "seed"):
+            d.pop(k)
+    return d
+
+
+def cache_key(
+    backend: str,
+    model_id: str,
+    revision: str,
+    params: DecodingParams,
+    prompt: str,
+    sample_index: int = 0,
+) -> str:
+    """The sha256 (hex) identifying one call; the sample index counts only when sampling."""
+    payload = {
+        "v": KEY_VERSION,
+        "backend": backend,
+        "model_id": model_id,
+        "revision": revision,
+        "params": _canonical_params(params),
+        "prompt": prompt,
+        "sample_index": int(sample_index) if params.do_sample else None,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _json_extra(extra: dict[str, Any]) -> str:
+    try:
+        return json.dumps(extra, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return json.dumps({k: repr(v) for k, v in extra.items()}, sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    """One call to store: its key, what it was, and its result."""
+
+    key: str
+    backend: str
+    model_id: str
+    revision: str
+    params: DecodingParams
+    sample_index: int | None
+    prompt: str
+    result: Generation
+
+
+class CallCache:
+    """A SQLite file of call results, created on first use.
+
+    Safe to share between threads of one process (one connection behind a lock) and to read from
+    other processes while this one writes.
+
+    Args:
+        path: the database file; parent folders are created.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"CallCache({str(self.path)!r})"
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SCHEMA)
+                conn.commit()
+            except sqlite3.DatabaseError as e:
+                raise RuntimeError(
+                    f"cannot open the call cache {self.path}: {e}. If the file is not a cache "
+                    "database (or is corrupt), move it away or choose another cache path."
+                ) from e
+            self._conn = conn
+        return self._conn
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
+        """The stored results among `keys` (missing keys are simply absent)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, Generation] = {}
+        with self._lock:
+            db = self._db()
+            for start in range(0, len(wanted), _SQL_CHUNK):
+                chunk = wanted[start : start + _SQL_CHUNK]
+                rows = db.execute(
+                    "SELECT key, text, finish_reason, prompt_tokens, completion_tokens, extra "
+                    f"FROM calls WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for key, text, reason, p_tok, c_tok, extra in rows:
+                    found[key] = Generation(
+                        text=text,
+                        finish_reason=reason,
+                        prompt_tokens=p_tok,
+                        completion_tokens=c_tok,
+                        cached=True,
+                        extra=json.loads(extra),
+                    )
+        return found
+
+    def get(self, key: str) -> Generation | None:
+        return self.get_many([key]).get(key)
+
+    def put_many(self, entries: Sequence[CacheEntry]) -> int:
+        """Store results (replacing any with the same key) and commit once.
+
+        Returns:
+            How many were stored ("error" results are skipped).
+        """
+        rows = [
+            (
+                e.key,
+                e.backend,
+                e.model_id,
+                e.revision,
+                json.dumps(_canonical_params(e.params), sort_keys=True),
+                e.sample_index,
+                e.prompt,
+                e.result.text,
+                e.result.finish_reason,
+                int(e.result.prompt_tokens),
+                int(e.result.completion_tokens),
+                _json_extra(e.result.extra),
+                time.time(),
+            )
+            for e in entries
+            if e.result.finish_reason != "error"
+        ]
+        if not rows:
+            return 0
+        with self._lock:
+            db = self._db()
+            with db:  # one transaction, committed on exit
+                db.executemany(
+                    "INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
+        return len(rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db().execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> CallCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CachedBackend(Backend):
+    """A backend whose calls go through a `CallCache`.
+
+    Same `name`, `model_id`, `revision` and `describe()` as the wrapped backend. Results served
+    from the cache have `cached=True`; so do in-batch duplicates of a miss (same key), which the
+    model answers once.
+
+    Args:
+        backend: the backend that answers misses.
+        cache: a `CallCache` or the path of its file.
+        chunk_size: send misses to the model in chunks of this many prompts, committing after
+            each (None: all misses in one batch). Smaller chunks lose less work on a crash.
+
+    Attributes:
+        hits: prompts answered without the model, over this object's lifetime.
+        misses: prompts sent to the model, over this object's lifetime.
+    """
+
+    def __init__(
+        self, backend: Backend, cache: CallCache | str | Path, *, chunk_size: int | None = None
+    ) -> None:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        self.inner = backend
+        self.cache = cache if isinstance(cache, CallCache) else CallCache(cache)
+        self.chunk_size = chunk_size
+        self.hits = 0
+        self.misses = 0
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return self.inner.name
+
+    @property  # type: ignore[override]
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property  # type: ignore[override]
+    def revision(self) -> str:
+        return self.inner.revision
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses}
+
+    def close(self) -> None:
+        """Close the wrapped backend (the cache may be shared: close it yourself)."""
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"CachedBackend({self.inner!r}, {self.cache!r})"
+
+    def _generate(
+        self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
+    ) -> list[Generation]:
+        name, model_id, revision = self.name, self.model_id, self.revision
+        keys = [
+            cache_key(name, model_id, revision, params, p, i)
+            for p, i in zip(prompts, sample_indices, strict=True)
+        ]
+        found = self.cache.get_many(keys)
+        todo: dict[str, int] = {}  # key -> first position needing the model
+        for pos, key in enumerate(keys):
+            if key not in found and key not in todo:
+                todo[key] = pos
+        fresh: dict[str, Generation] = {}
+        positions = list(todo.values())
+        step = self.chunk_size or max(1, len(positions))
+        for start in range(0, len(positions), step):
+            chunk = positions[start : start + step]
+            results = self.inner.generate(
+                [prompts[p] for p in chunk], params, [sample_indices[p] for p in chunk]
+            )
+            entries = []
+            for p, g in zip(chunk, results, strict=True):
+                fresh[keys[p]] = g
+                entries.append(
+                    CacheEntry(
+                        key=keys[p],
+                        backend=name,
+                        model_id=model_id,
+                        revision=revision,
+                        params=params,
+                        sample_index=sample_indices[p] if params.do_sample else None,
+                        prompt=prompts[p],
+                        result=g,
+                    )
+                )
+            self.cache.put_many(entries)
+        out = []
+        for pos, key in enumerate(keys):
+            if key in found:
+                out.append(dataclasses.replace(found[key], extra=dict(found[key].extra)))
+            elif todo[key] == pos:
+                out.append(fresh[key])
+            else:
+                g = fresh[key]
+                out.append(dataclasses.replace(g, cached=True, extra=dict(g.extra)))
+        self.misses += len(todo)
+        self.hits += len(prompts) - len(todo)
+        return out

@@ -1,0 +1,248 @@
+"""Steps of notebook 04 (ablations): its validated config, the pipeline grids it runs, headline
+numbers; the recorded-output ablations live in `ablations.py`, the run-dir ones in
+`method_ablations.py` (re-exported here for the notebook)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
+from ...analysis.recorded_grids import (  # noqa: F401 - re-exported for the notebook
+    ORDERINGS,
+    RULE_METRICS,
+    RUN_METRICS,
+    SELECTION_RULES,
+    SIZE_METRICS,
+    THRESHOLD_METRICS,
+    VANILLA_METRICS,
+)
+from ...analysis.run_grids import (  # noqa: F401 - re-exported for the notebook
+    demo_count_sweep,
+    method_sweep,
+    novelty_frame,
+    verb_noun_runs,
+    verb_noun_tops,
+)
+from ...data.public import PREDICTION_MODELS
+from ...method.consensus import RULES
+
+# ------------------------------------------------------------------------------------------
+# notebook 04's config
+
+
+def _check(cond: bool, msg: str) -> None:
+    from ...errors import ConfigError
+
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class AblationsConfig:
+    """Notebook 04's parameters, validated (papermill does not check them).
+
+    Attributes:
+        out_dir: where tables, figures and metrics.json go.
+        models: recorded models the ensembles are drawn from.
+        sizes: ensemble sizes of the size grid.
+        max_subsets: per size, a seeded sample of subsets (None: all).
+        ordering: member orderings (`member_orders`).
+        threshold, rule: the consensus settings held fixed in the other grids.
+        thresholds: the threshold grid.
+        threshold_size: ensemble size of the threshold, rule and vanilla grids.
+        rules: the selection rules compared.
+        seeds: seeds of the subset samples and the random-member baseline.
+        stop: recorded responses as recorded ("none") or cut at the stage-3 stops ("method").
+        trio: the paper-style member list (generator first) highlighted in the threshold plot.
+        pipeline_config: a run config for the method and demo grids (None: skip them).
+        methods: prompting methods compared on that config's generator.
+        method_seeds: run seeds of the pipeline grids.
+        num_instructions: override the config's instructions per type (None: keep).
+        fake_lms: answer with fake LMs (tests, demos) instead of the config's models.
+        seed_demos, generated_demos: the demo-count grid (Ensemble-Instruct stage 1).
+        workers: processes for the pipeline grids.
+    """
+
+    out_dir: str
+    models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))
+    sizes: list[int] = field(default_factory=lambda: list(range(2, 9)))
+    max_subsets: int | None = None
+    ordering: str = "generator"
+    threshold: float = 0.01
+    rule: str = "sum"
+    thresholds: list[float] = field(default_factory=lambda: [round(0.02 * k, 2) for k in range(26)])
+    threshold_size: int = 3
+    rules: list[str] = field(default_factory=lambda: list(SELECTION_RULES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    stop: str = "none"
+    trio: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    pipeline_config: str | None = None
+    methods: list[str] = field(
+        default_factory=lambda: ["ensemble_instruct", "self_instruct", "alpaca"]
+    )
+    method_seeds: list[int] = field(default_factory=lambda: [0])
+    num_instructions: int | None = None
+    fake_lms: bool = False
+    seed_demos: list[int] = field(default_factory=lambda: [10, 20])
+    generated_demos: list[int] = field(default_factory=lambda: [0, 2, 4])
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir must be a path")
+        unknown = [m for m in self.models if m not in PREDICTION_MODELS]
+        _check(not unknown, f"unknown models {unknown}; choose from {list(PREDICTION_MODELS)}")
+        _check(len(set(self.models)) == len(self.models) >= 2, "models: 2 or more, distinct")
+        _check(
+            bool(self.sizes) and all(2 <= s <= len(self.models) for s in self.sizes),
+            f"sizes must be in [2, {len(self.models)}], got {self.sizes}",
+        )
+        _check(
+            self.max_subsets is None
+            or (isinstance(self.max_subsets, int) and self.max_subsets >= 1),
+            f"max_subsets must be None or >= 1, got {self.max_subsets!r}",
+        )
+        _check(self.ordering in ORDERINGS, f"ordering must be one of {ORDERINGS}")
+        _check(0 <= self.threshold < 1, f"threshold must be in [0, 1), got {self.threshold}")
+        _check(self.rule in RULES, f"rule must be one of {RULES}, got {self.rule!r}")
+        _check(
+            bool(self.thresholds) and all(0 <= t < 1 for t in self.thresholds),
+            "thresholds must be a non-empty list of values in [0, 1)",
+        )
+        _check(
+            2 <= self.threshold_size <= len(self.models),
+            f"threshold_size must be in [2, {len(self.models)}]",
+        )
+        bad = [r for r in self.rules if r not in SELECTION_RULES]
+        _check(bool(self.rules) and not bad, f"rules must be among {SELECTION_RULES}, got {bad}")
+        _check(
+            bool(self.seeds) and all(isinstance(s, int) for s in self.seeds),
+            "seeds: a list of ints",
+        )
+        _check(self.stop in STOP_MODES, f"stop must be one of {STOP_MODES}")
+        _check(
+            len(self.trio) >= 2 and all(m in self.models for m in self.trio),
+            f"trio must list 2+ of models, got {self.trio}",
+        )
+        if self.pipeline_config is not None:
+            from ...runs.notebooks import resolve_path
+
+            path = resolve_path(self.pipeline_config)
+            _check(path.exists(), f"pipeline_config {self.pipeline_config!r}: no such file")
+            self.pipeline_config = str(path)
+        from ...runs.config import METHODS
+
+        _check(
+            bool(self.methods) and set(self.methods) <= set(METHODS),
+            f"methods must be among {METHODS}, got {self.methods}",
+        )
+        _check(
+            self.num_instructions is None or self.num_instructions >= 1,
+            "num_instructions must be None or >= 1",
+        )
+        _check(
+            bool(self.seed_demos) and all(n >= 0 for n in self.seed_demos),
+            "seed_demos: counts >= 0",
+        )
+        _check(
+            bool(self.generated_demos) and all(n >= 0 for n in self.generated_demos),
+            "generated_demos: counts >= 0",
+        )
+        _check(isinstance(self.workers, int) and self.workers >= 1, "workers must be >= 1")
+
+    @property
+    def out_path(self) -> Path:
+        from ...runs.notebooks import resolve_path
+
+        p = resolve_path(self.out_dir)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Config overrides every pipeline-grid run gets."""
+        return {} if self.num_instructions is None else {"num_instructions": self.num_instructions}
+
+    def table(self) -> pd.DataFrame:
+        """The settings as a two-column table (for the notebook to show)."""
+        return pd.DataFrame(
+            [{"parameter": k, "value": json.dumps(v)} for k, v in self.__dict__.items()]
+        )
+
+
+def method_runs(config: AblationsConfig) -> pd.DataFrame:
+    """Notebook 04's method grid: `method_sweep` into ``<out_dir>/methods`` (an empty table when
+    `config.pipeline_config` is None)."""
+    if config.pipeline_config is None:
+        return pd.DataFrame(columns=["point", "status", "out_dir", "method", "seed"])
+    return method_sweep(
+        config.pipeline_config,
+        config.out_path / "methods",
+        methods=config.methods,
+        seeds=config.method_seeds,
+        overrides=config.overrides,
+        fake_lms=config.fake_lms,
+        workers=config.workers,
+    )
+
+
+def demo_runs(config: AblationsConfig) -> pd.DataFrame:
+    """Notebook 04's demo-count grid: `demo_count_sweep` into ``<out_dir>/demos`` (an empty
+    table when `config.pipeline_config` is None)."""
+    if config.pipeline_config is None:
+        return pd.DataFrame(columns=["point", "status", "out_dir", "seed_demos", "generated_demos"])
+    from ...runs.config import load_config
+
+    types = load_config(config.pipeline_config).task_types
+    return demo_count_sweep(
+        config.pipeline_config,
+        config.out_path / "demos",
+        seed_demos=config.seed_demos,
+        generated_demos=config.generated_demos,
+        task_types=types,
+        seeds=config.method_seeds,
+        overrides=config.overrides,
+        fake_lms=config.fake_lms,
+        workers=config.workers,
+    )
+
+
+def headline_metrics(
+    sizes: pd.DataFrame, thresholds: pd.DataFrame, rules: pd.DataFrame, vanilla: pd.DataFrame
+) -> dict[str, Any]:
+    """A few numbers per recorded grid, for ``metrics.json`` (what a sweep over notebook 04
+    collects): per size the mean kept fraction and consensus gain, per rule the mean gold on
+    eligible examples, per vanilla role the mean gain, and the thresholds' kept-fraction range."""
+    out: dict[str, Any] = {}
+    if not sizes.empty:
+        g = sizes.groupby("size")
+        for size, frac in g["kept_fraction"].mean().items():
+            out[f"size{size}_kept_fraction"] = float(frac)
+        for size, gain in g["gain_vs_generator"].mean().items():
+            out[f"size{size}_gain_vs_generator"] = float(gain)
+    if not rules.empty:
+        for rule, v in rules.groupby("rule")["gold_eligible"].mean().items():
+            out[f"rule_{rule}_gold_eligible"] = float(v)
+    if not vanilla.empty:
+        for role, v in vanilla.groupby("role")["gain_vs_generator"].mean().items():
+            out[f"{role}_gain_vs_generator"] = float(v)
+    if not thresholds.empty:
+        kept = thresholds.groupby("threshold")["kept_fraction"].mean()
+        out["threshold_min_kept_fraction"] = float(kept.min())
+        out["threshold_max_kept_fraction"] = float(kept.max())
+    return out
+
+
+__all__ = [
+    "AblationsConfig",
+    "demo_runs",
+    "headline_metrics",
+    "method_runs",
+    "novelty_frame",
+    "verb_noun_runs",
+    "verb_noun_tops",
+]

@@ -1,0 +1,328 @@
+"""One validated config dataclass per notebook, and a table view of any of them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
+from ...data.public import PREDICTION_MODELS
+from ...errors import ConfigError
+from ...runs.config import ConsensusStage, RunConfig, load_config
+from ...runs.notebooks import REPO_ROOT, resolve_path
+
+# --------------------------------------------------------------------------------------------
+# configs: one per notebook, validated
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def check_task_type(task_type: str) -> None:
+    _check(task_type in ("A", "B"), f"task_type must be 'A' or 'B', got {task_type!r}")
+
+
+def _optional_count(name: str, value: Any, minimum: int = 0) -> None:
+    _check(
+        value is None
+        or (isinstance(value, int) and not isinstance(value, bool) and value >= minimum),
+        f"{name} must be None or an integer >= {minimum}, got {value!r}",
+    )
+
+
+@dataclass
+class NotebookConfig:
+    """What every notebook has: `out_dir`, where its figures and tables go."""
+
+    out_dir: str
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.out_dir, str) and bool(self.out_dir),
+            f"out_dir must be a non-empty path string, got {self.out_dir!r}",
+        )
+
+    @property
+    def out_path(self) -> Path:
+        """`out_dir` resolved against the repository root, created."""
+        p = resolve_path(self.out_dir)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+@dataclass
+class PromptDesignConfig(NotebookConfig):
+    """Notebook 01.
+
+    Attributes:
+        seed_file: a seed-task JSONL (None: the Self-Instruct seeds in the data dir).
+        task_type: the type whose prompts are printed in full and sent to the backend.
+        num_seed, num_generated: stage-1 demo counts (None: METHOD.md's, per type).
+        num_instance_demos: stage-2 demos (None: METHOD.md's, per type).
+        random_seed: the demo draw's seed.
+        generated: previously generated instructions to mix into the stage-1 demos.
+        instance_instructions: per type, the new instruction the stage-2 prompt ends with.
+        tokenizer: a tokenizer path or hub id for token counts (None: whitespace words).
+        backend: a backend spec for `backends.make_backend` (None: no LM is called).
+        max_new_tokens: cap on the probe's generations (None: the stage defaults, 256 / 512).
+    """
+
+    seed_file: str | None = None
+    task_type: str = "A"
+    num_seed: int | None = None
+    num_generated: int | None = None
+    num_instance_demos: int | None = None
+    random_seed: int = 0
+    generated: list[str] = field(default_factory=list)
+    instance_instructions: dict[str, str] = field(default_factory=dict)
+    tokenizer: str | None = None
+    backend: dict[str, Any] | None = None
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_task_type(self.task_type)
+        _optional_count("num_seed", self.num_seed)
+        _optional_count("num_generated", self.num_generated)
+        _optional_count("num_instance_demos", self.num_instance_demos, 1)
+        _optional_count("max_new_tokens", self.max_new_tokens, 1)
+        _check(
+            isinstance(self.random_seed, int),
+            f"random_seed must be an integer, got {self.random_seed!r}",
+        )
+        _check(
+            isinstance(self.generated, list) and all(isinstance(g, str) for g in self.generated),
+            "generated must be a list of instruction strings",
+        )
+        _check(
+            set(self.instance_instructions) == {"A", "B"}
+            and all(isinstance(v, str) and v.strip() for v in self.instance_instructions.values()),
+            "instance_instructions must map 'A' and 'B' to non-empty instructions, "
+            f"got {self.instance_instructions!r}",
+        )
+        _check(
+            self.backend is None or (isinstance(self.backend, dict) and "kind" in self.backend),
+            f"backend must be None or a spec dict with a 'kind', got {self.backend!r}",
+        )
+
+
+def _anchored(value: str | None) -> str | None:
+    """A relative path that exists under the repository root, made absolute; else unchanged."""
+    if not value or Path(value).is_absolute():
+        return value
+    p = REPO_ROOT / value
+    return str(p) if p.exists() else value
+
+
+def anchor_paths(config: RunConfig) -> RunConfig:
+    """Make a run config's relative local paths (model folders, seed file, data dir, cache)
+    absolute from the repository root, so they mean what they mean to the CLI run from there
+    whatever the kernel's working directory. Hub ids and absolute paths are left alone."""
+    for spec in [config.generator, *config.extra_models]:
+        spec.model = _anchored(spec.model) or spec.model
+    config.seed_file = _anchored(config.seed_file)
+    config.data_dir = _anchored(config.data_dir)
+    if config.cache and not Path(config.cache).is_absolute():
+        config.cache = str(REPO_ROOT / config.cache)
+    return config
+
+
+@dataclass
+class GenerationConfig(NotebookConfig):
+    """Notebook 02.
+
+    Attributes:
+        config_path: a run-config YAML (relative paths: from the repository root).
+        overrides: top-level `RunConfig` keys replacing the file's.
+        run_dir: the pipeline's run dir (None: ``<out_dir>/run``).
+        fake_lms: answer with `fake.fake_backends` instead of the config's models (no model).
+        sample_size: rows of the sample table.
+    """
+
+    config_path: str = "configs/offline-tiny.yaml"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    run_dir: str | None = None
+    fake_lms: bool = False
+    sample_size: int = 10
+    run_config: RunConfig = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            isinstance(self.overrides, dict), f"overrides must be a dict, got {self.overrides!r}"
+        )
+        _check(
+            isinstance(self.fake_lms, bool),
+            f"fake_lms must be True or False, got {self.fake_lms!r}",
+        )
+        _optional_count("sample_size", self.sample_size, 1)
+        path = resolve_path(self.config_path)
+        _check(path.exists(), f"config_path {self.config_path!r}: no such file ({path})")
+        self.run_config = anchor_paths(load_config(path, **self.overrides))
+
+    @property
+    def run_path(self) -> Path:
+        return resolve_path(self.run_dir) if self.run_dir else self.out_path / "run"
+
+
+@dataclass
+class EnsemblingConfig(NotebookConfig):
+    """Notebook 03.
+
+    Attributes:
+        run_dir: a pipeline run dir to ensemble (None: the recorded predictions of `models`).
+        models: recorded GPT-3-family models (the first plays the instance generator).
+        threshold, rule: consensus settings (None: the run's, or METHOD.md's 0.01 / "sum").
+        stop: recorded answers as recorded ("none") or cut at the stage-3 stops ("method").
+        curve_max, curve_points: the thresholds of the kept-fraction curve.
+        seed: seed of the random-member baseline.
+    """
+
+    run_dir: str | None = None
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    threshold: float | None = None
+    rule: str | None = None
+    stop: str = "none"
+    curve_max: float = 0.5
+    curve_points: int = 51
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.run_dir is None:
+            _check(
+                isinstance(self.models, list) and len(self.models) >= 2,
+                f"models must list at least 2 recorded models, got {self.models!r}",
+            )
+            unknown = [m for m in self.models if m not in PREDICTION_MODELS]
+            _check(
+                not unknown,
+                f"unknown recorded models {unknown}; choose from {list(PREDICTION_MODELS)}",
+            )
+            _check(
+                len(set(self.models)) == len(self.models), f"models must be distinct: {self.models}"
+            )
+        else:
+            _check(resolve_path(self.run_dir).is_dir(), f"run_dir {self.run_dir!r} is not a folder")
+        if self.threshold is not None:
+            _check(0 <= self.threshold < 1, f"threshold must be in [0, 1), got {self.threshold}")
+        if self.rule is not None:
+            ConsensusStage(rule=self.rule)
+        _check(self.stop in STOP_MODES, f"stop must be one of {STOP_MODES}, got {self.stop!r}")
+        _check(0 < self.curve_max <= 1, f"curve_max must be in (0, 1], got {self.curve_max}")
+        _check(
+            isinstance(self.curve_points, int) and self.curve_points >= 2,
+            f"curve_points must be an integer >= 2, got {self.curve_points!r}",
+        )
+
+    @property
+    def thresholds(self) -> list[float]:
+        """The thresholds of the kept-fraction curve: `curve_points` evenly from 0 to `curve_max`."""
+        step = self.curve_max / (self.curve_points - 1)
+        return [round(k * step, 6) for k in range(self.curve_points)]
+
+
+BENCHMARKS = ("user_oriented", "superni")
+
+
+@dataclass
+class FinetuneEvalConfig(NotebookConfig):
+    """Notebook 05.
+
+    Attributes:
+        base_model: the base LM (hub id or local folder) every dataset fine-tunes.
+        datasets: system name -> Alpaca-style JSONL (e.g. ensembled vs single-output of a run).
+        finetune_config: a `FinetuneConfig` YAML for the shared settings (None: its defaults).
+        finetune_overrides: keys replacing the YAML's (model, data and run_dir are set here).
+        benchmarks: "user_oriented" and/or "superni".
+        superni_dir: a natural-instructions checkout (None: $EI_SUPERNI_DIR; needed for superni).
+        max_items: evaluate on the first N items of each benchmark (None: all).
+        max_new_tokens, eval_batch_size: greedy generation settings for evaluation.
+        backend_options: extra `HFBackend` arguments for evaluation (device, dtype, ...).
+        reference_models: recorded GPT-3-family models scored on the same user-oriented items.
+    """
+
+    base_model: str = ""
+    datasets: dict[str, str] = field(default_factory=dict)
+    finetune_config: str | None = None
+    finetune_overrides: dict[str, Any] = field(default_factory=dict)
+    benchmarks: list[str] = field(default_factory=lambda: ["user_oriented"])
+    superni_dir: str | None = None
+    max_items: int | None = None
+    max_new_tokens: int = 128
+    eval_batch_size: int = 8
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    reference_models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            isinstance(self.base_model, str) and bool(self.base_model),
+            "base_model must name a model",
+        )
+        _check(
+            isinstance(self.datasets, dict) and bool(self.datasets),
+            "datasets must map at least one system name to a dataset file",
+        )
+        for name, path in self.datasets.items():
+            _check(
+                isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum(),
+                f"dataset name {name!r} may only use letters, digits, '-' and '_'",
+            )
+            _check(resolve_path(path).exists(), f"dataset {name!r}: no such file {path!r}")
+        if self.finetune_config is not None:
+            _check(
+                resolve_path(self.finetune_config).exists(),
+                f"finetune_config {self.finetune_config!r}: no such file",
+            )
+        fixed = {"model", "data", "run_dir"} & set(self.finetune_overrides)
+        _check(
+            not fixed, f"finetune_overrides may not set {sorted(fixed)}: use base_model/datasets"
+        )
+        bad = [b for b in self.benchmarks if b not in BENCHMARKS]
+        _check(
+            bool(self.benchmarks) and not bad,
+            f"benchmarks must be a non-empty subset of {BENCHMARKS}",
+        )
+        _optional_count("max_items", self.max_items, 1)
+        _optional_count("max_new_tokens", self.max_new_tokens, 1)
+        _optional_count("eval_batch_size", self.eval_batch_size, 1)
+        unknown = [m for m in self.reference_models if m not in PREDICTION_MODELS]
+        _check(
+            not unknown,
+            f"unknown reference models {unknown}; choose from {list(PREDICTION_MODELS)}",
+        )
+        # build every fine-tuning config now, so a bad key fails here and not after an hour
+        for name in self.datasets:
+            self.finetune_config_for(name)
+
+    def finetune_config_for(self, name: str) -> Any:
+        """The `FinetuneConfig` of one dataset: the shared YAML and overrides, plus its paths."""
+        from ...train.finetune import FinetuneConfig
+
+        paths = {
+            "model": str(resolve_path(self.base_model))
+            if resolve_path(self.base_model).exists()
+            else self.base_model,
+            "data": str(resolve_path(self.datasets[name])),
+            "run_dir": str(self.out_path / "finetune" / name),
+        }
+        values = {**self.finetune_overrides, **paths}
+        if self.finetune_config is not None:
+            return FinetuneConfig.from_yaml(resolve_path(self.finetune_config), **values)
+        return FinetuneConfig.from_dict(values)
+
+
+def _public(obj: Any) -> Any:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+
+
+def config_table(config: NotebookConfig) -> pd.DataFrame:
+    """A notebook config as a two-column table (setting, value) for display."""
+    return pd.DataFrame([{"setting": k, "value": repr(v)} for k, v in _public(config).items()])

@@ -1,0 +1,125 @@
+"""Steps of notebook 03 (ensembling): stage 4 on a run dir or on recorded outputs, as a study
+with per-example decisions and quality against gold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ...runs.notebooks import resolve_path
+from .configs import (
+    EnsemblingConfig,  # noqa: F401 - re-exported for the notebook
+    config_table,  # noqa: F401 - re-exported for the notebook
+)
+
+# --------------------------------------------------------------------------------------------
+# notebook 03: ensembling
+
+
+@dataclass
+class EnsembleStudy:
+    """Stage 4 over one set of examples, ready to plot.
+
+    Attributes:
+        frame: one row per example (see `plots.ensemble_frame`), with gold columns
+            ``gold:<system>`` when the source has gold outputs.
+        models: the members in candidate order.
+        threshold, rule: the consensus settings used.
+        source: "recorded" or the run dir.
+        gold: the recorded ensemble's summary (system, kept_mean, all_mean), or None.
+    """
+
+    frame: pd.DataFrame
+    models: list[str]
+    threshold: float
+    rule: str
+    source: str
+    gold: pd.DataFrame | None = None
+
+    def settings(self) -> pd.DataFrame:
+        kept = int(self.frame["kept"].sum()) if not self.frame.empty else 0
+        return pd.DataFrame(
+            [
+                {
+                    "source": self.source,
+                    "models": ", ".join(self.models),
+                    "threshold": self.threshold,
+                    "rule": self.rule,
+                    "examples": len(self.frame),
+                    "kept": kept,
+                }
+            ]
+        )
+
+
+def ensemble_study(config: EnsemblingConfig) -> EnsembleStudy:
+    """Stage 4 on a run dir (re-run with the config's threshold/rule) or on recorded outputs."""
+    from ..plots import ensemble_frame
+
+    if config.run_dir is not None:
+        from ...runs import pipeline
+
+        run = resolve_path(config.run_dir)
+        pipeline.run_stage4(run, threshold=config.threshold, rule=config.rule)
+        tables = pipeline.load_run(run)
+        frame = ensemble_frame(tables.ensembled, tables.dropped)
+        cfg = tables.manifest["config"]
+        models = [cfg["generator"]["name"]] + [m["name"] for m in cfg["extra_models"]]
+        threshold = cfg["consensus"]["threshold"] if config.threshold is None else config.threshold
+        return EnsembleStudy(
+            frame, models, float(threshold), config.rule or cfg["consensus"]["rule"], str(run)
+        )
+    from ...analysis.recorded_ensemble import ensemble_recorded
+
+    threshold = 0.01 if config.threshold is None else float(config.threshold)
+    rule = config.rule or "sum"
+    rec = ensemble_recorded(
+        config.models, threshold=threshold, rule=rule, stop=config.stop, seed=config.seed
+    )
+    ex = rec.examples
+    frame = pd.DataFrame(
+        {
+            "id": [f"uo-{k:03d}" for k in range(len(ex))],
+            "task_type": ["A" if str(i).strip() else "B" for i in ex["input"]],
+            "instruction": ex["instruction"],
+            "input": ex["input"],
+            "output": ex["consensus"],
+            "reason": ex["reason"],
+            "chosen_index": [r.index for r in rec.results],
+            "chosen_model": ex["chosen_model"],
+            "min_score": ex["min_score"],
+            "scores": [r.scores.tolist() for r in rec.results],
+            "candidates": ex[[f"response:{m}" for m in rec.models]].values.tolist(),
+            "models": [list(rec.models)] * len(ex),
+            "kept": ex["kept"].astype(bool),
+            "target": ex["target"],
+        }
+    )
+    gold_cols = [c for c in ex.columns if c.startswith("gold:")]
+    frame = pd.concat([frame, ex[gold_cols]], axis=1)
+    return EnsembleStudy(frame, list(rec.models), threshold, rule, "recorded", rec.summary)
+
+
+def example_table(study: EnsembleStudy) -> pd.DataFrame:
+    """The study's examples without the list columns: what a CSV of stage 4 should hold."""
+    cols = [
+        "id",
+        "task_type",
+        "kept",
+        "reason",
+        "chosen_model",
+        "min_score",
+        "instruction",
+        "input",
+        "output",
+    ]
+    return study.frame[[c for c in cols if c in study.frame.columns]]
+
+
+def gold_table(study: EnsembleStudy) -> pd.DataFrame:
+    """Mean Rouge-L x100 against gold per system (members, consensus, random, oracle); an empty
+    frame with the same columns when the source has no gold outputs."""
+    if study.gold is None:
+        return pd.DataFrame(columns=["system", "kept_mean", "all_mean", "kept", "examples"])
+    return study.gold

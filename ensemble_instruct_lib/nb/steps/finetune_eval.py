@@ -1,0 +1,160 @@
+"""Steps of notebook 05 (fine-tuning and evaluation): train on datasets, evaluate on benchmarks,
+compare with the recorded GPT-3-family models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ...data.public import load_predictions
+from ...errors import ConfigError
+from ...runs.notebooks import resolve_path
+from .configs import (
+    FinetuneEvalConfig,  # noqa: F401 - re-exported for the notebook
+    config_table,  # noqa: F401 - re-exported for the notebook
+)
+
+# --------------------------------------------------------------------------------------------
+# notebook 05: fine-tuning and evaluation
+
+
+def finetune_datasets(
+    config: FinetuneEvalConfig, *, callbacks: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """Fine-tune `config.base_model` on each dataset (resuming finished or partial runs).
+
+    Returns:
+        System name -> `finetune.FinetuneResult`.
+    """
+    from ...train.finetune import finetune
+
+    return {
+        name: finetune(config.finetune_config_for(name), callbacks=callbacks)
+        for name in config.datasets
+    }
+
+
+def run_table(runs: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per fine-tuning run: sizes, steps and final losses (from its metrics.json)."""
+    keys = [
+        "n_train",
+        "n_val",
+        "n_dropped_too_long",
+        "global_step",
+        "train_loss",
+        "eval_loss",
+        "device",
+        "precision",
+    ]
+    return pd.DataFrame(
+        [
+            {"system": name, **{k: r.metrics.get(k) for k in keys}, "model_dir": str(r.model_dir)}
+            for name, r in runs.items()
+        ]
+    )
+
+
+def loss_curves(runs: Mapping[str, Any]) -> pd.DataFrame:
+    """The runs' loss logs stacked, with a `system` column (for `plots.plot_loss_curves`)."""
+    parts = [r.loss_log.assign(system=name) for name, r in runs.items() if not r.loss_log.empty]
+    if not parts:
+        return pd.DataFrame(columns=["system", "step", "loss", "eval_loss"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def benchmark_items(config: FinetuneEvalConfig) -> dict[str, list[Any]]:
+    """Benchmark name -> eval items (the first `max_items` of each when set)."""
+    from ...train.evaluate import user_oriented_items
+
+    out: dict[str, list[Any]] = {}
+    for bench in config.benchmarks:
+        if bench == "user_oriented":
+            items = user_oriented_items()
+        else:
+            from ...data.superni import load_superni_items
+
+            items = load_superni_items(
+                resolve_path(config.superni_dir) if config.superni_dir else None
+            )
+        out[bench] = items[: config.max_items] if config.max_items else items
+    return out
+
+
+@dataclass
+class Comparison:
+    """Scores of several systems on several benchmarks.
+
+    Attributes:
+        scores: one row per (system, benchmark): system, kind ("tuned" or "recorded"),
+            benchmark, rougeL, exact_match, n.
+        per_category: one row per (system, benchmark, category): n, rougeL, exact_match.
+    """
+
+    scores: pd.DataFrame
+    per_category: pd.DataFrame
+
+
+def _recorded_predictions(model: str, items: Sequence[Any]) -> dict[str, str]:
+    by_key = {
+        (r["instruction"].strip(), r["input"].strip()): r["response"]
+        for r in load_predictions(model)
+    }
+    return {it.id: by_key.get((it.instruction.strip(), it.input.strip()), "") for it in items}
+
+
+def evaluate_systems(
+    config: FinetuneEvalConfig, runs: Mapping[str, Any], items: Mapping[str, Sequence[Any]]
+) -> Comparison:
+    """Score each fine-tuned model on each benchmark, plus the recorded reference models.
+
+    Tuned models answer greedily through `HFBackend` (predictions kept, resumable, under
+    ``<out_dir>/eval/<system>/<benchmark>/``); the recorded models' answers are scored on the same
+    user-oriented items (they exist for no other benchmark).
+    """
+    from ...engines import make_backend
+    from ...train.evaluate import evaluate_backend, score_predictions
+
+    rows, cats = [], []
+
+    def add(system: str, kind: str, bench: str, result: Any) -> None:
+        rows.append({"system": system, "kind": kind, "benchmark": bench, **result.summary()})
+        pc = result.per_category.reset_index().rename(columns={"task_category": "category"})
+        cats.append(pc.assign(system=system, kind=kind, benchmark=bench))
+
+    for name, run in runs.items():
+        if run.model_dir is None:
+            raise ConfigError(f"{name}: the run saved no full model (LoRA without merge_lora)")
+        backend = make_backend(
+            {"kind": "hf", "model": str(run.model_dir), **config.backend_options}
+        )
+        try:
+            for bench, its in items.items():
+                result = evaluate_backend(
+                    backend,
+                    its,
+                    max_new_tokens=config.max_new_tokens,
+                    batch_size=config.eval_batch_size,
+                    run_dir=config.out_path / "eval" / name / bench,
+                )
+                add(name, "tuned", bench, result)
+        finally:
+            backend.close()
+    if "user_oriented" in items:
+        for model in config.reference_models:
+            its = items["user_oriented"]
+            add(
+                model,
+                "recorded",
+                "user_oriented",
+                score_predictions(_recorded_predictions(model, its), its),
+            )
+    scores = pd.DataFrame(rows)
+    per_category = pd.concat(cats, ignore_index=True) if cats else pd.DataFrame()
+    if not per_category.empty:
+        per_category = per_category[
+            ["system", "kind", "benchmark", "category", "n", "rougeL", "exact_match"]
+        ]
+    return Comparison(scores=scores, per_category=per_category)

@@ -1,0 +1,38 @@
+"""Steps of notebook 02 (generation): stages 1-3 through the pipeline, and what the plots need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .configs import (
+    GenerationConfig,  # noqa: F401 - re-exported for the notebook
+    config_table,  # noqa: F401 - re-exported for the notebook
+)
+
+# --------------------------------------------------------------------------------------------
+# notebook 02: generation
+
+
+def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
+    """Run (or resume) stages 1-3 of the pipeline into `config.run_path`; return `load_run`."""
+    from ...runs import pipeline
+
+    backends = None
+    if config.fake_lms:
+        from ...testing.fake import fake_backends
+
+        backends = fake_backends(config.run_config)
+    pipeline.run(
+        config.run_config,
+        config.run_path,
+        backends=backends,
+        progress=progress,
+        stages=(1, 2, 3),
+        export=False,
+    )
+    return pipeline.load_run(config.run_path)
+
+
+def novelty_threshold(tables: Any) -> float:
+    """The novelty threshold a run used (from its manifest)."""
+    return float(tables.manifest["config"]["instruction"]["novelty_threshold"])

@@ -1,0 +1,313 @@
+"""Typed run configuration: dataclasses validated on construction, loaded from YAML or dicts.
+
+Every number defaults to METHOD.md's value; the options that deliberately differ from the paper
+(e.g. the reference code's blank-line stop in stage 2, harvesting invented blocks, the best-pair
+consensus rule) are named fields whose defaults keep the paper's behaviour. The same classes back
+the CLI, YAML files and the notebooks' parameter cells. Unknown keys are rejected with the list of
+allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engines.base import DecodingParams, sampling_params  # noqa: F401 - re-exported
+from ..errors import ConfigError
+
+TASK_TYPES = ("A", "B")
+BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted")
+METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
+PROMPT_STYLES = ("zero_shot", "few_shot")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelSpec:
+    """One LM: which backend runs it and how stage 3 prompts it.
+
+    Attributes:
+        name: label used in file names and tables (default: derived from `model`).
+        kind: backend kind: hf, openai, recorded, vllm, ray (scripted: tests only).
+        model: hub id, local path, served model name, or recorded model name.
+        prompt_style: stage-3 prompt: zero_shot (instruction-tuned LMs) or few_shot (vanilla LMs).
+        chat: send stage-3 prompts through the chat template / chat endpoint (chat models).
+        options: extra keyword arguments for the backend (batch_size, base_urls, dtype, ...).
+    """
+
+    kind: str
+    model: str
+    name: str = ""
+    prompt_style: str = "zero_shot"
+    chat: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.kind in BACKEND_KINDS,
+            f"model kind must be one of {BACKEND_KINDS}, got {self.kind!r}",
+        )
+        _check(bool(self.model), "model must name a model (hub id, path or served name)")
+        _check(
+            self.prompt_style in PROMPT_STYLES,
+            f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}",
+        )
+        if not self.name:
+            self.name = Path(self.model.rstrip("/")).name or self.model
+        _check(
+            all(c.isalnum() or c in "-_." for c in self.name),
+            f"model name {self.name!r} may only use letters, digits, '-', '_' and '.' "
+            "(it becomes part of file names): set `name`",
+        )
+
+    def backend_spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.model, **self.options}
+
+
+@dataclass
+class InstructionStage:
+    """Stage 1: instruction generation (METHOD.md numbers by default)."""
+
+    num_seed_demos: dict[str, int] = field(default_factory=lambda: {"A": 20, "B": 8})
+    num_generated_demos: dict[str, int] = field(default_factory=lambda: {"A": 4, "B": 2})
+    prompts_per_round: int = 5
+    max_rounds: int | None = None
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    novelty_threshold: float = 0.7
+    keep_top: int = 10
+    with_mean_similarity: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("num_seed_demos", "num_generated_demos"):
+            d = getattr(self, name)
+            _check(
+                isinstance(d, dict) and set(d) <= set(TASK_TYPES),
+                f"instruction.{name} must map task types A/B to counts, got {d!r}",
+            )
+            _check(
+                all(isinstance(v, int) and v >= 0 for v in d.values()),
+                f"instruction.{name} counts must be integers >= 0, got {d!r}",
+            )
+        _check(self.prompts_per_round >= 1, "instruction.prompts_per_round must be >= 1")
+        _check(
+            self.max_rounds is None or self.max_rounds >= 1, "instruction.max_rounds must be >= 1"
+        )
+        _check(0 < self.novelty_threshold <= 1, "instruction.novelty_threshold must be in (0, 1]")
+        _check(self.max_new_tokens >= 1, "instruction.max_new_tokens must be >= 1")
+
+    def rounds_budget(self, target: int) -> int:
+        """Rounds allowed per type: `max_rounds`, else 10x the rounds the target needs at best."""
+        if self.max_rounds is not None:
+            return self.max_rounds
+        return max(10, 10 * math.ceil(target / self.prompts_per_round))
+
+
+@dataclass
+class InstanceStage:
+    """Stage 2: instance generation with the stage-1 LM."""
+
+    num_demos: dict[str, int] = field(default_factory=lambda: {"A": 18, "B": 15})
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    min_new_tokens: int = 0  # the reference code forces 50
+    stop_at_blank_line: bool = False  # the reference code stops at a blank line too
+    harvest_extra_blocks: bool = False
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.num_demos, dict) and set(self.num_demos) <= set(TASK_TYPES),
+            f"instance.num_demos must map task types A/B to counts, got {self.num_demos!r}",
+        )
+        _check(
+            all(isinstance(v, int) and v >= 1 for v in self.num_demos.values()),
+            "instance.num_demos counts must be integers >= 1",
+        )
+        _check(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            "instance.min_new_tokens must be in [0, max_new_tokens]",
+        )
+        _check(self.batch_size >= 1, "instance.batch_size must be >= 1")
+
+
+@dataclass
+class OutputStage:
+    """Stage 3: extra outputs from the other LMs (greedy)."""
+
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=lambda: ["\n\n", "|EoS|"])
+    few_shot_demos: int = 8
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens >= 1, "output.max_new_tokens must be >= 1")
+        _check(
+            isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
+            "output.stop must be a list of non-empty strings",
+        )
+        _check(self.batch_size >= 1, "output.batch_size must be >= 1")
+
+
+@dataclass
+class ConsensusStage:
+    """Stage 4: greedy consensus."""
+
+    threshold: float = 0.01
+    rule: str = "sum"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.rule in ("sum", "best_pair"),
+            f"consensus.rule must be sum or best_pair, got {self.rule!r}",
+        )
+
+
+@dataclass
+class RunConfig:
+    """A whole Ensemble-Instruct run.
+
+    Attributes:
+        name: the run's name (its folder under outputs/ by default).
+        method: how stages 1-2 are prompted: ensemble_instruct (the paper's), or the
+            self_instruct / alpaca baselines (stages 3-4 are shared).
+        method_options: options of a baseline method (see methods/self_instruct.py and
+            methods/alpaca.py; validated by the method, unknown keys rejected).
+        seed: the run's random seed (same config and seed -> same prompts).
+        num_instructions: accepted instructions to generate per task type.
+        task_types: which types to generate.
+        generator: the LM for stages 1 and 2.
+        extra_models: the LMs for stage 3 (the paper uses two).
+        seed_file: a seed-task JSONL (default: the Self-Instruct seeds in the data dir).
+        data_dir: the data folder (default: EI_DATA_DIR or the fetched copy).
+        cache: SQLite call cache path; "" puts it in the run dir as cache.sqlite.
+    """
+
+    generator: ModelSpec
+    extra_models: list[ModelSpec] = field(default_factory=list)
+    name: str = "run"
+    method: str = "ensemble_instruct"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    num_instructions: int = 20
+    task_types: list[str] = field(default_factory=lambda: list(TASK_TYPES))
+    instruction: InstructionStage = field(default_factory=InstructionStage)
+    instance: InstanceStage = field(default_factory=InstanceStage)
+    output: OutputStage = field(default_factory=OutputStage)
+    consensus: ConsensusStage = field(default_factory=ConsensusStage)
+    seed_file: str | None = None
+    data_dir: str | None = None
+    cache: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        _check(self.num_instructions >= 1, "num_instructions must be >= 1")
+        _check(
+            bool(self.task_types) and set(self.task_types) <= set(TASK_TYPES),
+            f"task_types must be a non-empty subset of {list(TASK_TYPES)}, got {self.task_types!r}",
+        )
+        names = [self.generator.name] + [m.name for m in self.extra_models]
+        _check(
+            len(names) == len(set(names)), f"model names must be distinct, got {names}: set `name`"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and checking simple types."""
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where or 'config'}: unknown key(s) {unknown}; allowed: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        sub = f"{where}.{key}" if where else key
+        hint = hints[key]
+        origin = typing.get_origin(hint)
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, sub)
+        elif origin is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            if not isinstance(value, list):
+                raise ConfigError(f"{sub}: expected a list, got {type(value).__name__}")
+            inner = typing.get_args(hint)[0]
+            value = [_build(inner, v, f"{sub}[{i}]") for i, v in enumerate(value)]
+        else:
+            value = _coerce(hint, value, sub)
+        kwargs[key] = value
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where or 'config'}: missing required key(s) {missing}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    simple = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", ())):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint in simple:
+        ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise ConfigError(f"{where}: expected {simple[hint]}, got {value!r}")
+    return value
+
+
+def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:
+    """A `RunConfig` from a YAML file or a dict, with top-level keys overridden.
+
+    Raises:
+        ConfigError: naming the file and the key for unknown keys and bad values.
+    """
+    where = ""
+    if isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        where = str(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return _build(RunConfig, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None

