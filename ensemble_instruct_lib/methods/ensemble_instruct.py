@@ -18,7 +18,7 @@ from ..data.jsonl import JsonlAppender, read_jsonl
 from ..engines.base import Backend, sampling_params
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.parsing import parse_instance_verbose, parse_instructions
-from ..method.prompts import END, instance_demos, instance_prompt, instruction_prompt
+from ..method.prompts import END, SET_VERSIONS, get_prompt_set, instance_demos
 from ..method.prompts import VERSIONS as _PROMPT_VERSIONS
 from .rounds import (
     STAGE2,
@@ -59,6 +59,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
     next_round = {t: (records[t][-1]["round"] + 1 if records[t] else 0) for t in types}
     budget = st.rounds_budget(target)
     params = sampling_params(st, (END,), cfg.seed)
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     writers = {t: JsonlAppender(stage1_path(ctx.out, t)) for t in types}
     bar = progress_bar(target * len(types), "stage 1: instructions", ctx.progress)
     bar.update(sum(min(len(a), target) for a in accepted.values()))
@@ -74,7 +75,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
                 rng = random.Random(f"{cfg.seed}-stage1-{t}-{r}")
                 gen_texts = [a["instruction"] for a in accepted[t]]
                 for j in range(st.prompts_per_round):
-                    p = instruction_prompt(
+                    p = prompt_set.instruction_prompt(
                         t,
                         ctx.seeds[t],
                         gen_texts,
@@ -130,6 +131,7 @@ def stage2_instances(
     }
     stops = (END, "\n\n") if st.stop_at_blank_line else (END,)
     params = sampling_params(st, stops, cfg.seed)
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     todo = [r for r in instructions if r["id"] not in done_ids]
     harvest = _Harvester(ctx, instructions, done) if st.harvest_extra_blocks else None
     bar = progress_bar(len(instructions), "stage 2: instances", ctx.progress)
@@ -138,7 +140,7 @@ def stage2_instances(
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
             prompts = [
-                instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
+                prompt_set.instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
                 for r in chunk
             ]
             gens = backend.generate([p.text for p in prompts], params)
@@ -180,6 +182,7 @@ class _Harvester:
         st = ctx.config.instruction
         types = ctx.config.task_types
         self.types = set(types)
+        self.version = SET_VERSIONS[ctx.config.prompts]["instance"]
         self.novelty = NoveltyFilter(
             {t: [s.instruction for s in ctx.seeds[t]] for t in types},
             threshold=st.novelty_threshold,
@@ -215,7 +218,7 @@ class _Harvester:
                     "output": b["output"],
                     "raw": None,
                     "finish_reason": None,
-                    "prompt_version": _PROMPT_VERSIONS["instance"],
+                    "prompt_version": self.version,
                     "harvested_from": parent,
                 }
             )

@@ -42,7 +42,7 @@ from ..engines.cache import CallCache
 from ..errors import ConfigError
 from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
-from ..method.prompts import instance_demos, output_prompt
+from ..method.prompts import get_prompt_set, instance_demos
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
     DROPPED,
@@ -79,6 +79,7 @@ def stage3_outputs(
         seed=cfg.seed,
         chat=bool(spec.chat),
     )
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     demos = {}
     if spec.prompt_style == "few_shot":
         demos = {
@@ -90,7 +91,7 @@ def stage3_outputs(
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
             prompts = [
-                output_prompt(
+                prompt_set.output_prompt(
                     r["instruction"],
                     r["input"],
                     style=spec.prompt_style,
@@ -282,6 +283,7 @@ def run(
     previous = _check_resume(out, config)
     seed_path = Path(config.seed_file) if config.seed_file else seed_tasks_path(config.data_dir)
     seeds = split_by_type(load_seed_tasks(seed_path))
+    get_prompt_set(config.prompts, config.data_dir)  # missing template files fail before any model
     for t in config.task_types:
         if not seeds[t]:
             raise ConfigError(f"{seed_path} has no seed tasks of type {t}; drop it from task_types")
@@ -290,7 +292,7 @@ def run(
     manifest: dict[str, Any] = {
         "config": config.to_dict(),
         "versions": _versions(),
-        "prompt_versions": method_prompt_versions(config.method),
+        "prompt_versions": method_prompt_versions(config.method, config.prompts),
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
