@@ -241,3 +241,22 @@ def test_fixed_seed_run_with_reference_prompts_records_them(tmp_path, authors):
     assert all(c.startswith(authors["header"]) for c in gen_calls if c.endswith("."))
     stage2_calls = [c for c in gen_calls if c.endswith("\n")]
     assert stage2_calls and all(c.startswith((authors["A"], authors["B"])) for c in stage2_calls)
+
+
+def test_resume_refuses_another_prompt_set_and_accepts_older_manifests(tmp_path):
+    base = {
+        "name": "r",
+        "generator": {"kind": "scripted", "model": "gen"},
+        "num_instructions": 2,
+        "task_types": ["B"],
+    }
+    cfg = load_config(base)
+    run(cfg, tmp_path, backends=fake_backends(cfg), progress=False, stages=(1,))
+    manifest = tmp_path / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["config"]["prompts"], m["config"]["instruction"]["min_new_tokens"]  # an older run
+    manifest.write_text(json.dumps(m))
+    run(cfg, tmp_path, backends=fake_backends(cfg), progress=False, stages=(1,))
+    ref = load_config({**base, "prompts": "reference"})
+    with pytest.raises(ConfigError, match="different prompts"):
+        run(ref, tmp_path, backends=fake_backends(ref), progress=False, stages=(1,))

@@ -55,7 +55,7 @@ from ..methods.rounds import (
     progress_bar,
     stage3_path,
 )
-from .config import RunConfig
+from .config import RunConfig, load_config
 
 log = logging.getLogger("ensemble_instruct")
 
@@ -235,6 +235,7 @@ _FROZEN = (
     "method",
     "method_options",
     "seed",
+    "prompts",
     "generator",
     "task_types",
     "instruction",
@@ -249,7 +250,11 @@ def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
         return None
     old = json.loads(path.read_text())
     new = cfg.to_dict()
-    changed = [k for k in _FROZEN if old.get("config", {}).get(k) != new.get(k)]
+    try:  # keys added since that run was made take their defaults (which kept the old behaviour)
+        before = load_config(old.get("config", {})).to_dict()
+    except ConfigError:
+        before = old.get("config", {})
+    changed = [k for k in _FROZEN if before.get(k) != new.get(k)]
     if changed:
         raise ConfigError(
             f"{out} holds a run made with a different {', '.join(changed)}; "
