@@ -34,16 +34,18 @@ from ..data.jsonl import JsonlAppender, read_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..method.prompts import Prompt, clean_instruction
+from ..method.records import instance_record
 from .rounds import (
     STAGE2,
     Candidate,
     RunContext,
-    batch_stage1,
+    baseline_group,
     check_count,
     chunks,
     instruction_params,
     method_options,
     progress_bar,
+    run_rounds,
     seed_pool,
 )
 
@@ -281,10 +283,10 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
     def parse(g: Generation, p: Prompt) -> list[Candidate]:
         return parse_task_list(g.text, g.finish_reason)
 
-    return batch_stage1(
+    return run_rounds(
         ctx,
         backend,
-        build_prompt=build,
+        [baseline_group(ctx, build)],
         parse=parse,
         params=instruction_params(ctx, instruction_stops(n_demos, opts.tasks_per_call)),
     )
@@ -335,25 +337,26 @@ def stage2_instances(
             gens = backend.generate([p.text for p in prompts], params)
             for r, a, f, o, p, g in zip(chunk, answers, flags, firsts, prompts, gens, strict=True):
                 inp, output, reason = parse_example(g.text, o)
-                rec = {
-                    "id": r["id"],
-                    "task_type": "A" if inp else "B",
-                    "instruction": r["instruction"],
-                    "valid": output is not None,
-                    "reason": reason,
-                    "input": inp,
-                    "output": output,
-                    "raw": g.text,
-                    "finish_reason": g.finish_reason,
-                    "prompt_version": p.version,
-                    "harvested_from": None,
-                    "is_classification": f,
-                    "classification_raw": a,
-                    "classification_version": (
-                        VERSIONS["classification"] if opts.classification == "lm" else None
-                    ),
-                    "instance_format": "output_first" if o else "input_first",
-                }
+                rec = instance_record(
+                    id=r["id"],
+                    task_type="A" if inp else "B",
+                    instruction=r["instruction"],
+                    valid=output is not None,
+                    reason=reason,
+                    input=inp,
+                    output=output,
+                    raw=g.text,
+                    finish_reason=g.finish_reason,
+                    prompt_version=p.version,
+                    extra={
+                        "is_classification": f,
+                        "classification_raw": a,
+                        "classification_version": (
+                            VERSIONS["classification"] if opts.classification == "lm" else None
+                        ),
+                        "instance_format": "output_first" if o else "input_first",
+                    },
+                )
                 out.append(rec)
                 done.append(rec)
                 bar.update(1)

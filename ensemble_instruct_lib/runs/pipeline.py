@@ -43,6 +43,7 @@ from ..errors import ConfigError
 from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
 from ..method.prompts import instance_demos, output_prompt
+from ..method.records import consensus_record, output_record, single_output_record
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
     DROPPED,
@@ -103,14 +104,14 @@ def stage3_outputs(
             for r, p, g in zip(chunk, prompts, gens, strict=True):
                 text = parse_output(g.text, st.stop)
                 out.append(
-                    {
-                        "id": r["id"],
-                        "model": spec.name,
-                        "output": text,
-                        "raw": g.text,
-                        "finish_reason": g.finish_reason,
-                        "prompt_version": p.version,
-                    }
+                    output_record(
+                        id=r["id"],
+                        model=spec.name,
+                        output=text,
+                        raw=g.text,
+                        finish_reason=g.finish_reason,
+                        prompt_version=p.version,
+                    )
                 )
                 outputs[r["id"]] = text
                 bar.update(1)
@@ -151,38 +152,22 @@ def stage4_consensus(
             continue  # stage 3 not finished for this one
         cands = [inst["output"]] + [extra[n][inst["id"]] for n in extra]
         res = select_consensus(cands, threshold=threshold, rule=rule)
-        rec = {
-            "id": inst["id"],
-            "task_type": inst["task_type"],
-            "instruction": inst["instruction"],
-            "input": inst["input"],
-            "output": res.output,
-            "reason": res.reason,
-            "chosen_index": res.index,
-            "chosen_model": None if res.index is None else model_names[res.index],
-            "min_score": res.min_score,
-            "scores": res.scores.tolist(),
-            "candidates": cands,
-            "models": list(model_names),
-            "rule": rule,
-            "threshold": threshold,
-        }
+        rec = consensus_record(
+            inst,
+            output=res.output,
+            reason=res.reason,
+            chosen_index=res.index,
+            min_score=res.min_score,
+            scores=res.scores.tolist(),
+            candidates=cands,
+            models=model_names,
+            rule=rule,
+            threshold=threshold,
+        )
         (kept if res.kept else dropped).append(rec)
     write_jsonl(out / ENSEMBLED, kept)
     write_jsonl(out / DROPPED, dropped)
-    write_jsonl(
-        out / SINGLE,
-        (
-            {
-                "id": r["id"],
-                "task_type": r["task_type"],
-                "instruction": r["instruction"],
-                "input": r["input"],
-                "output": r["output"],
-            }
-            for r in instances
-        ),
-    )
+    write_jsonl(out / SINGLE, (single_output_record(r) for r in instances))
     counts: dict[str, int] = {
         "instances": len(kept) + len(dropped),
         "kept": len(kept),
