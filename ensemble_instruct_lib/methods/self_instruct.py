@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,31 +302,20 @@ def stage2_instances(
     done = read_jsonl(path) if path.exists() else []
     done_ids = {r["id"] for r in done}
     seeds = seed_pool(ctx)
-    cls_demos = classification_demos(seeds, opts.classification_demos, cfg.seed)
+    classify = _classifier(backend, opts, seeds, cfg.seed)
     demos = {
         flag: instance_demos(seeds, flag, opts.instance_demos, cfg.seed) for flag in (True, False)
     }
-    cls_params = DecodingParams(
-        do_sample=False,
-        max_new_tokens=opts.classification_max_tokens,
-        stop=("\n",),
-        seed=cfg.seed,
-    )
     params = sampling_params(
         st, ("\nTask:", "\n\n") if st.stop_at_blank_line else ("\nTask:",), cfg.seed
     )
+    cls_version = VERSIONS["classification"] if opts.classification == "lm" else None
     todo = [r for r in instructions if r["id"] not in done_ids]
     bar = progress_bar(len(instructions), "stage 2: instances (self_instruct)", ctx.progress)
     bar.update(len(instructions) - len(todo))
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
-            if opts.classification == "lm":
-                cls_prompts = [classification_prompt(r["instruction"], cls_demos) for r in chunk]
-                answers = [
-                    g.text for g in backend.generate([p.text for p in cls_prompts], cls_params)
-                ]
-            else:
-                answers = [None] * len(chunk)
+            answers = classify(chunk)
             flags = [bool(a is not None and parse_classification(a)) for a in answers]
             # output-first needs classification seeds to show; without any, input-first it is
             firsts = [f and bool(demos[True]) for f in flags]
@@ -351,9 +340,7 @@ def stage2_instances(
                     extra={
                         "is_classification": f,
                         "classification_raw": a,
-                        "classification_version": (
-                            VERSIONS["classification"] if opts.classification == "lm" else None
-                        ),
+                        "classification_version": cls_version,
                         "instance_format": "output_first" if o else "input_first",
                     },
                 )
@@ -362,6 +349,25 @@ def stage2_instances(
                 bar.update(1)
     bar.close()
     return done
+
+
+def _classifier(
+    backend: Backend, opts: SelfInstructOptions, seeds: Sequence[SeedTask], seed: int
+) -> Callable[[Sequence[dict[str, Any]]], list[str | None]]:
+    """The LM's raw Yes/No answers for a batch of instruction records (all None when
+    ``classification`` is "none": no question is asked)."""
+    demos = classification_demos(seeds, opts.classification_demos, seed)
+    params = DecodingParams(
+        do_sample=False, max_new_tokens=opts.classification_max_tokens, stop=("\n",), seed=seed
+    )
+
+    def classify(chunk: Sequence[dict[str, Any]]) -> list[str | None]:
+        if opts.classification != "lm":
+            return [None] * len(chunk)
+        prompts = [classification_prompt(r["instruction"], demos).text for r in chunk]
+        return [g.text for g in backend.generate(prompts, params)]
+
+    return classify
 
 
 __all__ = [
