@@ -1,8 +1,11 @@
-"""The four stages of METHOD.md as resumable functions over JSONL files in one run directory.
+"""The run: stages 1-2 through the method registry (`methods`), stages 3-4 here, the manifest,
+all as resumable functions over JSONL files in one run directory.
 
-Files in ``outputs/<run>/`` (one flushed line per record, so a killed run loses nothing finished):
+Files in ``outputs/<run>/`` (one flushed line per record, so a killed run loses nothing finished;
+every record is built by `method.records`):
 
-- ``stage1_instructions_{A,B}.jsonl``: every candidate instruction of a type with its verdict
+- ``stage1_instructions_<group>.jsonl`` (groups "A"/"B", or "all" for the baselines): every
+  candidate instruction with its origin (round, prompt, position in the answer), its verdict
   (accepted, or the filter that rejected it), the 10 most similar pool texts and the mean
   similarity; accepted ones carry an ``id`` ("A-00000").
 - ``stage2_instances.jsonl``: per accepted instruction, the raw continuation and the parsed
@@ -14,12 +17,13 @@ Files in ``outputs/<run>/`` (one flushed line per record, so a killed run loses 
 - ``manifest.json``: config, versions, models, prompt versions, counts, timings, cache hits/misses.
 - ``cache.sqlite``: every LM call (unless the config names another cache file).
 
-Resuming: stage 1 works in rounds; a round whose records were only partly written is discarded
-and redone from the call cache (its prompts are rebuilt identically from the seed and the round
-number), so no line is duplicated or lost and no model call is repeated. Stages 2 and 3 skip ids
-already written. Stage 4 is recomputed in full (it is cheap) and written atomically.
+Resuming: stage 1 works in rounds (`methods.rounds.run_rounds`); a round whose records were only
+partly written is discarded and redone from the call cache (its prompts are rebuilt identically
+from the seed and the round number), so no line is duplicated or lost and no model call is
+repeated. Stages 2 and 3 skip ids already written. Stage 4 is recomputed in full (it is cheap)
+and written atomically.
 
-Bounded: stage 1 stops a type after `instruction.rounds_budget(...)` rounds even when the target
+Bounded: stage 1 stops a group after `instruction.rounds_budget(...)` rounds even when the target
 was not reached, with a message, keeping what was accepted.
 """
 
