@@ -4,9 +4,8 @@ Every number defaults to METHOD.md's value. Where the paper and the authors' cod
 kit departs from both, the choice is a named field (README "Deliberate differences"): e.g. the
 prompt set (`prompts`: kit or reference), the reference code's blank-line stop and forced minimum
 lengths, harvesting invented blocks, the consensus rule (`sum`, the authors' code, or `best_pair`,
-the paper's wording). The same classes back
-the CLI, YAML files and the notebooks' parameter cells. Unknown keys are rejected with the list of
-allowed ones.
+the paper's wording). The same classes back the CLI, YAML files and the notebooks' parameter
+cells. Unknown keys are rejected with the list of allowed ones.
 """
 
 from __future__ import annotations
@@ -79,7 +78,15 @@ class ModelSpec:
 
 @dataclass
 class InstructionStage:
-    """Stage 1: instruction generation (METHOD.md numbers by default)."""
+    """Stage 1: instruction generation (METHOD.md numbers by default).
+
+    Attributes:
+        first_item_only: Ensemble-Instruct judges only the first numbered instruction of a
+            response (this kit's earlier behaviour). Default False: every item is judged, in
+            order, each through every filter and novelty against all accepted before it, as the
+            authors' code does (a run-on answer "X |EoS| 26. Y" yields X, then Y). The
+            baselines always judge every item of their lists.
+    """
 
     num_seed_demos: dict[str, int] = field(default_factory=lambda: {"A": 20, "B": 8})
     num_generated_demos: dict[str, int] = field(default_factory=lambda: {"A": 4, "B": 2})
@@ -95,6 +102,7 @@ class InstructionStage:
     novelty_threshold: float = 0.7
     keep_top: int = 10
     with_mean_similarity: bool = True
+    first_item_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_seed_demos", "num_generated_demos"):
