@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: A Retry-After longer than this is treated as absent (our own backoff applies).
@@ -267,7 +267,7 @@ class OpenAICompatBackend(Backend):
             choice = data["choices"][0]
             raw_reason = choice.get("finish_reason")
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-            text, _ = cut_at_stop(text, params.stop)
+            text = cut_generated(text, params)
             return Generation(
                 text=text,
                 finish_reason="length" if raw_reason == "length" else "stop",

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 from .vllm_engine import DEFAULT_CPU_KVCACHE_GIB, sampling_kwargs
 
 ENGINES = ("vllm", "http")
@@ -297,7 +297,7 @@ class RayDataBackend(Backend):
         results = []
         for i in range(len(prompts)):
             r = by_idx[i]
-            text, _ = cut_at_stop(str(r["text"]), params.stop)
+            text = cut_generated(str(r["text"]), params)
             extra = {"error": r["error"]} if r.get("error") else {}
             results.append(
                 Generation(

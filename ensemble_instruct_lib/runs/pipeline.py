@@ -48,7 +48,7 @@ from ..engines.cache import CallCache
 from ..errors import ConfigError
 from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
-from ..method.prompts import instance_demos, output_prompt
+from ..method.prompts import get_prompt_set, instance_demos
 from ..method.records import consensus_record, output_record, single_output_record
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
@@ -62,7 +62,7 @@ from ..methods.rounds import (
     progress_bar,
     stage3_path,
 )
-from .config import RunConfig
+from .config import RunConfig, load_config
 
 log = logging.getLogger("ensemble_instruct")
 
@@ -86,6 +86,7 @@ def stage3_outputs(
         seed=cfg.seed,
         chat=bool(spec.chat),
     )
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     demos = {}
     if spec.prompt_style == "few_shot":
         demos = {
@@ -97,7 +98,7 @@ def stage3_outputs(
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
             prompts = [
-                output_prompt(
+                prompt_set.output_prompt(
                     r["instruction"],
                     r["input"],
                     style=spec.prompt_style,
@@ -225,6 +226,7 @@ _FROZEN = (
     "method",
     "method_options",
     "seed",
+    "prompts",
     "generator",
     "task_types",
     "instruction",
@@ -239,7 +241,11 @@ def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
         return None
     old = json.loads(path.read_text())
     new = cfg.to_dict()
-    changed = [k for k in _FROZEN if old.get("config", {}).get(k) != new.get(k)]
+    try:  # keys added since that run was made take their defaults (which kept the old behaviour)
+        before = load_config(old.get("config", {})).to_dict()
+    except ConfigError:
+        before = old.get("config", {})
+    changed = [k for k in _FROZEN if before.get(k) != new.get(k)]
     if changed:
         raise ConfigError(
             f"{out} holds a run made with a different {', '.join(changed)}; "
@@ -302,6 +308,7 @@ def _load_seeds(config: RunConfig) -> tuple[Path, dict[str, list[Any]]]:
     """The seed file and its tasks by type; every type of the config must have seeds."""
     seed_path = Path(config.seed_file) if config.seed_file else seed_tasks_path(config.data_dir)
     seeds = split_by_type(load_seed_tasks(seed_path))
+    get_prompt_set(config.prompts, config.data_dir)  # missing template files fail before any model
     for t in config.task_types:
         if not seeds[t]:
             raise ConfigError(f"{seed_path} has no seed tasks of type {t}; drop it from task_types")
@@ -316,7 +323,7 @@ def _new_manifest(
     return {
         "config": config.to_dict(),
         "versions": _versions(),
-        "prompt_versions": method_prompt_versions(config.method),
+        "prompt_versions": method_prompt_versions(config.method, config.prompts),
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
