@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from ensemble_instruct_lib.cli import main as cli_main
 from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.errors import ConfigError, DataError
 from ensemble_instruct_lib.train.finetune import (
@@ -23,7 +24,6 @@ from ensemble_instruct_lib.train.finetune import (
     SFTCollator,
     finetune,
     load_sft_records,
-    main,
     split_records,
     tokenize_example,
 )
@@ -127,8 +127,10 @@ def test_config_yaml_reads_exponent_without_dot(tmp_path):
 def test_cli_reports_config_errors(tmp_path, capsys):
     p = tmp_path / "c.yaml"
     p.write_text("model: m\ndata: d.jsonl\nrun_dir: r\n")
-    assert main([str(p), "--set", "learning_rate=-1"]) == 2
+    assert cli_main(["finetune", str(p), "--set", "learning_rate=-1"]) == 2
     assert "learning_rate" in capsys.readouterr().err
+    assert cli_main(["finetune", str(p), "--set", "learning_rate"]) == 2
+    assert "--set 'learning_rate': expected KEY=VALUE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["finetune-tiny.yaml", "finetune-pythia-1.4b.yaml"])

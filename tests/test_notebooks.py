@@ -563,11 +563,3 @@ def test_notebook_05_finetune_eval(tmp_path, tiny_gpt2):
         assert (out / "eval" / name / "user_oriented" / "predictions.jsonl").exists()
     for name in ("loss_curves", "scores", "scores_per_category"):
         _png(out / f"{name}.png")
-
-
-def test_command_line(capsys):
-    assert notebooks.main(["--list"]) == 0
-    listed = capsys.readouterr().out
-    assert "03_ensembling: out_dir, run_dir, models" in listed
-    assert notebooks.main(["03_ensembling", "/tmp/unused", "-p", "bogus=1"]) == 2
-    assert "unknown parameter(s) ['bogus']" in capsys.readouterr().err

@@ -21,12 +21,12 @@ its parameters and metric rows) exists with the same parameters; done points are
 A failing point is not fatal: it becomes a row with ``status="failed"`` and the error, its
 traceback goes to ``<slug>/error.txt``, and the next sweep runs it again.
 
-Not here: deciding what to sweep (`ablations.py` builds the grids) and plotting.
+The command line is ``python -m ensemble_instruct_lib sweep KIND TARGET --out DIR --grid K='[..]'``
+(``cli.py``). Not here: deciding what to sweep (`ablations.py` builds the grids) and plotting.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
@@ -37,7 +37,6 @@ import math
 import multiprocessing
 import os
 import re
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -450,96 +449,13 @@ def _table(specs: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> p
     return _storable(pd.DataFrame(rows, columns=None))
 
 
-# ------------------------------------------------------------------------------------------
-# command line
-
-
-def _parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{what} {item!r}: expected KEY=VALUE (VALUE is YAML)")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ensemble_instruct_lib.runs.sweep",
-        description="Run a notebook, a pipeline config or a function once per grid point.",
-    )
-    p.add_argument("kind", choices=KINDS)
-    p.add_argument("target", help="notebook name/path, config YAML, or module:function")
-    p.add_argument("--out", required=True, help="the sweep folder")
-    p.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=LIST",
-        help="a swept parameter and its values as a YAML list, e.g. threshold='[0, 0.1]'",
-    )
-    p.add_argument("--grid-file", help="a YAML mapping of parameter -> list of values")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed parameter"
-    )
-    p.add_argument("--seeds", type=int, nargs="+", help="run every point once per seed")
-    p.add_argument("--seed-param", default="seed", help="the parameter the seed is passed as")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (0: all cores)")
-    p.add_argument("--fake-lms", action="store_true", help="pipeline: fake LMs instead of models")
-    p.add_argument("--stages", default="1,2,3,4", help="pipeline: comma-separated stages")
-    p.add_argument("--quiet", action="store_true")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ensemble_instruct_lib.runs.sweep KIND TARGET --out DIR --grid K='[..]' ...``.
-
-    Exit status: 0 when every point is done, 1 when some failed, 2 on a usage or config error.
-    """
-    import yaml
-
-    from ..errors import ConfigError
-
-    args = build_parser().parse_args(argv)
-    grid: dict[str, Any] = {}
-    if args.grid_file:
-        grid.update(yaml.safe_load(Path(args.grid_file).read_text()) or {})
-    for key, value in _parse_assignments(args.grid, "--grid").items():
-        grid[key] = value if isinstance(value, list) else [value]
-    try:
-        table = run_sweep(
-            args.target,
-            grid,
-            args.out,
-            kind=args.kind,
-            base_params=_parse_assignments(args.set, "--set"),
-            workers=args.workers,
-            seeds=args.seeds,
-            seed_param=args.seed_param,
-            fake_lms=args.fake_lms,
-            stages=[int(s) for s in args.stages.split(",") if s.strip()],
-            progress=not args.quiet,
-        )
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 1 if (table["status"] == "failed").any() else 0
-
-
 __all__ = [
     "KINDS",
     "flatten",
     "grid_points",
-    "main",
     "point_slug",
     "run_point",
     "run_sweep",
     "set_dotted",
     "write_metrics",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())

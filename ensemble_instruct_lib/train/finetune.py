@@ -14,6 +14,7 @@ and scoring the result (`evaluate.py`). This module does that step with `transfo
 
 Defaults follow the Stanford Alpaca recipe (lr 2e-5, 3 epochs, cosine, 3% warmup, no weight
 decay, 512 tokens); the Ensemble-Instruct paper's own values are not restated in METHOD.md.
+The command line is ``python -m ensemble_instruct_lib finetune CONFIG.yaml --set key=value``.
 Not included: packing, multi-turn chat data, QLoRA, DeepSpeed/FSDP set-ups.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -576,39 +576,3 @@ def finetune(
         loss_log=loss_log,
         resumed_from=resume_from,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ensemble_instruct_lib.train.finetune CONFIG.yaml [--set key=value ...]``."""
-    import argparse
-
-    import yaml
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="a YAML file of FinetuneConfig keys")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one key (VALUE is read as YAML)",
-    )
-    ns = ap.parse_args(argv)
-    overrides = {}
-    for item in ns.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set needs KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    try:
-        cfg = FinetuneConfig.from_yaml(ns.config, **overrides)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    result = finetune(cfg)
-    print(json.dumps({k: v for k, v in result.metrics.items() if k != "trainable_names"}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
