@@ -351,44 +351,23 @@ def run_sweep(
     base = dict(base_params or {})
     if kind != "function" and not isinstance(target, Mapping):
         target = str(target)
-    specs = []
-    for p in points:
-        params = {**base, **p}
-        slug = point_slug(p)
-        specs.append(
-            {
-                "kind": kind,
-                "target": target,
-                "params": params,
-                "grid_params": p,
-                "point": slug,
-                "point_dir": str(out / slug),
-                "fake_lms": fake_lms,
-                "stages": list(stages),
-                "notebook_options": dict(notebook_options or {}),
-            }
-        )
-    write_json(
-        out / SPEC,
-        {
-            "kind": kind,
-            "target": target if isinstance(target, str | Mapping) else _qualname(target),
-            "grid": {k: list(v) for k, v in grid.items()},
-            "base_params": base,
-            "seeds": list(seeds) if seeds is not None else None,
-            "seed_param": seed_param,
-            "points": [s["point"] for s in specs],
-        },
-    )
-    results: dict[str, dict[str, Any]] = {}
-    todo = []
-    for s in specs:
-        prev = _done(Path(s["point_dir"]), s["params"])
-        if prev is None:
-            todo.append(s)
-        else:
-            results[s["point"]] = {**prev, "error": None, "resumed": True}
-    n = _workers(workers, len(todo))
+    options = {
+        "fake_lms": fake_lms,
+        "stages": list(stages),
+        "notebook_options": dict(notebook_options or {}),
+    }
+    specs = _point_specs(kind, target, points, base, out, options)
+    spec = {
+        "kind": kind,
+        "target": target if isinstance(target, str | Mapping) else _qualname(target),
+        "grid": {k: list(v) for k, v in grid.items()},
+        "base_params": base,
+        "seeds": list(seeds) if seeds is not None else None,
+        "seed_param": seed_param,
+        "points": [s["point"] for s in specs],
+    }
+    write_json(out / SPEC, spec)
+    results, todo = _resumed(specs)
 
     def report(s: dict[str, Any], r: dict[str, Any]) -> None:
         results[s["point"]] = {**r, "resumed": False}
@@ -397,12 +376,76 @@ def run_sweep(
             took = "" if r["duration_s"] is None else f" in {r['duration_s']}s"
             print(f"[{len(results)}/{len(specs)}] {s['point']}: {what}{took}")
 
-    if todo and n == 1:
+    _run_points(todo, _workers(workers, len(todo)), report)
+    table = _table(specs, results)
+    table.to_csv(out / CSV, index=False)
+    table.to_parquet(out / PARQUET, index=False)
+    if progress:
+        _print_summary(table, len(specs), len(specs) - len(todo), out)
+    return table
+
+
+def _print_summary(table: pd.DataFrame, n_points: int, n_resumed: int, out: Path) -> None:
+    failed = int((table["status"] == "failed").sum()) if len(table) else 0
+    print(f"sweep: {n_points} points ({n_resumed} already done, {failed} failed)")
+    print(f"  tables: {out / CSV}, {out / PARQUET}")
+
+
+def _point_specs(
+    kind: str,
+    target: Callable | str | Mapping[str, Any],
+    points: list[dict[str, Any]],
+    base: dict[str, Any],
+    out: Path,
+    options: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One spec per point for `run_point`: the point's parameters over `base`, its slug and
+    folder, and the run options (fake_lms, stages, notebook_options)."""
+    specs = []
+    for p in points:
+        slug = point_slug(p)
+        specs.append(
+            {
+                "kind": kind,
+                "target": target,
+                "params": {**base, **p},
+                "grid_params": p,
+                "point": slug,
+                "point_dir": str(out / slug),
+                **options,
+            }
+        )
+    return specs
+
+
+def _resumed(
+    specs: list[dict[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(results of the points already done, keyed by slug; the specs still to run)."""
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for s in specs:
+        prev = _done(Path(s["point_dir"]), s["params"])
+        if prev is None:
+            todo.append(s)
+        else:
+            results[s["point"]] = {**prev, "error": None, "resumed": True}
+    return results, todo
+
+
+def _run_points(
+    todo: list[dict[str, Any]],
+    workers: int,
+    report: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> None:
+    """Run the specs in this process (workers == 1) or in spawned worker processes, calling
+    `report(spec, result)` for each in order; a worker that dies is a failed point."""
+    if todo and workers == 1:
         for s in todo:
             report(s, run_point({**s, "in_process": True}))
     elif todo:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [(s, pool.submit(run_point, s)) for s in todo]
             for s, f in futures:
                 try:
@@ -410,16 +453,6 @@ def run_sweep(
                 except Exception as e:  # the worker process died (killed, out of memory)
                     r = {"status": "failed", "rows": [{}], "error": repr(e), "duration_s": None}
                 report(s, r)
-    table = _table(specs, results)
-    table.to_csv(out / CSV, index=False)
-    table.to_parquet(out / PARQUET, index=False)
-    if progress:
-        failed = int((table["status"] == "failed").sum()) if len(table) else 0
-        print(
-            f"sweep: {len(specs)} points ({len(specs) - len(todo)} already done, {failed} failed)"
-        )
-        print(f"  tables: {out / CSV}, {out / PARQUET}")
-    return table
 
 
 def _qualname(fn: Callable) -> str:
