@@ -20,8 +20,8 @@ with ``p.add_subparsers(dest=...)`` and dispatches on that name. Importing this 
 parsing the arguments of one subcommand, load only what that subcommand's argument function
 imports: the work's modules (torch, pandas, ...) load when it runs. `DataError`, `ConfigError`,
 `ValueError` and `FileNotFoundError` raised by a subcommand are printed as one ``error:`` line with
-exit status 2.
-``KEY=VALUE`` options (``-p``, ``--set``, ``--grid``) are read by `runs.keyvalue`.
+exit status 2. ``KEY=VALUE`` options (``-p``, ``--set``, ``--grid``) are read by `runs.keyvalue`.
+More in docs/cli.md.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def subcommand(
 
     Args:
         name: what the user types (``fetch-data``).
-        help: one line for ``--help``; its first sentence also heads the subcommand's own help.
+        help: one line, shown by the program's ``--help`` and atop the subcommand's own.
         arguments: adds the subcommand's arguments to its sub-parser (None: it takes none).
 
     Raises:
