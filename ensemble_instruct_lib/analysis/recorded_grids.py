@@ -25,9 +25,10 @@ member as the generator, the others in the order of `models`; "fixed" uses that 
 
 Speed: `recorded_matrix` computes, once per model list, every example's pairwise score matrix
 over all eight models (Rouge-L of normalized candidates, stemmed: the matrix `select_consensus`
-computes), the exact-match relation, and the gold scores; a subset's decisions are then array
-operations on sub-matrices, the same rules as `consensus.select_consensus` (tests check every
-decision against it), with no Rouge-L recomputed. `benchmarks/bench_ablations.py` times the grids.
+computes), the exact-match relation, and the gold scores; a subset's decisions are then
+`consensus.decide` (the one implementation of the stage-4 rule) over the (E, k, k) sub-matrices of
+all examples at once (tests check every decision against `select_consensus`), with no Rouge-L
+recomputed. `benchmarks/bench_ablations.py` times the grids.
 
 Ablations over pipeline run dirs (prompt methods, demo counts) are in `method_ablations.py`;
 notebook 04's config and steps in `steps/ablations.py`.
@@ -45,7 +46,7 @@ import hashlib
 import itertools
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,18 @@ import numpy as np
 import pandas as pd
 
 from ..data.public import PREDICTION_MODELS, load_recorded
-from ..method.consensus import RULES, normalize
+from ..method.consensus import (
+    BELOW,
+    CONSENSUS,
+    EMPTY,
+    EXACT,
+    RULES,
+    Decisions,
+    empty_mask,
+    equal_matrix,
+    normalize,
+)
+from ..method.consensus import decide as consensus_decide
 from ..method.parsing import OUTPUT_STOPS, parse_output
 from ..method.rouge import pairwise_rouge_l, rouge_l_pairs
 from ..runs.metrics import RUN_METRICS  # noqa: F401 - re-exported for notebook 04
@@ -75,8 +87,6 @@ SIZE_METRICS = (
 THRESHOLD_METRICS = ("kept_fraction", "consensus_kept", "members_kept", "gain_vs_generator")
 RULE_METRICS = ("gold_eligible", "gold_kept", "kept_fraction")
 VANILLA_METRICS = ("gain_vs_generator", "consensus_kept", "generator_kept", "kept_fraction")
-#: reason codes of `Decision.reason`, in `consensus.REASONS` order
-EXACT, CONSENSUS, BELOW, EMPTY = 0, 1, 2, 3
 
 
 # ------------------------------------------------------------------------------------------
@@ -133,14 +143,11 @@ def _recorded_matrix(models: tuple[str, ...], stop: str, root: str | None) -> Re
     n, m = len(responses), len(models)
     scores = np.zeros((n, m, m))
     equal = np.zeros((n, m, m), dtype=bool)
-    off = ~np.eye(m, dtype=bool)
     for e, row in enumerate(responses):
         norm = [normalize(t) for t in row]
         scores[e] = pairwise_rouge_l(norm, stem=True)
-        arr = np.array(norm, dtype=object)
-        filled = np.array([bool(t) for t in norm])
-        equal[e] = (arr[:, None] == arr[None, :]) & filled[:, None] & off
-    empty = np.array([[not t.strip() for t in row] for row in responses], dtype=bool)
+        equal[e] = equal_matrix(norm)
+    empty = np.array([empty_mask(row) for row in responses], dtype=bool)
     flat = [t for row in responses for t in row]
     gold_flat = rouge_l_pairs(flat, [t for t in targets for _ in models], stem=True) * 100
     for a in (scores, equal, empty):
@@ -184,59 +191,28 @@ def recorded_matrix(
 # stage-4 decisions from sub-matrices
 
 
-@dataclass
-class Decision:
-    """Stage-4 decisions for one ordered member list over every example.
+def decide(
+    mat: RecordedMatrix,
+    order: Sequence[int],
+    threshold: float = 0.01,
+    rule: str = "sum",
+    *,
+    pick: np.ndarray | None = None,
+) -> Decisions:
+    """`consensus.decide` for candidates ``[responses[m] for m in order]`` on every example at
+    once: the sub-matrices of the precomputed scores, exact-match relation and empty mask.
 
-    Attributes:
-        order: model positions (in the matrix), the generator first.
-        exact: (E,) position in `order` picked by the exact-match shortcut, or -1.
-        min_score: (E,) lowest off-diagonal pairwise score.
-        picks: rule -> (E,) position in `order` the rule picks past the threshold check.
-    """
-
-    order: tuple[int, ...]
-    exact: np.ndarray
-    min_score: np.ndarray
-    picks: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def eligible(self, threshold: float) -> np.ndarray:
-        """(E,) the example passes the agreement filter: an exact match, or min score > t."""
-        return (self.exact >= 0) | (self.min_score > threshold)
-
-    def chosen(self, threshold: float, rule: str) -> np.ndarray:
-        """(E,) position in `order` of the kept candidate (before the empty check), -1 dropped."""
-        pick = np.where(self.exact >= 0, self.exact, self.picks[rule])
-        return np.where(self.eligible(threshold), pick, -1)
-
-
-def decide(mat: RecordedMatrix, order: Sequence[int], rules: Sequence[str] = RULES) -> Decision:
-    """`select_consensus`'s rules for candidates ``[responses[m] for m in order]``, vectorized.
-
-    Exact-match shortcut: the first candidate equal (normalized, non-empty) to a later one (for
-    the first candidate, to any other). Sum rule: the largest row sum of off-diagonal scores,
-    first on ties. Best-pair rule: the first member of the first highest-scoring pair (i < j in
-    row-major order).
+    Args:
+        mat: the recorded data.
+        order: model positions in `mat`, the generator first.
+        threshold, rule, pick: as `consensus.decide`.
     """
     idx = np.asarray(order)
-    k = len(idx)
-    if k < 2:
-        raise ValueError(f"consensus needs at least 2 members, got {k}")
+    if len(idx) < 2:
+        raise ValueError(f"consensus needs at least 2 members, got {len(idx)}")
     sub = mat.scores[:, idx][:, :, idx]
-    off = ~np.eye(k, dtype=bool)
-    min_score = np.where(off, sub, np.inf).min(axis=(1, 2))
-    later = (mat.equal[:, idx][:, :, idx] & np.triu(np.ones((k, k), dtype=bool), 1)).any(axis=2)
-    exact = np.where(later.any(axis=1), later.argmax(axis=1), -1)
-    picks = {}
-    for rule in rules:
-        if rule == "sum":
-            picks[rule] = np.where(off, sub, 0.0).sum(axis=2).argmax(axis=1)
-        elif rule == "best_pair":
-            iu, ju = np.triu_indices(k, 1)
-            picks[rule] = iu[sub[:, iu, ju].argmax(axis=1)]
-        else:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    return Decision(tuple(int(i) for i in idx), exact, min_score, picks)
+    equal = mat.equal[:, idx][:, :, idx]
+    return consensus_decide(sub, equal, mat.empty[:, idx], threshold, rule, pick=pick)
 
 
 def consensus_indices(
@@ -244,14 +220,8 @@ def consensus_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per example, the kept candidate's position in `order` (-1 when dropped) and the reason
     code (EXACT, CONSENSUS, BELOW, EMPTY): what `select_consensus` returns as index and reason."""
-    d = decide(mat, order, (rule,))
-    chosen = d.chosen(threshold, rule)
-    rows = np.arange(mat.examples)
-    model = np.asarray(d.order)[np.maximum(chosen, 0)]
-    is_empty = (chosen >= 0) & mat.empty[rows, model]
-    reason = np.where(d.exact >= 0, EXACT, np.where(chosen >= 0, CONSENSUS, BELOW))
-    reason = np.where(is_empty, EMPTY, reason)
-    return np.where(is_empty, -1, chosen), reason
+    d = decide(mat, order, threshold, rule)
+    return d.index, d.reason
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,17 +279,15 @@ def hash_name(name: str) -> int:
 
 
 def _order_metrics(
-    mat: RecordedMatrix, d: Decision, threshold: float, rule: str, seed: int
+    mat: RecordedMatrix, order: Sequence[int], d: Decisions, seed: int
 ) -> dict[str, Any]:
-    """Kept fraction and gold quality of one ordered member list at one threshold."""
+    """Kept fraction and gold quality of one ordered member list's decisions."""
     rows = np.arange(mat.examples)
-    order = np.asarray(d.order)
-    chosen = d.chosen(threshold, rule)
-    model = order[np.maximum(chosen, 0)]
-    kept = (chosen >= 0) & ~mat.empty[rows, model]
+    order = np.asarray(order)
+    kept = d.index >= 0
     gold = mat.gold[:, order]
     rand = gold[rows, _random_members(len(order), mat.examples, seed, mat_names(mat, order))]
-    consensus = mat.gold[rows, model][kept]
+    consensus = gold[rows, np.maximum(d.index, 0)][kept]
     generator_kept = _mean(gold[kept, 0])
     members_kept = _mean(gold[kept].mean(axis=1))
     return {
@@ -394,13 +362,10 @@ def ensemble_size(
                 models, size, ordering=ordering, max_subsets=max_subsets, seed=seed
             )
             for names in orders:
-                d = decide(mat, mat.index(names), (rule,))
+                order = mat.index(names)
+                d = decide(mat, order, threshold, rule)
                 rows.append(
-                    {
-                        "seed": seed,
-                        **_describe(names),
-                        **_order_metrics(mat, d, threshold, rule, seed),
-                    }
+                    {"seed": seed, **_describe(names), **_order_metrics(mat, order, d, seed)}
                 )
     return pd.DataFrame(rows)
 
@@ -440,13 +405,14 @@ def threshold_sweep(
     )
     rows = []
     for names in orders:
-        d = decide(mat, mat.index(names), (rule,))
+        order = mat.index(names)
         for t in thresholds:
+            d = decide(mat, order, float(t), rule)
             rows.append(
                 {
                     "threshold": float(t),
                     **_describe(names),
-                    **_order_metrics(mat, d, float(t), rule, seed),
+                    **_order_metrics(mat, order, d, seed),
                 }
             )
     return pd.DataFrame(rows)
@@ -486,30 +452,31 @@ def selection_rules(
     for seed in seeds:
         orders = member_orders(models, size, ordering=ordering, max_subsets=max_subsets, seed=seed)
         for names in orders:
-            d = decide(mat, mat.index(names), [r for r in rules if r in RULES])
-            order = np.asarray(d.order)
-            eligible = d.eligible(threshold)
-            gold = mat.gold[:, order]
+            order = mat.index(names)
+            gold = mat.gold[:, np.asarray(order)]
             for rule in rules:
                 if rule in RULES:
-                    pick = np.where(d.exact >= 0, d.exact, d.picks[rule])
-                elif rule == "first":
-                    pick = np.zeros(mat.examples, dtype=int)
+                    d = decide(mat, order, threshold, rule)
                 else:
-                    pick = _random_members(len(order), mat.examples, seed, names)
-                kept = eligible & ~mat.empty[rows_idx, order[pick]]
-                picked = gold[rows_idx, pick]
+                    pick = (
+                        np.zeros(mat.examples, dtype=int)
+                        if rule == "first"
+                        else _random_members(len(order), mat.examples, seed, names)
+                    )
+                    d = decide(mat, order, threshold, pick=pick)
+                kept = d.index >= 0
+                picked = gold[rows_idx, np.maximum(d.chosen, 0)]
                 out.append(
                     {
                         "seed": seed,
                         "rule": rule,
                         **_describe(names),
-                        "eligible_fraction": float(eligible.mean()),
+                        "eligible_fraction": float(d.eligible.mean()),
                         "kept_fraction": float(kept.mean()),
                         "gold_kept": _mean(picked[kept]),
-                        "gold_eligible": _mean(picked[eligible]),
-                        "members_eligible": _mean(gold[eligible].mean(axis=1)),
-                        "oracle_eligible": _mean(gold[eligible].max(axis=1)),
+                        "gold_eligible": _mean(picked[d.eligible]),
+                        "members_eligible": _mean(gold[d.eligible].mean(axis=1)),
+                        "oracle_eligible": _mean(gold[d.eligible].max(axis=1)),
                     }
                 )
     return pd.DataFrame(out)
@@ -548,12 +515,13 @@ def tuned_vs_vanilla(
     mat = recorded_matrix(models, stop=stop, data_root=data_root)
     rows = []
     for names in member_orders(models, size, ordering=ordering, seed=seed):
-        d = decide(mat, mat.index(names), (rule,))
+        order = mat.index(names)
+        d = decide(mat, order, threshold, rule)
         rows.append(
             {
                 "role": vanilla_role(names, vanilla),
                 **_describe(names),
-                **_order_metrics(mat, d, threshold, rule, seed),
+                **_order_metrics(mat, order, d, seed),
             }
         )
     return pd.DataFrame(rows)
@@ -630,7 +598,10 @@ __all__ = [
     "THRESHOLD_METRICS",
     "VANILLA",
     "VANILLA_METRICS",
-    "Decision",
+    "BELOW",
+    "CONSENSUS",
+    "EMPTY",
+    "EXACT",
     "RecordedMatrix",
     "consensus_indices",
     "decide",
