@@ -45,7 +45,7 @@ import functools
 import hashlib
 import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ from ..method.consensus import (
 from ..method.consensus import decide as consensus_decide
 from ..method.parsing import OUTPUT_STOPS, parse_output
 from ..method.rouge import pairwise_rouge_l, rouge_l_pairs
+from ..method.selectors import SELECTORS, UTILITIES, utility_matrix
 from ..runs.metrics import RUN_METRICS  # noqa: F401 - re-exported for notebook 04
 from .recorded_ensemble import STOP_MODES
 
@@ -107,6 +108,7 @@ class RecordedMatrix:
         equal: (E, M, M) normalized responses equal and not empty, i != j.
         empty: (E, M) the raw response is empty after stripping.
         gold: (E, M) Rouge-L F x100 of each response against the gold target.
+        inputs: per example, the task input ("" when none).
     """
 
     models: tuple[str, ...]
@@ -117,6 +119,7 @@ class RecordedMatrix:
     equal: np.ndarray
     empty: np.ndarray
     gold: np.ndarray
+    inputs: tuple[str, ...] = ()
 
     @property
     def examples(self) -> int:
@@ -163,6 +166,7 @@ def _recorded_matrix(models: tuple[str, ...], stop: str, root: str | None) -> Re
         equal=equal,
         empty=empty,
         gold=gold,
+        inputs=tuple(e.input for e in examples),
     )
 
 
@@ -482,6 +486,150 @@ def selection_rules(
     return pd.DataFrame(out)
 
 
+# ------------------------------------------------------------------------------------------
+# selectors (method/selectors.py) on the recorded data
+
+#: the selector grid's default entries: "<selector>" or "mbr:<utility>"
+SELECTOR_GRID = ("sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1")
+SELECTOR_METRICS = ("kept_fraction", "gold_kept", "gold_all", "agree_sum")
+
+#: a judge for the grid: (instruction, input, response) lists -> one score per response
+JudgeFn = Callable[[Sequence[str], Sequence[str], Sequence[str]], Sequence[float | None]]
+
+
+@functools.lru_cache(maxsize=8)
+def _utility_tensor(
+    models: tuple[str, ...], utility: str, stop: str, root: str | None
+) -> np.ndarray:
+    mat = _recorded_matrix(models, stop, root)
+    if utility == "rouge_l":
+        return mat.scores
+    out = np.stack([utility_matrix(list(row), utility) for row in mat.responses])
+    out.setflags(write=False)
+    return out
+
+
+def utility_tensor(
+    mat: RecordedMatrix, utility: str, data_root: str | Path | None = None, stop: str = "none"
+) -> np.ndarray:
+    """(E, M, M) the MBR utility of every pair of recorded responses (cached; rouge_l is the
+    matrix's own scores)."""
+    if utility == "embedding":
+        raise ValueError("the recorded grid has no embedding model: use rouge_l, chrf or token_f1")
+    return _utility_tensor(mat.models, utility, stop, None if data_root is None else str(data_root))
+
+
+def judge_matrix(mat: RecordedMatrix, judge: JudgeFn) -> np.ndarray:
+    """(E, M) a judge's score of every recorded response (NaN where it gave none)."""
+    instr = [mat.instructions[e] for e in range(mat.examples) for _ in mat.models]
+    inputs = [mat.inputs[e] for e in range(mat.examples) for _ in mat.models]
+    resp = [t for row in mat.responses for t in row]
+    vals = [np.nan if v is None else float(v) for v in judge(instr, inputs, resp)]
+    return np.array(vals, dtype=float).reshape(mat.examples, len(mat.models))
+
+
+def parse_selector_entry(entry: str) -> tuple[str, str]:
+    """(selector, utility) of a grid entry "<selector>" or "mbr:<utility>"."""
+    name, _, utility = entry.partition(":")
+    if name not in SELECTORS or (name == "mbr") != bool(utility):
+        raise ValueError(
+            f"selector grid entries are one of {[s for s in SELECTORS if s != 'mbr']} or "
+            f"'mbr:<utility>' with a utility of {list(UTILITIES)}; got {entry!r}"
+        )
+    if utility and utility not in UTILITIES:
+        raise ValueError(f"unknown utility in {entry!r}; choose from {list(UTILITIES)}")
+    return name, utility
+
+
+def selector_grid(
+    selectors: Sequence[str] = SELECTOR_GRID,
+    *,
+    size: int = 3,
+    models: Sequence[str] = PREDICTION_MODELS,
+    threshold: float = 0.01,
+    ordering: str = "generator",
+    max_subsets: int | None = None,
+    seeds: Sequence[int] = (0,),
+    stop: str = "none",
+    judge: JudgeFn | None = None,
+    judge_name: str = "judge",
+    model_sets: Sequence[Sequence[str]] | None = None,
+    data_root: str | Path | None = None,
+) -> pd.DataFrame:
+    """The stage-4 selectors compared on the recorded answers against gold.
+
+    Every decision is `consensus.decide` on the member list's sub-matrices: the stemmed Rouge-L
+    matrix for sum/best_pair (and for the agreement filter of a judge), the utility matrix for
+    ``mbr:<utility>`` (its filter runs on the utility), the judge's per-response scores as the
+    pick for ``judge`` (`judge` must be given; it scores each recorded response once).
+
+    Args:
+        selectors: entries "sum", "best_pair", "mbr:<utility>", "judge".
+        size, models, ordering, max_subsets, seeds: the member lists (`member_orders`).
+        threshold: the agreement threshold (negative: no filter).
+        judge, judge_name: a scoring function for the "judge" entry, and its label.
+        model_sets: explicit member lists (generator first) instead of `member_orders`.
+
+    Returns:
+        One row per (seed, ordered member list, selector): seed, selector, size, members,
+        order, generator, kept_fraction, gold_kept (mean Rouge-L x100 of the kept outputs
+        against gold), gold_all (the same over all examples, a dropped one scoring 0), and
+        per selector X of the grid ``agree_X``: the share of examples where both keep the same
+        candidate or both drop.
+    """
+    parsed = [(entry, *parse_selector_entry(entry)) for entry in selectors]
+    if any(name == "judge" for _, name, _ in parsed) and judge is None:
+        raise ValueError("the 'judge' entry needs a judge function (judge=...)")
+    if any(name == "reward" for _, name, _ in parsed):
+        raise ValueError("the recorded grid scores reward models through judge=...: use 'judge'")
+    if model_sets is not None:
+        models = sorted({m for ms in model_sets for m in ms}, key=PREDICTION_MODELS.index)
+    mat = recorded_matrix(models, stop=stop, data_root=data_root)
+    utilities = {u: utility_tensor(mat, u, data_root, stop) for _, n, u in parsed if n == "mbr"}
+    judged = judge_matrix(mat, judge) if judge is not None else None
+    rows_idx = np.arange(mat.examples)
+    out = []
+    for seed in seeds:
+        orders = (
+            [tuple(m) for m in model_sets]
+            if model_sets is not None
+            else member_orders(models, size, ordering=ordering, max_subsets=max_subsets, seed=seed)
+        )
+        for names in orders:
+            order = mat.index(names)
+            idx = np.asarray(order)
+            gold = mat.gold[:, idx]
+            picks: dict[str, np.ndarray] = {}
+            for entry, name, utility in parsed:
+                if name in RULES:
+                    d = decide(mat, order, threshold, name)
+                elif name == "mbr":
+                    sub = utilities[utility][:, idx][:, :, idx]
+                    equal = mat.equal[:, idx][:, :, idx]
+                    d = consensus_decide(sub, equal, mat.empty[:, idx], threshold, "sum")
+                else:
+                    scores = np.where(np.isnan(judged[:, idx]), -np.inf, judged[:, idx])
+                    d = decide(mat, order, threshold, pick=scores.argmax(axis=1))
+                picks[entry] = d.index
+                kept = d.index >= 0
+                picked = np.where(kept, gold[rows_idx, np.maximum(d.index, 0)], 0.0)
+                out.append(
+                    {
+                        "seed": seed,
+                        "selector": entry if name != "judge" else f"judge:{judge_name}",
+                        **_describe(names),
+                        "kept_fraction": float(kept.mean()),
+                        "gold_kept": _mean(picked[kept]),
+                        "gold_all": _mean(picked),
+                    }
+                )
+            for row, (entry, _, _) in zip(out[-len(parsed) :], parsed, strict=True):
+                for other, _, _ in parsed:
+                    key = "agree_" + (other if not other.startswith("judge") else "judge")
+                    row[key] = float((picks[entry] == picks[other]).mean())
+    return pd.DataFrame(out)
+
+
 def vanilla_role(order: Sequence[str], vanilla: Sequence[str] = VANILLA) -> str:
     """ "tuned_only", "vanilla_extra", "vanilla_generator" or "vanilla_generator_and_extra"."""
     gen = order[0] in vanilla
@@ -594,6 +742,8 @@ __all__ = [
     "RULE_METRICS",
     "RUN_METRICS",
     "SELECTION_RULES",
+    "SELECTOR_GRID",
+    "SELECTOR_METRICS",
     "SIZE_METRICS",
     "THRESHOLD_METRICS",
     "VANILLA",
@@ -609,7 +759,11 @@ __all__ = [
     "format_summary",
     "member_orders",
     "recorded_matrix",
+    "judge_matrix",
+    "parse_selector_entry",
     "selection_rules",
+    "selector_grid",
+    "utility_tensor",
     "summarize",
     "threshold_sweep",
     "tuned_vs_vanilla",

@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -279,6 +280,42 @@ def candidate_scorer(
     return None
 
 
+def judge_function(
+    spec: str | Mapping[str, Any], *, rubric: str = "", max_new_tokens: int = 16
+) -> tuple[str, Callable[[Sequence[str], Sequence[str], Sequence[str]], list[float | None]]]:
+    """A judge as a function (instructions, inputs, responses) -> one score per response, for
+    scoring recorded answers (`recorded_grids.selector_grid`); returns (its name, function).
+
+    Args:
+        spec: "<kind>:<model>" (e.g. "hf:google/gemma-3-270m-it") or a backend spec mapping
+            {"kind": ..., "model": ..., **options} (an "openai" judge needs its base_url).
+    """
+    from ..engines.factory import make_backend
+
+    if isinstance(spec, str):
+        kind, sep, model = spec.partition(":")
+        if not sep or not model:
+            raise ValueError(f"a judge is '<kind>:<model>' or a backend spec mapping, got {spec!r}")
+        spec = {"kind": kind, "model": model}
+    spec = dict(spec)
+    chat = bool(spec.pop("chat", False))
+    name = Path(str(spec.get("model", "judge")).rstrip("/")).name or "judge"
+    backend = make_backend(spec)
+
+    def judge(
+        instructions: Sequence[str], inputs: Sequence[str], responses: Sequence[str]
+    ) -> list[float | None]:
+        items = [
+            JudgeItem(i, x, [r]) for i, x, r in zip(instructions, inputs, responses, strict=True)
+        ]
+        scored = judge_scores(
+            {name: backend}, items, rubric=rubric, max_new_tokens=max_new_tokens, chat={name: chat}
+        )
+        return [means[0] for means, _ in scored]
+
+    return name, judge
+
+
 def embedder_for(consensus: ConsensusStage) -> Embedder | None:
     """The embedding function of an MBR selector with utility ``embedding`` (else None)."""
     if consensus.selector == "mbr" and consensus.utility == "embedding":
@@ -295,6 +332,7 @@ __all__ = [
     "embedder_for",
     "escape",
     "hf_embedder",
+    "judge_function",
     "judge_prompt",
     "judge_scores",
     "parse_score",
