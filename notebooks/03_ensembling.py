@@ -29,6 +29,8 @@ stop = "none"  # recorded answers as recorded ("none") or cut at the stage-3 sto
 curve_max = 0.5  # largest threshold on the kept-fraction curve
 curve_points = 51  # thresholds on the kept-fraction curve
 seed = 0  # seed of the random-member baseline
+selectors = ["sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1"]  # compared below
+judge_model = None  # judge LM for the comparison, e.g. "hf:google/gemma-3-270m-it"; None: skip
 
 # %%
 cfg = steps.EnsemblingConfig(
@@ -41,6 +43,8 @@ cfg = steps.EnsemblingConfig(
     curve_max=curve_max,
     curve_points=curve_points,
     seed=seed,
+    selectors=selectors,
+    judge_model=judge_model,
 )
 display(steps.config_table(cfg))
 
@@ -123,6 +127,24 @@ display(gold)
 fig = plots.plot_gold_summary(gold)
 plots.save_figure(fig, cfg.out_path, "gold")
 display(fig)
+
+# %% [markdown]
+# ## Selectors compared
+#
+# Other ways to pick the kept candidate (`method/selectors.py`) on the same recorded answers:
+# the paper's best pair, minimum-Bayes-risk selection with chrF or token F1 instead of Rouge-L,
+# and an LM judge when `judge_model` is set. Kept fraction, Rouge-L x100 against gold on the kept
+# examples and on all of them (a dropped example scoring 0), and how often two selectors keep the
+# same candidate. Notebook 04 repeats this over every member list, with error bars. A run dir has
+# no gold: the table is empty.
+
+# %%
+selector_table = steps.selector_comparison(cfg)
+plots.save_table(selector_table, cfg.out_path, "selectors")
+display(selector_table)
+
+# %%
+display(steps.selector_agreement(selector_table))
 
 # %% [markdown]
 # ## Inspect examples

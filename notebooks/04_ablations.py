@@ -1,11 +1,12 @@
 # %% [markdown]
 # # 04 Ablations: what each part of Ensemble-Instruct buys
 #
-# Each ablation is a parameter grid, a tidy table and a plot with error bars. The first four run
+# Each ablation is a parameter grid, a tidy table and a plot with error bars. The first five run
 # on the real recorded answers of eight GPT-3-family models to the 252 user-oriented instructions,
-# scored against the gold outputs (Rouge-L x100, stemmed), with no model: how many models to
-# ensemble, the consensus threshold, the selection rule, and instruction-tuned vs vanilla members
-# (davinci is the vanilla model; the seven others are instruction-tuned). Ensembles are every
+# scored against the gold outputs (Rouge-L x100, stemmed), with no model (an LM judge only when
+# `judge_model` is set): how many models to ensemble, the consensus threshold, the selection rule,
+# instruction-tuned vs vanilla members (davinci is the vanilla model; the seven others are
+# instruction-tuned), and the stage-4 selector. Ensembles are every
 # subset of the members (or a seeded sample); by default each subset is evaluated once per member
 # as the instance generator, since the first candidate's role is the one that matters. Error bars
 # are one standard deviation over member sets, orderings and seeds. The last two grids run the
@@ -55,6 +56,8 @@ fake_lms = False  # answer with the kit's deterministic fake LMs instead of the 
 seed_demos = [10, 20]  # seed demonstrations per instruction prompt (demo grid)
 generated_demos = [0, 2, 4]  # generated demonstrations per instruction prompt (demo grid)
 workers = 1  # processes running pipeline points at once
+selectors = ["sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1"]  # stage-4 selectors
+judge_model = None  # judge LM for the selector grid, e.g. "hf:google/gemma-3-270m-it"; None: skip
 
 # %%
 cfg = steps.AblationsConfig(
@@ -79,6 +82,8 @@ cfg = steps.AblationsConfig(
     seed_demos=seed_demos,
     generated_demos=generated_demos,
     workers=workers,
+    selectors=selectors,
+    judge_model=judge_model,
 )
 display(cfg.table())
 
@@ -200,7 +205,32 @@ plots.save_figure(fig, cfg.out_path, "vanilla")
 display(fig)
 
 # %% [markdown]
-# ## 5. Prompting methods on the same generator
+# ## 5. Stage-4 selectors
+#
+# The selector decides which candidate is kept (`method/selectors.py`): the sum rule (the
+# authors' code), the best pair (the paper's wording), minimum-Bayes-risk selection with another
+# utility (Rouge-L equals the sum rule; chrF; token F1), and, when `judge_model` is set, an LM
+# judge scoring every answer with a rubric. Every ordered member list of `threshold_size`, scored
+# against gold: kept fraction, Rouge-L on the kept examples and on all of them (a dropped example
+# scoring 0), and how often two selectors decide alike. Error bars: std over member lists.
+
+# %%
+selector_rows = steps.selector_rows(cfg, size=cfg.threshold_size)
+selector_summary = steps.selector_summary(selector_rows)
+plots.save_table(selector_rows, cfg.out_path, "selector_rows")
+plots.save_table(selector_summary, cfg.out_path, "selector_summary")
+display(ablations.format_summary(selector_summary, ["selector"]))
+
+# %%
+fig = ablation_plots.plot_selectors(selector_summary)
+plots.save_figure(fig, cfg.out_path, "selectors")
+display(fig)
+
+# %%
+display(steps.selector_agreement(selector_rows))
+
+# %% [markdown]
+# ## 6. Prompting methods on the same generator
 #
 # One pipeline run per method and seed (a sweep: resumable, each run in `<out_dir>/methods/`):
 # acceptance per stage, why stage-1 candidates were rejected, novelty (the highest Rouge-L of
@@ -236,7 +266,7 @@ plots.save_figure(fig, cfg.out_path, "verb_noun")
 display(fig)
 
 # %% [markdown]
-# ## 6. Demonstrations in instruction generation
+# ## 7. Demonstrations in instruction generation
 #
 # Ensemble-Instruct stage 1 with every combination of seed and generated demos per prompt (the
 # same counts for each task type): acceptance and novelty. Empty when `pipeline_config` is None.
@@ -261,6 +291,6 @@ display(fig)
 # collects into one table.
 
 # %%
-headline = steps.headline_metrics(size_rows, threshold_rows, rule_rows, vanilla_rows)
+headline = steps.headline_metrics(size_rows, threshold_rows, rule_rows, vanilla_rows, selector_rows)
 write_metrics(cfg.out_path, headline)
 display(headline)

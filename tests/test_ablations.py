@@ -342,6 +342,7 @@ def test_notebook_04_tiny_grid(tmp_path):
             "method_seeds": [0, 1],
             "seed_demos": [4],
             "generated_demos": [0, 2],
+            "selectors": ["sum", "best_pair", "mbr:token_f1"],
         },
     )
     assert (out / "04_ablations.ipynb").exists()
@@ -354,8 +355,12 @@ def test_notebook_04_tiny_grid(tmp_path):
         "method_novelty",
         "verb_noun",
         "demos",
+        "selectors",
     ):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG, name
+    sel = pd.read_csv(out / "selector_summary.csv")
+    assert list(dict.fromkeys(sel["selector"])) == ["sum", "best_pair", "mbr:token_f1"]
+    assert (sel[sel["metric"] == "gold_kept"]["n"] == 2 * 3 * 3).all()  # seeds x orders
     size = pd.read_csv(out / "size_summary.csv")
     assert sorted(set(size["size"])) == [2, 3] and set(size["metric"]) == set(ab.SIZE_METRICS)
     rows = pd.read_csv(out / "size_rows.csv")
@@ -372,3 +377,46 @@ def test_notebook_04_tiny_grid(tmp_path):
         metrics
     )
     assert metrics["size2_gain_vs_generator"] == 0.0
+    assert 0 < metrics["selector_sum_gold_kept"] < 100
+    assert {"selector_best_pair_kept_fraction", "selector_mbr:token_f1_gold_kept"} <= set(metrics)
+
+
+# ------------------------------------------------------------------------------------------
+# the selector grid
+
+
+def test_selector_grid_equals_select_per_example(mat):
+    from ensemble_instruct_lib.method.selectors import select
+
+    def judge(instructions, inputs, responses):  # longer answers score higher; empty: none
+        return [float(len(r)) if r.strip() else None for r in responses]
+
+    names = ("text-davinci-003", "davinci", "text-davinci-001")
+    rows = ab.selector_grid(
+        [*ab.SELECTOR_GRID, "judge"], model_sets=[names], judge=judge, judge_name="length"
+    ).set_index("selector")
+    assert list(rows.index) == [*ab.SELECTOR_GRID, "judge:length"]
+    for entry in rows.index:
+        name, _, utility = entry.partition(":")
+        kept, gold = 0, []
+        for e in range(mat.examples):
+            cands = _cands(mat, e, names)
+            if name == "judge":
+                s = select(cands, "judge", 0.01, candidate_scores=judge([], [], cands))
+            else:
+                s = select(cands, name, 0.01, utility=utility or "rouge_l")
+            if s.kept:
+                kept += 1
+                gold.append(rouge_l(s.output, mat.targets[e], stem=True) * 100)
+        r = rows.loc[entry]
+        assert r["kept_fraction"] == kept / 252, entry
+        assert r["gold_kept"] == pytest.approx(np.mean(gold), abs=1e-9), entry
+        assert r["gold_all"] == pytest.approx(np.sum(gold) / 252, abs=1e-9), entry
+    assert rows.loc["mbr:rouge_l", "agree_sum"] == 1.0  # MBR with Rouge-L is the sum rule
+    assert rows.loc["sum", "agree_best_pair"] == rows.loc["best_pair", "agree_sum"]
+    with pytest.raises(ValueError, match="judge function"):
+        ab.selector_grid(["judge"])
+    with pytest.raises(ValueError, match="mbr:<utility>"):
+        ab.selector_grid(["mbr"])
+    with pytest.raises(ConfigError, match="selectors"):
+        steps_ab.AblationsConfig(out_dir="x", selectors=["mbr:bleu"])

@@ -67,6 +67,7 @@ def test_notebooks_02_then_03_on_its_run(tmp_path):
     assert chosen["model"].tolist() == ["gen", "extra-a", "extra-b"]
     assert chosen["chosen"].sum() == examples["kept"].sum()
     assert pd.read_csv(out3 / "gold.csv").empty  # a run has no gold outputs
+    assert pd.read_csv(out3 / "selectors.csv").empty  # nor a selector comparison against gold
     for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve", "gold"):
         assert_png(out3 / f"{name}.png")
     assert (out / "run" / "ensembled.jsonl").exists()
@@ -99,5 +100,10 @@ def test_notebook_03_on_recorded_outputs(tmp_path):
     assert chosen["model"].tolist() == models and chosen["chosen"].sum() == ref.kept
     pairs = pd.read_csv(out / "pairwise.csv")
     assert len(pairs) == 3 * 252 and pairs["score"].between(0, 1).all()
+    sel = pd.read_csv(out / "selectors.csv").set_index("selector")
+    assert list(sel.index) == ["sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1"]
+    assert sel.loc["sum", "kept_fraction"] == pytest.approx(ref.kept / 252)
+    assert sel.loc["sum", "gold_kept"] == pytest.approx(gold.loc["consensus", "kept_mean"])
+    assert sel.loc["mbr:rouge_l", "agree_sum"] == 1.0
     for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve", "gold"):
         assert_png(out / f"{name}.png")

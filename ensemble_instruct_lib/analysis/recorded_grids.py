@@ -25,9 +25,10 @@ member as the generator, the others in the order of `models`; "fixed" uses that 
 
 Speed: `recorded_matrix` computes, once per model list, every example's pairwise score matrix
 over all eight models (Rouge-L of normalized candidates, stemmed: the matrix `select_consensus`
-computes), the exact-match relation, and the gold scores; a subset's decisions are then array
-operations on sub-matrices, the same rules as `consensus.select_consensus` (tests check every
-decision against it), with no Rouge-L recomputed. `benchmarks/bench_ablations.py` times the grids.
+computes), the exact-match relation, and the gold scores; a subset's decisions are then
+`consensus.decide` (the one implementation of the stage-4 rule) over the (E, k, k) sub-matrices of
+all examples at once (tests check every decision against `select_consensus`), with no Rouge-L
+recomputed. `benchmarks/bench_ablations.py` times the grids.
 
 Ablations over pipeline run dirs (prompt methods, demo counts) are in `method_ablations.py`;
 notebook 04's config and steps in `steps/ablations.py`.
@@ -44,8 +45,8 @@ import functools
 import hashlib
 import itertools
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,21 @@ import numpy as np
 import pandas as pd
 
 from ..data.public import PREDICTION_MODELS, load_recorded
-from ..method.consensus import RULES, normalize
+from ..method.consensus import (
+    BELOW,
+    CONSENSUS,
+    EMPTY,
+    EXACT,
+    RULES,
+    Decisions,
+    empty_mask,
+    equal_matrix,
+    normalize,
+)
+from ..method.consensus import decide as consensus_decide
 from ..method.parsing import OUTPUT_STOPS, parse_output
 from ..method.rouge import pairwise_rouge_l, rouge_l_pairs
+from ..method.selectors import SELECTORS, UTILITIES, utility_matrix
 from ..runs.metrics import RUN_METRICS  # noqa: F401 - re-exported for notebook 04
 from .recorded_ensemble import STOP_MODES
 
@@ -75,8 +88,6 @@ SIZE_METRICS = (
 THRESHOLD_METRICS = ("kept_fraction", "consensus_kept", "members_kept", "gain_vs_generator")
 RULE_METRICS = ("gold_eligible", "gold_kept", "kept_fraction")
 VANILLA_METRICS = ("gain_vs_generator", "consensus_kept", "generator_kept", "kept_fraction")
-#: reason codes of `Decision.reason`, in `consensus.REASONS` order
-EXACT, CONSENSUS, BELOW, EMPTY = 0, 1, 2, 3
 
 
 # ------------------------------------------------------------------------------------------
@@ -97,6 +108,7 @@ class RecordedMatrix:
         equal: (E, M, M) normalized responses equal and not empty, i != j.
         empty: (E, M) the raw response is empty after stripping.
         gold: (E, M) Rouge-L F x100 of each response against the gold target.
+        inputs: per example, the task input ("" when none).
     """
 
     models: tuple[str, ...]
@@ -107,6 +119,7 @@ class RecordedMatrix:
     equal: np.ndarray
     empty: np.ndarray
     gold: np.ndarray
+    inputs: tuple[str, ...] = ()
 
     @property
     def examples(self) -> int:
@@ -133,14 +146,11 @@ def _recorded_matrix(models: tuple[str, ...], stop: str, root: str | None) -> Re
     n, m = len(responses), len(models)
     scores = np.zeros((n, m, m))
     equal = np.zeros((n, m, m), dtype=bool)
-    off = ~np.eye(m, dtype=bool)
     for e, row in enumerate(responses):
         norm = [normalize(t) for t in row]
         scores[e] = pairwise_rouge_l(norm, stem=True)
-        arr = np.array(norm, dtype=object)
-        filled = np.array([bool(t) for t in norm])
-        equal[e] = (arr[:, None] == arr[None, :]) & filled[:, None] & off
-    empty = np.array([[not t.strip() for t in row] for row in responses], dtype=bool)
+        equal[e] = equal_matrix(norm)
+    empty = np.array([empty_mask(row) for row in responses], dtype=bool)
     flat = [t for row in responses for t in row]
     gold_flat = rouge_l_pairs(flat, [t for t in targets for _ in models], stem=True) * 100
     for a in (scores, equal, empty):
@@ -156,6 +166,7 @@ def _recorded_matrix(models: tuple[str, ...], stop: str, root: str | None) -> Re
         equal=equal,
         empty=empty,
         gold=gold,
+        inputs=tuple(e.input for e in examples),
     )
 
 
@@ -184,59 +195,28 @@ def recorded_matrix(
 # stage-4 decisions from sub-matrices
 
 
-@dataclass
-class Decision:
-    """Stage-4 decisions for one ordered member list over every example.
+def decide(
+    mat: RecordedMatrix,
+    order: Sequence[int],
+    threshold: float = 0.01,
+    rule: str = "sum",
+    *,
+    pick: np.ndarray | None = None,
+) -> Decisions:
+    """`consensus.decide` for candidates ``[responses[m] for m in order]`` on every example at
+    once: the sub-matrices of the precomputed scores, exact-match relation and empty mask.
 
-    Attributes:
-        order: model positions (in the matrix), the generator first.
-        exact: (E,) position in `order` picked by the exact-match shortcut, or -1.
-        min_score: (E,) lowest off-diagonal pairwise score.
-        picks: rule -> (E,) position in `order` the rule picks past the threshold check.
-    """
-
-    order: tuple[int, ...]
-    exact: np.ndarray
-    min_score: np.ndarray
-    picks: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def eligible(self, threshold: float) -> np.ndarray:
-        """(E,) the example passes the agreement filter: an exact match, or min score > t."""
-        return (self.exact >= 0) | (self.min_score > threshold)
-
-    def chosen(self, threshold: float, rule: str) -> np.ndarray:
-        """(E,) position in `order` of the kept candidate (before the empty check), -1 dropped."""
-        pick = np.where(self.exact >= 0, self.exact, self.picks[rule])
-        return np.where(self.eligible(threshold), pick, -1)
-
-
-def decide(mat: RecordedMatrix, order: Sequence[int], rules: Sequence[str] = RULES) -> Decision:
-    """`select_consensus`'s rules for candidates ``[responses[m] for m in order]``, vectorized.
-
-    Exact-match shortcut: the first candidate equal (normalized, non-empty) to a later one (for
-    the first candidate, to any other). Sum rule: the largest row sum of off-diagonal scores,
-    first on ties. Best-pair rule: the first member of the first highest-scoring pair (i < j in
-    row-major order).
+    Args:
+        mat: the recorded data.
+        order: model positions in `mat`, the generator first.
+        threshold, rule, pick: as `consensus.decide`.
     """
     idx = np.asarray(order)
-    k = len(idx)
-    if k < 2:
-        raise ValueError(f"consensus needs at least 2 members, got {k}")
+    if len(idx) < 2:
+        raise ValueError(f"consensus needs at least 2 members, got {len(idx)}")
     sub = mat.scores[:, idx][:, :, idx]
-    off = ~np.eye(k, dtype=bool)
-    min_score = np.where(off, sub, np.inf).min(axis=(1, 2))
-    later = (mat.equal[:, idx][:, :, idx] & np.triu(np.ones((k, k), dtype=bool), 1)).any(axis=2)
-    exact = np.where(later.any(axis=1), later.argmax(axis=1), -1)
-    picks = {}
-    for rule in rules:
-        if rule == "sum":
-            picks[rule] = np.where(off, sub, 0.0).sum(axis=2).argmax(axis=1)
-        elif rule == "best_pair":
-            iu, ju = np.triu_indices(k, 1)
-            picks[rule] = iu[sub[:, iu, ju].argmax(axis=1)]
-        else:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    return Decision(tuple(int(i) for i in idx), exact, min_score, picks)
+    equal = mat.equal[:, idx][:, :, idx]
+    return consensus_decide(sub, equal, mat.empty[:, idx], threshold, rule, pick=pick)
 
 
 def consensus_indices(
@@ -244,14 +224,8 @@ def consensus_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per example, the kept candidate's position in `order` (-1 when dropped) and the reason
     code (EXACT, CONSENSUS, BELOW, EMPTY): what `select_consensus` returns as index and reason."""
-    d = decide(mat, order, (rule,))
-    chosen = d.chosen(threshold, rule)
-    rows = np.arange(mat.examples)
-    model = np.asarray(d.order)[np.maximum(chosen, 0)]
-    is_empty = (chosen >= 0) & mat.empty[rows, model]
-    reason = np.where(d.exact >= 0, EXACT, np.where(chosen >= 0, CONSENSUS, BELOW))
-    reason = np.where(is_empty, EMPTY, reason)
-    return np.where(is_empty, -1, chosen), reason
+    d = decide(mat, order, threshold, rule)
+    return d.index, d.reason
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,17 +283,15 @@ def hash_name(name: str) -> int:
 
 
 def _order_metrics(
-    mat: RecordedMatrix, d: Decision, threshold: float, rule: str, seed: int
+    mat: RecordedMatrix, order: Sequence[int], d: Decisions, seed: int
 ) -> dict[str, Any]:
-    """Kept fraction and gold quality of one ordered member list at one threshold."""
+    """Kept fraction and gold quality of one ordered member list's decisions."""
     rows = np.arange(mat.examples)
-    order = np.asarray(d.order)
-    chosen = d.chosen(threshold, rule)
-    model = order[np.maximum(chosen, 0)]
-    kept = (chosen >= 0) & ~mat.empty[rows, model]
+    order = np.asarray(order)
+    kept = d.index >= 0
     gold = mat.gold[:, order]
     rand = gold[rows, _random_members(len(order), mat.examples, seed, mat_names(mat, order))]
-    consensus = mat.gold[rows, model][kept]
+    consensus = gold[rows, np.maximum(d.index, 0)][kept]
     generator_kept = _mean(gold[kept, 0])
     members_kept = _mean(gold[kept].mean(axis=1))
     return {
@@ -394,13 +366,10 @@ def ensemble_size(
                 models, size, ordering=ordering, max_subsets=max_subsets, seed=seed
             )
             for names in orders:
-                d = decide(mat, mat.index(names), (rule,))
+                order = mat.index(names)
+                d = decide(mat, order, threshold, rule)
                 rows.append(
-                    {
-                        "seed": seed,
-                        **_describe(names),
-                        **_order_metrics(mat, d, threshold, rule, seed),
-                    }
+                    {"seed": seed, **_describe(names), **_order_metrics(mat, order, d, seed)}
                 )
     return pd.DataFrame(rows)
 
@@ -440,13 +409,14 @@ def threshold_sweep(
     )
     rows = []
     for names in orders:
-        d = decide(mat, mat.index(names), (rule,))
+        order = mat.index(names)
         for t in thresholds:
+            d = decide(mat, order, float(t), rule)
             rows.append(
                 {
                     "threshold": float(t),
                     **_describe(names),
-                    **_order_metrics(mat, d, float(t), rule, seed),
+                    **_order_metrics(mat, order, d, seed),
                 }
             )
     return pd.DataFrame(rows)
@@ -486,32 +456,177 @@ def selection_rules(
     for seed in seeds:
         orders = member_orders(models, size, ordering=ordering, max_subsets=max_subsets, seed=seed)
         for names in orders:
-            d = decide(mat, mat.index(names), [r for r in rules if r in RULES])
-            order = np.asarray(d.order)
-            eligible = d.eligible(threshold)
-            gold = mat.gold[:, order]
+            order = mat.index(names)
+            gold = mat.gold[:, np.asarray(order)]
             for rule in rules:
                 if rule in RULES:
-                    pick = np.where(d.exact >= 0, d.exact, d.picks[rule])
-                elif rule == "first":
-                    pick = np.zeros(mat.examples, dtype=int)
+                    d = decide(mat, order, threshold, rule)
                 else:
-                    pick = _random_members(len(order), mat.examples, seed, names)
-                kept = eligible & ~mat.empty[rows_idx, order[pick]]
-                picked = gold[rows_idx, pick]
+                    pick = (
+                        np.zeros(mat.examples, dtype=int)
+                        if rule == "first"
+                        else _random_members(len(order), mat.examples, seed, names)
+                    )
+                    d = decide(mat, order, threshold, pick=pick)
+                kept = d.index >= 0
+                picked = gold[rows_idx, np.maximum(d.chosen, 0)]
                 out.append(
                     {
                         "seed": seed,
                         "rule": rule,
                         **_describe(names),
-                        "eligible_fraction": float(eligible.mean()),
+                        "eligible_fraction": float(d.eligible.mean()),
                         "kept_fraction": float(kept.mean()),
                         "gold_kept": _mean(picked[kept]),
-                        "gold_eligible": _mean(picked[eligible]),
-                        "members_eligible": _mean(gold[eligible].mean(axis=1)),
-                        "oracle_eligible": _mean(gold[eligible].max(axis=1)),
+                        "gold_eligible": _mean(picked[d.eligible]),
+                        "members_eligible": _mean(gold[d.eligible].mean(axis=1)),
+                        "oracle_eligible": _mean(gold[d.eligible].max(axis=1)),
                     }
                 )
+    return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------------------------------
+# selectors (method/selectors.py) on the recorded data
+
+#: the selector grid's default entries: "<selector>" or "mbr:<utility>"
+SELECTOR_GRID = ("sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1")
+SELECTOR_METRICS = ("kept_fraction", "gold_kept", "gold_all", "agree_sum")
+
+#: a judge for the grid: (instruction, input, response) lists -> one score per response
+JudgeFn = Callable[[Sequence[str], Sequence[str], Sequence[str]], Sequence[float | None]]
+
+
+@functools.lru_cache(maxsize=8)
+def _utility_tensor(
+    models: tuple[str, ...], utility: str, stop: str, root: str | None
+) -> np.ndarray:
+    mat = _recorded_matrix(models, stop, root)
+    if utility == "rouge_l":
+        return mat.scores
+    out = np.stack([utility_matrix(list(row), utility) for row in mat.responses])
+    out.setflags(write=False)
+    return out
+
+
+def utility_tensor(
+    mat: RecordedMatrix, utility: str, data_root: str | Path | None = None, stop: str = "none"
+) -> np.ndarray:
+    """(E, M, M) the MBR utility of every pair of recorded responses (cached; rouge_l is the
+    matrix's own scores)."""
+    if utility == "embedding":
+        raise ValueError("the recorded grid has no embedding model: use rouge_l, chrf or token_f1")
+    return _utility_tensor(mat.models, utility, stop, None if data_root is None else str(data_root))
+
+
+def judge_matrix(mat: RecordedMatrix, judge: JudgeFn) -> np.ndarray:
+    """(E, M) a judge's score of every recorded response (NaN where it gave none)."""
+    instr = [mat.instructions[e] for e in range(mat.examples) for _ in mat.models]
+    inputs = [mat.inputs[e] for e in range(mat.examples) for _ in mat.models]
+    resp = [t for row in mat.responses for t in row]
+    vals = [np.nan if v is None else float(v) for v in judge(instr, inputs, resp)]
+    return np.array(vals, dtype=float).reshape(mat.examples, len(mat.models))
+
+
+def parse_selector_entry(entry: str) -> tuple[str, str]:
+    """(selector, utility) of a grid entry "<selector>" or "mbr:<utility>"."""
+    name, _, utility = entry.partition(":")
+    if name not in SELECTORS or (name == "mbr") != bool(utility):
+        raise ValueError(
+            f"selector grid entries are one of {[s for s in SELECTORS if s != 'mbr']} or "
+            f"'mbr:<utility>' with a utility of {list(UTILITIES)}; got {entry!r}"
+        )
+    if utility and utility not in UTILITIES:
+        raise ValueError(f"unknown utility in {entry!r}; choose from {list(UTILITIES)}")
+    return name, utility
+
+
+def selector_grid(
+    selectors: Sequence[str] = SELECTOR_GRID,
+    *,
+    size: int = 3,
+    models: Sequence[str] = PREDICTION_MODELS,
+    threshold: float = 0.01,
+    ordering: str = "generator",
+    max_subsets: int | None = None,
+    seeds: Sequence[int] = (0,),
+    stop: str = "none",
+    judge: JudgeFn | None = None,
+    judge_name: str = "judge",
+    model_sets: Sequence[Sequence[str]] | None = None,
+    data_root: str | Path | None = None,
+) -> pd.DataFrame:
+    """The stage-4 selectors compared on the recorded answers against gold.
+
+    Every decision is `consensus.decide` on the member list's sub-matrices: the stemmed Rouge-L
+    matrix for sum/best_pair (and for the agreement filter of a judge), the utility matrix for
+    ``mbr:<utility>`` (its filter runs on the utility), the judge's per-response scores as the
+    pick for ``judge`` (`judge` must be given; it scores each recorded response once).
+
+    Args:
+        selectors: entries "sum", "best_pair", "mbr:<utility>", "judge".
+        size, models, ordering, max_subsets, seeds: the member lists (`member_orders`).
+        threshold: the agreement threshold (negative: no filter).
+        judge, judge_name: a scoring function for the "judge" entry, and its label.
+        model_sets: explicit member lists (generator first) instead of `member_orders`.
+
+    Returns:
+        One row per (seed, ordered member list, selector): seed, selector, size, members,
+        order, generator, kept_fraction, gold_kept (mean Rouge-L x100 of the kept outputs
+        against gold), gold_all (the same over all examples, a dropped one scoring 0), and
+        per selector X of the grid ``agree_X``: the share of examples where both keep the same
+        candidate or both drop.
+    """
+    parsed = [(entry, *parse_selector_entry(entry)) for entry in selectors]
+    if any(name == "judge" for _, name, _ in parsed) and judge is None:
+        raise ValueError("the 'judge' entry needs a judge function (judge=...)")
+    if any(name == "reward" for _, name, _ in parsed):
+        raise ValueError("the recorded grid scores reward models through judge=...: use 'judge'")
+    if model_sets is not None:
+        models = sorted({m for ms in model_sets for m in ms}, key=PREDICTION_MODELS.index)
+    mat = recorded_matrix(models, stop=stop, data_root=data_root)
+    utilities = {u: utility_tensor(mat, u, data_root, stop) for _, n, u in parsed if n == "mbr"}
+    judged = judge_matrix(mat, judge) if judge is not None else None
+    rows_idx = np.arange(mat.examples)
+    out = []
+    for seed in seeds:
+        orders = (
+            [tuple(m) for m in model_sets]
+            if model_sets is not None
+            else member_orders(models, size, ordering=ordering, max_subsets=max_subsets, seed=seed)
+        )
+        for names in orders:
+            order = mat.index(names)
+            idx = np.asarray(order)
+            gold = mat.gold[:, idx]
+            picks: dict[str, np.ndarray] = {}
+            for entry, name, utility in parsed:
+                if name in RULES:
+                    d = decide(mat, order, threshold, name)
+                elif name == "mbr":
+                    sub = utilities[utility][:, idx][:, :, idx]
+                    equal = mat.equal[:, idx][:, :, idx]
+                    d = consensus_decide(sub, equal, mat.empty[:, idx], threshold, "sum")
+                else:
+                    scores = np.where(np.isnan(judged[:, idx]), -np.inf, judged[:, idx])
+                    d = decide(mat, order, threshold, pick=scores.argmax(axis=1))
+                picks[entry] = d.index
+                kept = d.index >= 0
+                picked = np.where(kept, gold[rows_idx, np.maximum(d.index, 0)], 0.0)
+                out.append(
+                    {
+                        "seed": seed,
+                        "selector": entry if name != "judge" else f"judge:{judge_name}",
+                        **_describe(names),
+                        "kept_fraction": float(kept.mean()),
+                        "gold_kept": _mean(picked[kept]),
+                        "gold_all": _mean(picked),
+                    }
+                )
+            for row, (entry, _, _) in zip(out[-len(parsed) :], parsed, strict=True):
+                for other, _, _ in parsed:
+                    key = "agree_" + (other if not other.startswith("judge") else "judge")
+                    row[key] = float((picks[entry] == picks[other]).mean())
     return pd.DataFrame(out)
 
 
@@ -548,12 +663,13 @@ def tuned_vs_vanilla(
     mat = recorded_matrix(models, stop=stop, data_root=data_root)
     rows = []
     for names in member_orders(models, size, ordering=ordering, seed=seed):
-        d = decide(mat, mat.index(names), (rule,))
+        order = mat.index(names)
+        d = decide(mat, order, threshold, rule)
         rows.append(
             {
                 "role": vanilla_role(names, vanilla),
                 **_describe(names),
-                **_order_metrics(mat, d, threshold, rule, seed),
+                **_order_metrics(mat, order, d, seed),
             }
         )
     return pd.DataFrame(rows)
@@ -626,11 +742,16 @@ __all__ = [
     "RULE_METRICS",
     "RUN_METRICS",
     "SELECTION_RULES",
+    "SELECTOR_GRID",
+    "SELECTOR_METRICS",
     "SIZE_METRICS",
     "THRESHOLD_METRICS",
     "VANILLA",
     "VANILLA_METRICS",
-    "Decision",
+    "BELOW",
+    "CONSENSUS",
+    "EMPTY",
+    "EXACT",
     "RecordedMatrix",
     "consensus_indices",
     "decide",
@@ -638,7 +759,11 @@ __all__ = [
     "format_summary",
     "member_orders",
     "recorded_matrix",
+    "judge_matrix",
+    "parse_selector_entry",
     "selection_rules",
+    "selector_grid",
+    "utility_tensor",
     "summarize",
     "threshold_sweep",
     "tuned_vs_vanilla",

@@ -172,8 +172,9 @@ def consensus_record(
     scores: list[list[float]],
     candidates: Sequence[str],
     models: Sequence[str],
-    rule: str,
+    rule: str | None,
     threshold: float,
+    **selection: Any,
 ) -> dict[str, Any]:
     """One stage-4 decision over an instance's candidate outputs.
 
@@ -182,6 +183,8 @@ def consensus_record(
         output, reason, chosen_index, min_score, scores: the consensus result.
         candidates: the outputs compared, in `models` order (the generator's first).
         rule, threshold: the selection rule and the threshold it applied.
+        selection: the selector's own fields, after these (selector, utility, candidate_scores,
+            score_details, why).
     """
     return {
         "id": instance["id"],
@@ -198,6 +201,7 @@ def consensus_record(
         "models": list(models),
         "rule": rule,
         "threshold": threshold,
+        **selection,
     }
 
 

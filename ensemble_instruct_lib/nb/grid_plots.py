@@ -27,6 +27,8 @@ LABELS = {
     "gain_vs_generator": "consensus - generator",
     "gold_eligible": "Rouge-L vs gold (eligible)",
     "gold_kept": "Rouge-L vs gold (kept)",
+    "gold_all": "Rouge-L vs gold (all; dropped = 0)",
+    "agree_sum": "same decision as sum",
     "stage1_acceptance": "stage 1: accepted / candidates",
     "stage2_valid_rate": "stage 2: valid / instructions",
     "stage4_kept_rate": "stage 4: kept / instances",
@@ -211,6 +213,20 @@ def plot_rules(summary: pd.DataFrame, err: str = "std") -> Figure:
     )
 
 
+def plot_selectors(summary: pd.DataFrame, err: str = "std") -> Figure:
+    """Stage-4 selectors on the recorded answers: kept fraction, Rouge-L vs gold on the kept
+    examples and on all (a dropped example scoring 0), and agreement with the sum rule."""
+    order = list(dict.fromkeys(summary["selector"])) if not summary.empty else None
+    return plot_bars(
+        summary,
+        "selector",
+        ["kept_fraction", "gold_kept", "gold_all", "agree_sum"],
+        title="Stage-4 selectors on the recorded answers (error bars: std over member lists)",
+        order=order,
+        err=err,
+    )
+
+
 def plot_vanilla(summary: pd.DataFrame, err: str = "std") -> Figure:
     """Instruction-tuned vs vanilla members: gain over the generator alone, and kept fraction."""
     return plot_bars(
@@ -342,6 +358,7 @@ __all__ = [
     "METHOD_METRICS",
     "plot_bars",
     "plot_demo_counts",
+    "plot_selectors",
     "plot_ensemble_size",
     "plot_methods",
     "plot_novelty_by_method",

@@ -21,7 +21,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..method.consensus import REASONS, normalize
+from ..method.consensus import (
+    CONSENSUS,
+    EXACT,
+    REASONS,
+    RULES,
+    decide,
+    empty_mask,
+    equal_matrix,
+    normalize,
+)
 
 TYPE_COLORS = {"A": "#1f77b4", "B": "#ff7f0e"}
 REASON_COLORS = {
@@ -479,21 +488,16 @@ def plot_chosen(chosen: pd.DataFrame) -> Figure:
     return fig
 
 
-def _chosen_index(scores: np.ndarray, rule: str) -> int:
-    """The candidate `consensus.select_consensus` picks past the threshold check."""
-    n = len(scores)
-    if rule == "sum":
-        return int(np.argmax(np.where(~np.eye(n, dtype=bool), scores, 0.0).sum(axis=1)))
-    if rule == "best_pair":
-        i, j = np.triu_indices(n, k=1)
-        return int(i[np.argmax(scores[i, j])])
-    raise ValueError(f"rule must be 'sum' or 'best_pair', got {rule!r}")
-
-
-def _has_exact_match(candidates: Sequence[Any]) -> bool:
-    norm = [normalize("" if c is None else str(c)) for c in candidates]
-    filled = [t for t in norm if t]
-    return len(filled) != len(set(filled))
+def _stored_features(frame: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per group of examples with the same number of candidates: the stacked stored score
+    matrices, exact-match relations and empty masks (`consensus.decide`'s inputs)."""
+    groups: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for scores, cands in zip(frame["scores"], frame["candidates"], strict=True):
+        m = np.asarray(scores, dtype=float)
+        raw = ["" if c is None else str(c) for c in cands]
+        feats = (m, equal_matrix([normalize(c) for c in raw]), empty_mask(raw))
+        groups.setdefault(len(m), []).append(feats)
+    return [tuple(np.stack(a) for a in zip(*g, strict=True)) for g in groups.values()]
 
 
 def threshold_curve(
@@ -501,9 +505,9 @@ def threshold_curve(
 ) -> pd.DataFrame:
     """Stage-4 decisions at each threshold, recomputed from the stored score matrices.
 
-    An example is kept at threshold t when two candidates are equal after normalization (the
-    exact-match shortcut, whatever t), or when its lowest pairwise score is > t and the candidate
-    the rule picks is not empty; this is `consensus.select_consensus`, without recomputing Rouge-L.
+    Each decision is `consensus.decide` (the one stage-4 rule) on the stored matrix, the
+    exact-match relation and the empty mask of the stored candidates: `select_consensus`
+    without recomputing Rouge-L.
 
     Args:
         frame: `ensemble_frame` rows (scores, candidates).
@@ -513,32 +517,24 @@ def threshold_curve(
     Returns:
         One row per threshold: threshold, examples, kept, kept_fraction and one column per reason.
     """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     n = len(frame)
-    exact = np.zeros(n, dtype=bool)
-    low = np.zeros(n)
-    empty = np.zeros(n, dtype=bool)
-    for k, (scores, cands) in enumerate(zip(frame["scores"], frame["candidates"], strict=True)):
-        m = np.asarray(scores, dtype=float)
-        exact[k] = _has_exact_match(cands)
-        low[k] = m[~np.eye(len(m), dtype=bool)].min()
-        choice = cands[_chosen_index(m, rule)]
-        empty[k] = not ("" if choice is None else str(choice)).strip()
+    feats = _stored_features(frame) if n else []
     rows = []
     for t in thresholds:
-        below = ~exact & (low <= t)
-        is_empty = ~exact & ~below & empty
-        consensus = ~exact & ~below & ~empty
-        kept = int(exact.sum() + consensus.sum())
+        counts = np.zeros(len(REASONS), dtype=int)
+        for scores, equal, empty in feats:
+            d = decide(scores, equal, empty, float(t), rule)
+            counts += np.bincount(d.reason, minlength=len(REASONS))
+        kept = int(counts[EXACT] + counts[CONSENSUS])
         rows.append(
             {
                 "threshold": float(t),
                 "examples": n,
                 "kept": kept,
                 "kept_fraction": kept / n if n else float("nan"),
-                "exact_match": int(exact.sum()),
-                "consensus": int(consensus.sum()),
-                "below_threshold": int(below.sum()),
-                "empty": int(is_empty.sum()),
+                **{r: int(c) for r, c in zip(REASONS, counts, strict=True)},
             }
         )
     return pd.DataFrame(rows)

@@ -166,13 +166,54 @@ class InstanceStage:
 
 
 @dataclass
+class SelfEnsemble:
+    """Stage 3 as self-ensembling: the candidates are N samples of one model, not N models.
+
+    Attributes:
+        model: the name of a model of the config (the generator or an extra model) that samples.
+        samples: candidates per example (N >= 2).
+        temperature, top_k, top_p: the sampling settings (temperature > 0).
+    """
+
+    model: str
+    samples: int = 3
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "output.self_ensemble.model must name a model of the config")
+        _check(
+            isinstance(self.samples, int) and self.samples >= 2,
+            f"output.self_ensemble.samples must be an integer >= 2, got {self.samples!r}",
+        )
+        _check(
+            self.temperature > 0,
+            f"output.self_ensemble.temperature must be > 0 (sampling), got {self.temperature}",
+        )
+        _check(0 < self.top_p <= 1, "output.self_ensemble.top_p must be in (0, 1]")
+        _check(self.top_k >= 0, "output.self_ensemble.top_k must be >= 0")
+
+    def sample_names(self) -> list[str]:
+        """The candidates' names in stage-4 records and stage-3 file names."""
+        return [f"{self.model}-s{k}" for k in range(self.samples)]
+
+
+@dataclass
 class OutputStage:
-    """Stage 3: extra outputs from the other LMs (greedy)."""
+    """Stage 3: extra outputs from the other LMs (greedy), or N samples of one LM.
+
+    Attributes:
+        self_ensemble: None (the paper: the stage-2 output plus one greedy output per extra
+            model), or a `SelfEnsemble` mapping: the candidates are that many samples of one
+            model (seed: the run's seed; each sample's index is recorded).
+    """
 
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=lambda: ["\n\n", "|EoS|"])
     few_shot_demos: int = 8
     batch_size: int = 32
+    self_ensemble: SelfEnsemble | None = None
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens >= 1, "output.max_new_tokens must be >= 1")
@@ -181,20 +222,88 @@ class OutputStage:
             "output.stop must be a list of non-empty strings",
         )
         _check(self.batch_size >= 1, "output.batch_size must be >= 1")
+        if isinstance(self.self_ensemble, dict):
+            self.self_ensemble = _build(SelfEnsemble, self.self_ensemble, "output.self_ensemble")
+        _check(
+            self.self_ensemble is None or isinstance(self.self_ensemble, SelfEnsemble),
+            f"output.self_ensemble must be a mapping or null, got {self.self_ensemble!r}",
+        )
 
 
 @dataclass
 class ConsensusStage:
-    """Stage 4: greedy consensus."""
+    """Stage 4: which candidate to keep (`method/selectors.py`).
+
+    Attributes:
+        threshold: drop when the lowest pairwise agreement is <= this (negative: no filter).
+        selector: sum (the authors' code, default), best_pair (the paper's wording), mbr,
+            judge or reward.
+        rule: the old name of `selector` (sum or best_pair), accepted as an alias.
+        utility: mbr's utility: rouge_l, chrf, token_f1 or embedding.
+        embedding_model, embedding_options: the transformers encoder for utility embedding
+            (mean-pooled last hidden state; options: device, batch_size, max_length).
+        judges: the judge panel (model specs, any backend kind), for selector judge.
+        judge_rubric: the rubric judges score with ("": the kit's default, `selection.RUBRIC`).
+        judge_max_new_tokens: tokens a judge may write (its answer must hold "Score: <1-10>").
+        reward_model, reward_options: a transformers sequence-classification model (hub id or
+            folder) for selector reward (options: device, batch_size, max_length).
+        min_score: judge/reward: drop when the kept candidate scores below this (None: never).
+    """
 
     threshold: float = 0.01
-    rule: str = "sum"
+    selector: str = "sum"
+    rule: str | None = None
+    utility: str = "rouge_l"
+    embedding_model: str = ""
+    embedding_options: dict[str, Any] = field(default_factory=dict)
+    judges: list[ModelSpec] = field(default_factory=list)
+    judge_rubric: str = ""
+    judge_max_new_tokens: int = 16
+    reward_model: str = ""
+    reward_options: dict[str, Any] = field(default_factory=dict)
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
+        from ..method.consensus import RULES
+        from ..method.selectors import SELECTORS, UTILITIES
+
+        if self.rule is not None:
+            _check(
+                self.rule in RULES,
+                f"consensus.rule is the old name of consensus.selector and takes {list(RULES)}, "
+                f"got {self.rule!r}: set consensus.selector (one of {list(SELECTORS)}) instead",
+            )
+            _check(
+                self.selector in ("sum", self.rule),
+                f"consensus.rule={self.rule!r} and consensus.selector={self.selector!r} disagree: "
+                "keep only consensus.selector",
+            )
+            self.selector = self.rule
         _check(
-            self.rule in ("sum", "best_pair"),
-            f"consensus.rule must be sum or best_pair, got {self.rule!r}",
+            self.selector in SELECTORS,
+            f"consensus.selector must be one of {list(SELECTORS)}, got {self.selector!r}",
         )
+        self.rule = self.selector if self.selector in RULES else None
+        _check(
+            self.utility in UTILITIES,
+            f"consensus.utility must be one of {list(UTILITIES)}, got {self.utility!r}",
+        )
+        _check(
+            not (self.selector == "mbr" and self.utility == "embedding")
+            or bool(self.embedding_model),
+            "consensus.utility embedding needs consensus.embedding_model (an encoder's hub id or "
+            "folder)",
+        )
+        _check(
+            self.selector != "judge" or bool(self.judges),
+            "consensus.selector judge needs consensus.judges: a list of model specs",
+        )
+        _check(
+            self.selector != "reward" or bool(self.reward_model),
+            "consensus.selector reward needs consensus.reward_model (a sequence-classification "
+            "model's hub id or folder)",
+        )
+        _check(self.judge_max_new_tokens >= 1, "consensus.judge_max_new_tokens must be >= 1")
 
 
 @dataclass
@@ -250,6 +359,12 @@ class RunConfig:
         names = [self.generator.name] + [m.name for m in self.extra_models]
         _check(
             len(names) == len(set(names)), f"model names must be distinct, got {names}: set `name`"
+        )
+        se = self.output.self_ensemble
+        _check(
+            se is None or se.model in names,
+            f"output.self_ensemble.model must be one of the config's models {names}, "
+            f"got {se.model if se else None!r}",
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def dataset_card(manifest: dict[str, Any], n_rows: int, n_single: int) -> str:
         reasons = {k.split(":", 1)[1]: v for k, v in s4.items() if k.startswith("reason:")}
         lines.append(
             f"- consensus: kept {s4['kept']} of {s4['instances']} "
-            f"(threshold {cfg['consensus']['threshold']}, rule {cfg['consensus']['rule']}; "
+            f"(threshold {cfg['consensus']['threshold']}, selector {cfg['consensus'].get('selector') or cfg['consensus']['rule']}; "
             f"decisions: {json.dumps(reasons)})"
         )
     lines += [

@@ -33,7 +33,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,10 +46,10 @@ from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend, DecodingParams
 from ..engines.cache import CallCache
 from ..errors import ConfigError
-from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
 from ..method.prompts import get_prompt_set, instance_demos
 from ..method.records import consensus_record, output_record, single_output_record
+from ..method.selectors import select
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
     DROPPED,
@@ -62,7 +62,7 @@ from ..methods.rounds import (
     progress_bar,
     stage3_path,
 )
-from .config import RunConfig, load_config
+from .config import ConsensusStage, ModelSpec, RunConfig, load_config
 
 log = logging.getLogger("ensemble_instruct")
 
@@ -70,30 +70,93 @@ log = logging.getLogger("ensemble_instruct")
 # stage 3
 
 
+def stage3_models(config: RunConfig) -> list[ModelSpec]:
+    """The models stage 3 runs: the extra models, or, with ``output.self_ensemble``, the one
+    model that samples."""
+    se = config.output.self_ensemble
+    if se is None:
+        return list(config.extra_models)
+    return [m for m in [config.generator, *config.extra_models] if m.name == se.model]
+
+
+def candidate_names(config: RunConfig) -> list[str]:
+    """The stage-4 candidates' names, in order: the generator then the extra models, or, with
+    ``output.self_ensemble``, the samples ``<model>-s0``, ``<model>-s1``, ..."""
+    se = config.output.self_ensemble
+    if se is not None:
+        return se.sample_names()
+    return [config.generator.name] + [m.name for m in config.extra_models]
+
+
 def stage3_outputs(
     ctx: RunContext, spec, backend: Backend, instances: list[dict[str, Any]]
 ) -> dict[str, str]:
-    """One extra LM's greedy output for every valid instance; returns {id: output}."""
+    """One extra LM's greedy output for every valid instance; returns {id: output}.
+
+    With ``output.self_ensemble`` naming this model, it writes one file per sample instead
+    (``stage3_outputs_<model>-s<k>.jsonl``, sampled with the run's seed and sample index k,
+    both recorded) and returns the first sample's outputs.
+    """
     cfg, st = ctx.config, ctx.config.output
-    path = stage3_path(ctx.out, spec.name)
-    done = read_jsonl(path) if path.exists() else []
-    outputs = {r["id"]: r["output"] for r in done}
-    todo = [r for r in instances if r["valid"] and r["id"] not in outputs]
-    params = DecodingParams(
-        do_sample=False,
-        max_new_tokens=st.max_new_tokens,
-        stop=tuple(st.stop),
-        seed=cfg.seed,
-        chat=bool(spec.chat),
-    )
-    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
+    se = st.self_ensemble
+    if se is not None and se.model == spec.name:
+        runs = [
+            (
+                name,
+                DecodingParams(
+                    do_sample=True,
+                    temperature=se.temperature,
+                    top_k=se.top_k,
+                    top_p=se.top_p,
+                    max_new_tokens=st.max_new_tokens,
+                    stop=tuple(st.stop),
+                    seed=cfg.seed,
+                    chat=bool(spec.chat),
+                ),
+                k,
+            )
+            for k, name in enumerate(se.sample_names())
+        ]
+    else:
+        greedy = DecodingParams(
+            do_sample=False,
+            max_new_tokens=st.max_new_tokens,
+            stop=tuple(st.stop),
+            seed=cfg.seed,
+            chat=bool(spec.chat),
+        )
+        runs = [(spec.name, greedy, None)]
     demos = {}
     if spec.prompt_style == "few_shot":
         demos = {
             t: instance_demos(t, ctx.seeds[t], st.few_shot_demos, cfg.seed) for t in cfg.task_types
         }
+    results = [
+        _stage3_file(ctx, spec, backend, instances, name, params, k, demos)
+        for name, params, k in runs
+    ]
+    return results[0]
+
+
+def _stage3_file(
+    ctx: RunContext,
+    spec,
+    backend: Backend,
+    instances: list[dict[str, Any]],
+    name: str,
+    params: DecodingParams,
+    sample_index: int | None,
+    demos: dict[str, Any],
+) -> dict[str, str]:
+    """Stage 3 into one file (one model, or one sample of a self-ensemble); resumes by id."""
+    st = ctx.config.output
+    prompt_set = get_prompt_set(ctx.config.prompts, ctx.config.data_dir)
+    path = stage3_path(ctx.out, name)
+    done = read_jsonl(path) if path.exists() else []
+    outputs = {r["id"]: r["output"] for r in done}
+    todo = [r for r in instances if r["valid"] and r["id"] not in outputs]
     n_valid = sum(r["valid"] for r in instances)
-    bar = progress_bar(n_valid, f"stage 3: {spec.name}", ctx.progress)
+    bar = progress_bar(n_valid, f"stage 3: {name}", ctx.progress)
     bar.update(n_valid - len(todo))
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
@@ -107,19 +170,28 @@ def stage3_outputs(
                 )
                 for r in chunk
             ]
-            gens = backend.generate([p.text for p in prompts], params)
+            indices = None if sample_index is None else [sample_index] * len(prompts)
+            gens = backend.generate([p.text for p in prompts], params, indices)
             for r, p, g in zip(chunk, prompts, gens, strict=True):
                 text = parse_output(g.text, st.stop)
-                out.append(
-                    output_record(
-                        id=r["id"],
-                        model=spec.name,
-                        output=text,
-                        raw=g.text,
-                        finish_reason=g.finish_reason,
-                        prompt_version=p.version,
-                    )
+                rec = output_record(
+                    id=r["id"],
+                    model=spec.name,
+                    output=text,
+                    raw=g.text,
+                    finish_reason=g.finish_reason,
+                    prompt_version=p.version,
                 )
+                if sample_index is not None:
+                    rec.update(
+                        sample=name,
+                        sample_index=sample_index,
+                        seed=params.seed,
+                        temperature=params.temperature,
+                        top_k=params.top_k,
+                        top_p=params.top_p,
+                    )
+                out.append(rec)
                 outputs[r["id"]] = text
                 bar.update(1)
     bar.close()
@@ -136,42 +208,89 @@ def stage4_consensus(
     *,
     threshold: float = 0.01,
     rule: str = "sum",
+    consensus: ConsensusStage | None = None,
+    backend_for: Callable[[ModelSpec], Backend] | None = None,
+    first_from_stage2: bool = True,
+    seed: int = 0,
 ) -> dict[str, int]:
-    """Consensus over the stage-2 output and each extra model's output; rewrites the results.
+    """Stage 4 over every valid instance's candidates; rewrites the results.
 
     Args:
         out: the run dir.
-        model_names: the instance generator's name, then the extra models' names (candidate order).
+        model_names: the candidates' names in order: the instance generator's name (its
+            output is the stage-2 output) then the extra models', or, with
+            `first_from_stage2=False`, names whose outputs are all stage-3 files (the samples
+            of a self-ensemble).
+        threshold, rule: the paper's settings, used when `consensus` is None.
+        consensus: the stage-4 settings (selector, utility, judges, ...); wins over
+            threshold/rule.
+        backend_for: builds a judge's backend from its model spec (the run's cached backends).
+        seed: the judges' decoding seed.
 
     Returns:
         Counts: instances, kept, dropped, and per reason.
+
+    Records (``ensembled.jsonl`` / ``dropped.jsonl``): id, task_type, instruction, input, output,
+    reason, chosen_index, chosen_model, min_score, scores, candidates, models, rule, threshold,
+    then the selector's fields: selector, utility, candidate_scores (what the pick maximized, per
+    candidate), score_details (e.g. each judge's scores), why (one sentence).
     """
+    from .config import ConsensusStage
+    from .selection import JudgeItem, candidate_scorer, embedder_for
+
+    cs = consensus or ConsensusStage(threshold=threshold, selector=rule)
     instances = [r for r in read_jsonl(out / STAGE2) if r["valid"]]
+    from_files = list(model_names[1:] if first_from_stage2 else model_names)
     extra = {}
-    for name in model_names[1:]:
+    for name in from_files:
         p = stage3_path(out, name)
         if not p.exists():
-            raise ConfigError(f"{p} is missing: run stage 3 for model {name!r} first")
+            raise ConfigError(f"{p} is missing: run stage 3 for {name!r} first")
         extra[name] = {r["id"]: r["output"] for r in read_jsonl(p)}
+    ready = [i for i in instances if all(i["id"] in extra[n] for n in extra)]  # stage 3 done
+    cand_lists = [
+        ([inst["output"]] if first_from_stage2 else []) + [extra[n][inst["id"]] for n in extra]
+        for inst in ready
+    ]
+    scorer = candidate_scorer(cs, backend_for, seed=seed)
+    scored = (
+        scorer(
+            [
+                JudgeItem(i["instruction"], i["input"], c)
+                for i, c in zip(ready, cand_lists, strict=True)
+            ]
+        )
+        if scorer is not None and ready
+        else [(None, None)] * len(ready)
+    )
+    embed = embedder_for(cs)
     kept, dropped = [], []
-    for inst in instances:
-        if not all(inst["id"] in extra[n] for n in extra):
-            continue  # stage 3 not finished for this one
-        cands = [inst["output"]] + [extra[n][inst["id"]] for n in extra]
-        res = select_consensus(cands, threshold=threshold, rule=rule)
+    for inst, cands, (cand_scores, details) in zip(ready, cand_lists, scored, strict=True):
+        sel = select(
+            cands,
+            cs.selector,
+            cs.threshold,
+            utility=cs.utility,
+            embed=embed,
+            candidate_scores=cand_scores,
+            details=details,
+            min_score=cs.min_score,
+        )
+        fields = sel.record_fields()
         rec = consensus_record(
             inst,
-            output=res.output,
-            reason=res.reason,
-            chosen_index=res.index,
-            min_score=res.min_score,
-            scores=res.scores.tolist(),
+            output=fields.pop("output"),
+            reason=fields.pop("reason"),
+            chosen_index=fields.pop("chosen_index"),
+            min_score=fields.pop("min_score"),
+            scores=fields.pop("scores"),
             candidates=cands,
             models=model_names,
-            rule=rule,
-            threshold=threshold,
+            rule=fields.pop("rule"),
+            threshold=fields.pop("threshold"),
+            **fields,
         )
-        (kept if res.kept else dropped).append(rec)
+        (kept if sel.kept else dropped).append(rec)
     write_jsonl(out / ENSEMBLED, kept)
     write_jsonl(out / DROPPED, dropped)
     write_jsonl(out / SINGLE, (single_output_record(r) for r in instances))
@@ -283,7 +402,7 @@ def run(
     manifest = _new_manifest(config, seed_path, previous)
     write_json(out / MANIFEST, manifest)
     method = get_method(config.method)
-    ensemble = 4 in stages and bool(config.extra_models)
+    ensemble = 4 in stages and len(candidate_names(config)) > 1
     try:
         instances = _generator_stages(ctx, method, manifest, stages)
         if 3 in stages:
@@ -384,7 +503,7 @@ def _extra_outputs(
     if not instances and (ctx.out / STAGE2).exists():
         instances = read_jsonl(ctx.out / STAGE2)
     with _timed(ctx, manifest, "stage3"):
-        for spec in ctx.config.extra_models:
+        for spec in stage3_models(ctx.config):
             b = ctx.backend(spec)
             ctx.models[spec.name]["role"] = f"extra ({spec.prompt_style})"
             try:
@@ -395,12 +514,16 @@ def _extra_outputs(
 
 
 def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
-    """Stage 4 with the config's consensus rule (the manifest is written when the run closes)."""
+    """Stage 4 with the config's selector (the manifest is written when the run closes)."""
     cfg = ctx.config
-    names = [cfg.generator.name] + [m.name for m in cfg.extra_models]
     t0 = time.perf_counter()
     manifest["counts"]["stage4"] = stage4_consensus(
-        ctx.out, names, threshold=cfg.consensus.threshold, rule=cfg.consensus.rule
+        ctx.out,
+        candidate_names(cfg),
+        consensus=cfg.consensus,
+        backend_for=ctx.backend,
+        first_from_stage2=cfg.output.self_ensemble is None,
+        seed=cfg.seed,
     )
     manifest["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
 
@@ -418,22 +541,66 @@ def _close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> N
 
 
 def run_stage4(
-    out_dir: str | Path, *, threshold: float | None = None, rule: str | None = None
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    rule: str | None = None,
+    selector: str | None = None,
+    consensus: dict[str, Any] | None = None,
+    backends: dict[str, Backend] | None = None,
 ) -> dict[str, int]:
-    """Re-run stage 4 on an existing run dir (optionally with another threshold or rule)."""
+    """Re-run stage 4 on an existing run dir, optionally with other settings.
+
+    Args:
+        threshold: the agreement threshold (None: the run's).
+        rule: the old name of `selector` (sum or best_pair).
+        selector: sum, best_pair, mbr, judge or reward (None: the run's).
+        consensus: further `ConsensusStage` keys (utility, judges, reward_model, ...).
+        backends: ready judge backends by name (tests, notebooks), instead of building them.
+    """
+    from ..engines.cache import CachedBackend
+    from ..engines.factory import make_backend
+    from .config import load_config
+
     out = Path(out_dir)
     if not (out / MANIFEST).exists():
         raise ConfigError(f"{out} is not a run dir (no {MANIFEST}): run the pipeline first")
     manifest = json.loads((out / MANIFEST).read_text())
-    cfg = manifest["config"]
-    names = [cfg["generator"]["name"]] + [m["name"] for m in cfg["extra_models"]]
+    saved = dict(manifest["config"])
+    settings = {k: v for k, v in saved.get("consensus", {}).items() if k != "rule"}
+    settings.update(consensus or {})
+    if threshold is not None:
+        settings["threshold"] = threshold
+    if selector is not None or rule is not None:
+        settings["selector"] = selector or rule
+    config = load_config({**saved, "consensus": settings})
+    names = candidate_names(config)
     if len(names) < 2:
         raise ConfigError("this run has no extra models: consensus needs at least one")
-    threshold = cfg["consensus"]["threshold"] if threshold is None else threshold
-    rule = rule or cfg["consensus"]["rule"]
-    counts = stage4_consensus(out, names, threshold=threshold, rule=rule)
+    cache = CallCache(Path(config.cache) if config.cache else out / "cache.sqlite")
+
+    def backend_for(spec: ModelSpec) -> Backend:
+        inner = (backends or {}).get(spec.name) or make_backend(spec.backend_spec())
+        return CachedBackend(inner, cache)
+
+    try:
+        counts = stage4_consensus(
+            out,
+            names,
+            consensus=config.consensus,
+            backend_for=backend_for,
+            first_from_stage2=config.output.self_ensemble is None,
+            seed=config.seed,
+        )
+    finally:
+        cache.close()
+    cs = config.consensus
     manifest["counts"]["stage4"] = counts
-    manifest["consensus_override"] = {"threshold": threshold, "rule": rule}
+    manifest["consensus_override"] = {
+        "threshold": cs.threshold,
+        "rule": cs.rule,
+        "selector": cs.selector,
+    }
     write_json(out / MANIFEST, manifest)
     from .export import export_run
 
@@ -548,6 +715,8 @@ __all__ = [
     "load_run",
     "run",
     "run_stage4",
+    "candidate_names",
+    "stage3_models",
     "stage3_outputs",
     "stage4_consensus",
 ]

@@ -17,6 +17,8 @@ from ...analysis.recorded_grids import (  # noqa: F401 - re-exported for the not
     RULE_METRICS,
     RUN_METRICS,
     SELECTION_RULES,
+    SELECTOR_GRID,
+    SELECTOR_METRICS,
     SIZE_METRICS,
     THRESHOLD_METRICS,
     VANILLA_METRICS,
@@ -66,6 +68,10 @@ class AblationsConfig:
         fake_lms: answer with fake LMs (tests, demos) instead of the config's models.
         seed_demos, generated_demos: the demo-count grid (Ensemble-Instruct stage 1).
         workers: processes for the pipeline grids.
+        selectors: the stage-4 selectors compared ("sum", "best_pair", "mbr:<utility>", and
+            "judge" when `judge_model` is set).
+        judge_model: the judge LM of the selector grid: None (skip the judge), "<kind>:<model>"
+            (e.g. "hf:google/gemma-3-270m-it") or a backend spec mapping.
     """
 
     out_dir: str
@@ -91,6 +97,8 @@ class AblationsConfig:
     seed_demos: list[int] = field(default_factory=lambda: [10, 20])
     generated_demos: list[int] = field(default_factory=lambda: [0, 2, 4])
     workers: int = 1
+    selectors: list[str] = field(default_factory=lambda: list(SELECTOR_GRID))
+    judge_model: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir must be a path")
@@ -153,6 +161,7 @@ class AblationsConfig:
             "generated_demos: counts >= 0",
         )
         _check(isinstance(self.workers, int) and self.workers >= 1, "workers must be >= 1")
+        check_selectors(self.selectors, self.judge_model)
 
     @property
     def out_path(self) -> Path:
@@ -172,6 +181,88 @@ class AblationsConfig:
         return pd.DataFrame(
             [{"parameter": k, "value": json.dumps(v)} for k, v in self.__dict__.items()]
         )
+
+
+def check_selectors(selectors: list[str], judge_model: Any) -> None:
+    from ...analysis.recorded_grids import parse_selector_entry
+
+    _check(bool(selectors) and isinstance(selectors, list), "selectors: a non-empty list")
+    for entry in selectors:
+        try:
+            parse_selector_entry(entry)
+        except ValueError as e:
+            _raise_config(f"selectors: {e}")
+    _check(
+        judge_model is None or isinstance(judge_model, str | dict),
+        f"judge_model must be None, '<kind>:<model>' or a backend spec, got {judge_model!r}",
+    )
+
+
+def _raise_config(msg: str) -> None:
+    from ...errors import ConfigError
+
+    raise ConfigError(msg)
+
+
+def selector_entries(selectors: list[str], judge_model: Any) -> list[str]:
+    """The grid's entries: "judge" only when a judge model is set (and added when it is)."""
+    entries = [s for s in selectors if s != "judge"]
+    return entries + (["judge"] if judge_model is not None else [])
+
+
+def selector_rows(
+    config: Any,
+    *,
+    size: int | None = None,
+    model_sets: list[list[str]] | None = None,
+    seeds: list[int] | None = None,
+) -> pd.DataFrame:
+    """The selector grid (`recorded_grids.selector_grid`) of a notebook config with `selectors`,
+    `judge_model`, `threshold`, `stop` (and, for notebook 04, `models`, `ordering`,
+    `max_subsets`, `seeds`); the judge runs only when `judge_model` is set."""
+    from ...analysis.recorded_grids import selector_grid
+    from ...runs.selection import judge_function
+
+    judge_name, judge = (
+        judge_function(config.judge_model) if config.judge_model is not None else ("judge", None)
+    )
+    kwargs: dict[str, Any] = {}
+    if model_sets is None:
+        kwargs = {
+            "size": size,
+            "models": config.models,
+            "ordering": config.ordering,
+            "max_subsets": config.max_subsets,
+        }
+    return selector_grid(
+        selector_entries(config.selectors, config.judge_model),
+        threshold=config.threshold if config.threshold is not None else 0.01,
+        seeds=seeds if seeds is not None else config.seeds,
+        stop=config.stop,
+        judge=judge,
+        judge_name=judge_name,
+        model_sets=model_sets,
+        **kwargs,
+    )
+
+
+def selector_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, sem, n of the selector grid's metrics (kept fraction, gold on kept and on all,
+    agreement with every other selector) per selector."""
+    from ...analysis.recorded_grids import summarize
+
+    agree = [c for c in rows.columns if c.startswith("agree_")]
+    return summarize(rows, ["selector"], ["kept_fraction", "gold_kept", "gold_all", *agree])
+
+
+def selector_agreement(rows: pd.DataFrame) -> pd.DataFrame:
+    """Selectors x selectors: the mean share of examples on which two selectors decide alike."""
+    if rows.empty:
+        return pd.DataFrame()
+    agree = [c for c in rows.columns if c.startswith("agree_")]
+    table = rows.groupby("selector", sort=False)[agree].mean()
+    table.columns = [c.removeprefix("agree_") for c in agree]
+    return table.round(3)
 
 
 def method_runs(config: AblationsConfig) -> pd.DataFrame:
@@ -212,7 +303,11 @@ def demo_runs(config: AblationsConfig) -> pd.DataFrame:
 
 
 def headline_metrics(
-    sizes: pd.DataFrame, thresholds: pd.DataFrame, rules: pd.DataFrame, vanilla: pd.DataFrame
+    sizes: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    rules: pd.DataFrame,
+    vanilla: pd.DataFrame,
+    selectors: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """A few numbers per recorded grid, for ``metrics.json`` (what a sweep over notebook 04
     collects): per size the mean kept fraction and consensus gain, per rule the mean gold on
@@ -230,6 +325,12 @@ def headline_metrics(
     if not vanilla.empty:
         for role, v in vanilla.groupby("role")["gain_vs_generator"].mean().items():
             out[f"{role}_gain_vs_generator"] = float(v)
+    if selectors is not None and not selectors.empty:
+        g = selectors.groupby("selector")
+        for name, v in g["gold_kept"].mean().items():
+            out[f"selector_{name}_gold_kept"] = float(v)
+        for name, v in g["kept_fraction"].mean().items():
+            out[f"selector_{name}_kept_fraction"] = float(v)
     if not thresholds.empty:
         kept = thresholds.groupby("threshold")["kept_fraction"].mean()
         out["threshold_min_kept_fraction"] = float(kept.min())
@@ -242,6 +343,10 @@ __all__ = [
     "demo_runs",
     "headline_metrics",
     "method_runs",
+    "selector_agreement",
+    "selector_entries",
+    "selector_rows",
+    "selector_summary",
     "novelty_frame",
     "verb_noun_runs",
     "verb_noun_tops",

@@ -182,6 +182,9 @@ class EnsemblingConfig(NotebookConfig):
         stop: recorded answers as recorded ("none") or cut at the stage-3 stops ("method").
         curve_max, curve_points: the thresholds of the kept-fraction curve.
         seed: seed of the random-member baseline.
+        selectors: stage-4 selectors compared on the recorded answers (see notebook 04).
+        judge_model: a judge LM for that comparison ("<kind>:<model>" or a backend spec);
+            None skips the judge.
     """
 
     run_dir: str | None = None
@@ -192,9 +195,16 @@ class EnsemblingConfig(NotebookConfig):
     curve_max: float = 0.5
     curve_points: int = 51
     seed: int = 0
+    selectors: list[str] = field(
+        default_factory=lambda: ["sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1"]
+    )
+    judge_model: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        from .ablations import check_selectors
+
+        check_selectors(self.selectors, self.judge_model)
         if self.run_dir is None:
             _check(
                 isinstance(self.models, list) and len(self.models) >= 2,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ...runs.notebooks import resolve_path
+from .ablations import selector_agreement  # noqa: F401 - re-exported for the notebook
 from .configs import (
     EnsemblingConfig,  # noqa: F401 - re-exported for the notebook
     config_table,  # noqa: F401 - re-exported for the notebook
@@ -123,3 +124,19 @@ def gold_table(study: EnsembleStudy) -> pd.DataFrame:
     if study.gold is None:
         return pd.DataFrame(columns=["system", "kept_mean", "all_mean", "kept", "examples"])
     return study.gold
+
+
+SELECTOR_COLUMNS = ["selector", "order", "kept_fraction", "gold_kept", "gold_all"]
+
+
+def selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
+    """The stage-4 selectors (`config.selectors`, plus the judge when `config.judge_model` is
+    set) on the recorded answers of `config.models` (in that candidate order), against gold:
+    one row per selector with kept fraction, Rouge-L x100 on the kept examples and on all (a
+    dropped one scoring 0), and ``agree_<selector>`` columns. Empty for a run dir (no gold)."""
+    from .ablations import selector_rows
+
+    if config.run_dir is not None:
+        return pd.DataFrame(columns=SELECTOR_COLUMNS)
+    rows = selector_rows(config, model_sets=[list(config.models)], seeds=[config.seed])
+    return rows.drop(columns=["seed", "size", "members", "generator"])
