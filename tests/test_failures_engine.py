@@ -6,6 +6,7 @@ The HTTP cases run against the real local fault-injecting server (tests/fault_se
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -135,10 +136,8 @@ def test_finished_calls_are_committed_before_the_chunk_ends(server, tmp_path):
     def watch() -> None:
         reader = CallCache(path)
         while not stop.is_set():
-            try:
+            with contextlib.suppress(Exception):  # the file may not exist yet
                 seen.append(len(reader))
-            except Exception:  # noqa: BLE001 - the file may not exist yet
-                pass
             time.sleep(0.05)
         reader.close()
 
