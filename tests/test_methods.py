@@ -40,6 +40,8 @@ EI_STAGE1_FIELDS = {
     "prompt_version",
     "demo_seed_ids",
     "num_generated_demos",
+    "position",
+    "finish_reason",
 }
 EI_STAGE2_FIELDS = {
     "id",

@@ -248,3 +248,39 @@ def test_kill_9_and_resume(tmp_path):
     calls = len((tmp_path / "run.log").read_text().splitlines())
     # a call in flight at a kill may be repeated; a finished (cached) one never is
     assert ref_calls <= calls <= ref_calls + kills * 10
+
+
+def test_answers_to_a_different_instruction_are_rejected_and_counted(tmp_path):
+    """Stage 2 on an LM that, for some prompts, answers another task (the falcon-40b failure):
+    those get the reason "different_instruction", in the records, the manifest and the tables;
+    an answer that repeats the asked instruction first is still valid."""
+    from ensemble_instruct_lib.nb.plots import reason_counts
+    from ensemble_instruct_lib.testing.fake import fake_generator
+
+    cfg = _cfg(task_types=["B"])
+    fake = fake_generator("gen")
+
+    def respond(prompt, params, i):
+        if not prompt.endswith("\n"):
+            return fake.generate([prompt], params, [i])[0]
+        asked = prompt.rstrip("\n").rsplit("\ninstruction: ", 1)[1]
+        if len(asked) % 2:
+            return f"instruction:  {asked}:\noutput: An answer.\n|EoS|"
+        return "instruction: Give tips for learning a language.\noutput: Practice daily.\n|EoS|"
+
+    gen = ScriptedBackend(respond, model_id="gen")
+    res = run(cfg, tmp_path, backends={**fake_backends(cfg), "gen": gen}, progress=False)
+    inst = read_jsonl(tmp_path / "stage2_instances.jsonl")
+    different = [r for r in inst if len(r["instruction"]) % 2 == 0]
+    assert different and len(different) < len(inst)
+    for r in inst:
+        if r in different:
+            assert (r["valid"], r["reason"], r["output"]) == (False, "different_instruction", None)
+        else:
+            assert (r["valid"], r["reason"], r["output"]) == (True, "ok", "An answer.")
+    assert res.counts["stage2"]["B"]["invalid"] == {"different_instruction": len(different)}
+    table = reason_counts(load_run(tmp_path).instances, ok_column="valid")
+    assert table.loc["different_instruction", "total"] == len(different)
+    assert {r["id"] for r in read_jsonl(tmp_path / "single_output.jsonl")}.isdisjoint(
+        r["id"] for r in different
+    )

@@ -3,8 +3,11 @@
 - `parse_instructions`: a numbered-list response (stage 1) -> the instructions in it.
 - `parse_instance`: a stage-2 continuation -> (input, output) of its first block, or None. The
   output may span several lines up to the end marker (the reference kept only the first line of a
-  multi-line output, a defect this kit does not copy). Extra `instruction:` blocks the LM invented
-  are returned separately so the pipeline can harvest them when asked to (off by default).
+  multi-line output, a defect this kit does not copy). A first block that opens with an
+  `instruction:` line is kept only when that line repeats the instruction asked (after the
+  stage-1 cleaning); an answer to a different instruction is rejected. Extra `instruction:` blocks
+  the LM invented are returned separately so the pipeline can harvest them when asked to (off by
+  default).
 - `parse_output`: a stage-3 response cut at the stop markers and stripped.
 """
 
@@ -96,19 +99,24 @@ def _blocks(raw: str) -> list[list[tuple[str, str]]]:
     return blocks
 
 
-def parse_instance_verbose(raw: str, task_type: str) -> tuple[ParsedInstance | None, str]:
+def parse_instance_verbose(
+    raw: str, task_type: str, instruction: str
+) -> tuple[ParsedInstance | None, str]:
     """Like `parse_instance` but also says why a response was rejected.
 
     Returns:
-        (instance or None, reason); reason is "ok", "no_output", "no_input", "unexpected_input",
-        "empty_output", "empty_input" or "bad_task_type".
+        (instance or None, reason); reason is "ok", "different_instruction", "no_output",
+        "no_input", "unexpected_input", "empty_output", "empty_input" or "bad_task_type".
     """
     if task_type not in ("A", "B"):
         return None, "bad_task_type"
     blocks = _blocks(raw)
     first = blocks[0] if blocks else []
     if first and first[0][0] == "instruction":
-        first = first[1:]  # an LM that repeats the instruction line first
+        # an LM may repeat the instruction line first; one naming another task answers that one
+        if clean_instruction(first[0][1]) != clean_instruction(instruction):
+            return None, "different_instruction"
+        first = first[1:]
     names = [n for n, _ in first]
     values = dict(reversed(first))  # first occurrence wins
     if "output" not in names:
@@ -134,16 +142,18 @@ def parse_instance_verbose(raw: str, task_type: str) -> tuple[ParsedInstance | N
     return ParsedInstance(inp, output, tuple(extras)), "ok"
 
 
-def parse_instance(raw: str, task_type: str) -> ParsedInstance | None:
+def parse_instance(raw: str, task_type: str, instruction: str) -> ParsedInstance | None:
     """Parse a stage-2 continuation (the text the LM wrote after ``instruction: <new>\\n``).
 
     Type A needs an `input:` and an `output:` field with non-empty values; type B an `output:`
-    field and no `input:`. Only the first block counts.
+    field and no `input:`. Only the first block counts; when it opens with an `instruction:`
+    line, that line must equal `instruction` (the one asked) after `prompts.clean_instruction`
+    (whitespace collapsed, a trailing colon dropped), else the response is rejected.
 
     Returns:
         A `ParsedInstance`, or None when the response is not a valid instance.
     """
-    return parse_instance_verbose(raw, task_type)[0]
+    return parse_instance_verbose(raw, task_type, instruction)[0]
 
 
 def parse_output(raw: str, stop: Sequence[str] = OUTPUT_STOPS) -> str:

@@ -2,11 +2,14 @@
 
 Each entry is a module with ``stage1_instructions(ctx, backend) -> {group: [accepted record]}``,
 ``stage2_instances(ctx, backend, instructions) -> [stage-2 record]`` and ``VERSIONS`` (its prompt
-versions). All write the same files with the same record fields (``stage1_instructions_<group>.jsonl``,
-``stage2_instances.jsonl``) through the shared helpers of `methods.rounds`, so stages 3-4
-(`runs.pipeline`), exports, tables and plots work for every method.
+versions). Stage 1 of every entry runs in the one round loop of `methods.rounds` (`run_rounds`):
+an entry gives its groups and prompt builders, its response parser and its decoding params. All
+write the same files with the same record fields (``stage1_instructions_<group>.jsonl``,
+``stage2_instances.jsonl``, built by `method.records`), so stages 3-4 (`runs.pipeline`), exports,
+tables and plots work for every method.
 
-- `ensemble_instruct`: the paper's method (METHOD.md): per task type, short uniform prompts.
+- `ensemble_instruct`: the paper's method (METHOD.md): per task type, short uniform prompts; every
+  numbered instruction of an answer is judged (``instruction.first_item_only``: the first only).
 - `self_instruct`: Self-Instruct (Wang et al. 2023): 8 numbered "Task N:" demos (6 seeds + 2
   generated), many instructions per call, one novelty pool over all seeds, an LM classification
   check, output-first instances for classification tasks and input-first for the rest.

@@ -29,14 +29,16 @@ from ..data.jsonl import JsonlAppender, read_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, Generation
 from ..method.prompts import Prompt, clean_instruction
+from ..method.records import instance_record
 from .rounds import (
     STAGE2,
     Candidate,
     RunContext,
-    batch_stage1,
+    baseline_group,
     check_count,
     instruction_params,
     method_options,
+    run_rounds,
 )
 
 VERSIONS = {"batch": "alpaca-batch-v1"}
@@ -178,10 +180,10 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
     def parse(g: Generation, p: Prompt) -> list[Candidate]:
         return parse_tasks(g.text, p.meta["first_number"], g.finish_reason)
 
-    return batch_stage1(
+    return run_rounds(
         ctx,
         backend,
-        build_prompt=build,
+        [baseline_group(ctx, build)],
         parse=parse,
         params=instruction_params(ctx, batch_stops(opts.tasks_per_call)),
     )
@@ -200,26 +202,21 @@ def stage2_instances(
                 continue
             output = r.get("output") or ""
             inp = r.get("input") or ""
-            rec = {
-                "id": r["id"],
-                "task_type": "A" if inp else "B",
-                "instruction": r["instruction"],
-                "valid": bool(output.strip()),
-                "reason": "ok" if output.strip() else "empty_output",
-                "input": inp,
-                "output": output or None,
-                "raw": r.get("block", ""),
-                "finish_reason": r.get("finish_reason"),
-                "prompt_version": r.get("prompt_version", VERSIONS["batch"]),
-                "harvested_from": None,
-            }
+            rec = instance_record(
+                id=r["id"],
+                task_type="A" if inp else "B",
+                instruction=r["instruction"],
+                valid=bool(output.strip()),
+                reason="ok" if output.strip() else "empty_output",
+                input=inp,
+                output=output or None,
+                raw=r.get("block", ""),
+                finish_reason=r.get("finish_reason"),
+                prompt_version=r.get("prompt_version", VERSIONS["batch"]),
+            )
             out.append(rec)
             done.append(rec)
     return done
-
-
-# ------------------------------------------------------------------------------------------
-# a fake LM speaking this format (tests and offline demos; not a model)
 
 
 __all__ = [

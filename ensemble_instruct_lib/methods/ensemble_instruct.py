@@ -1,11 +1,13 @@
 """Ensemble-Instruct's own stages 1-2 (METHOD.md): per task type, numbered instruction prompts
 (stage 1) and `instruction/input/output` instance prompts (stage 2), with the same LM.
 
-Stage 1 works in rounds; a round whose records were only partly written is discarded and redone
-from the call cache (its prompts are rebuilt identically from the seed and the round number), so no
-line is duplicated or lost and no model call is repeated. Stage 2 skips ids already written.
-Bounded: stage 1 stops a type after `instruction.rounds_budget(...)` rounds even when the target
-was not reached, with a message, keeping what was accepted.
+Stage 1 runs in the shared round loop (`rounds.run_rounds`) with one group per task type: each
+response's numbered instructions are judged in order (all of them, as the authors' code does, or
+only the first with ``instruction.first_item_only``). Stage 2 asks for one instance per accepted
+instruction, skipping ids already written; an answer that opens with a different instruction than
+the one asked is rejected ("different_instruction"). Blocks an LM invents after its answer are
+harvested as extra instances when ``instance.harvest_extra_blocks`` is on, if they pass every
+stage-1 filter.
 """
 
 from __future__ import annotations
@@ -15,21 +17,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.jsonl import JsonlAppender, read_jsonl
-from ..engines.base import Backend, sampling_params
+from ..data.public import SeedTask
+from ..engines.base import Backend, Generation, sampling_params
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.parsing import parse_instance_verbose, parse_instructions
-from ..method.prompts import END, instance_demos, instance_prompt, instruction_prompt
+from ..method.prompts import END, Prompt, instance_demos, instance_prompt, instruction_prompt
 from ..method.prompts import VERSIONS as _PROMPT_VERSIONS
+from ..method.records import harvested_instance, instance_record
 from .rounds import (
     STAGE2,
+    Candidate,
+    Group,
+    PromptBuilder,
     RunContext,
-    candidate_record,
     chunks,
-    judge_candidate,
-    load_stage1,
-    log,
     progress_bar,
-    stage1_path,
+    run_rounds,
 )
 
 #: the prompt versions of this method's stages 1-2
@@ -37,84 +40,49 @@ VERSIONS = {k: _PROMPT_VERSIONS[k] for k in ("instruction", "instance")}
 
 
 def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
-    """Generate instructions per type until the target or the rounds budget is reached.
+    """Generate instructions per task type until the target or the rounds budget is reached.
 
     Returns:
         Per type, the accepted instruction records in acceptance order.
     """
     cfg, st = ctx.config, ctx.config.instruction
-    types = list(cfg.task_types)
-    target = cfg.num_instructions
-    records = {t: load_stage1(stage1_path(ctx.out, t)) for t in types}
-    accepted = {t: [r for r in records[t] if r["accepted"]] for t in types}
-    novelty = NoveltyFilter(
-        {t: [s.instruction for s in ctx.seeds[t]] for t in types},
-        threshold=st.novelty_threshold,
-        keep_top=st.keep_top,
-        with_mean=st.with_mean_similarity,
+    groups = [
+        Group(
+            name=t,
+            target=cfg.num_instructions,
+            seeds=ctx.seeds[t],
+            rng_key=f"{cfg.seed}-stage1-{t}",
+            build_prompt=_instruction_builder(
+                t, st.num_seed_demos.get(t), st.num_generated_demos.get(t)
+            ),
+        )
+        for t in cfg.task_types
+    ]
+    parse = _first_item if st.first_item_only else _every_item
+    return run_rounds(
+        ctx, backend, groups, parse=parse, params=sampling_params(st, (END,), cfg.seed)
     )
-    for t in types:
-        for r in accepted[t]:
-            novelty.add(r["instruction"], t)
-    next_round = {t: (records[t][-1]["round"] + 1 if records[t] else 0) for t in types}
-    budget = st.rounds_budget(target)
-    params = sampling_params(st, (END,), cfg.seed)
-    writers = {t: JsonlAppender(stage1_path(ctx.out, t)) for t in types}
-    bar = progress_bar(target * len(types), "stage 1: instructions", ctx.progress)
-    bar.update(sum(min(len(a), target) for a in accepted.values()))
-    rejected = sum(len(records[t]) - len(accepted[t]) for t in types)
-    try:
-        while True:
-            active = [t for t in types if len(accepted[t]) < target and next_round[t] < budget]
-            if not active:
-                break
-            prompts, metas = [], []
-            for t in active:
-                r = next_round[t]
-                rng = random.Random(f"{cfg.seed}-stage1-{t}-{r}")
-                gen_texts = [a["instruction"] for a in accepted[t]]
-                for j in range(st.prompts_per_round):
-                    p = instruction_prompt(
-                        t,
-                        ctx.seeds[t],
-                        gen_texts,
-                        rng,
-                        st.num_seed_demos.get(t),
-                        st.num_generated_demos.get(t),
-                    )
-                    prompts.append(p.text)
-                    metas.append((t, r, j, p))
-            samples = [r * st.prompts_per_round + j for _, r, j, _ in metas]
-            gens = backend.generate(prompts, params, samples)
-            for (t, r, j, p), g in zip(metas, gens, strict=True):
-                parsed = parse_instructions(g.text)
-                text = parsed[0] if parsed else ""
-                rec = candidate_record(f"{t}-r{r:04d}-p{j}", t, r, st.prompts_per_round, text, g, p)
-                judge_candidate(rec, accepted[t], target, novelty)
-                if rec["accepted"]:
-                    bar.update(1)
-                if not rec["accepted"]:
-                    rejected += 1
-                writers[t].append(rec)
-            for t in active:
-                next_round[t] += 1
-            bar.set_postfix(
-                {t: len(accepted[t]) for t in types} | {"rejected": rejected}, refresh=False
-            )
-    finally:
-        bar.close()
-        for w in writers.values():
-            w.close()
-    for t in types:
-        if len(accepted[t]) < target:
-            msg = (
-                f"stage 1, type {t}: stopped after {next_round[t]} rounds (the budget) with "
-                f"{len(accepted[t])} of {target} instructions accepted; the run continues with "
-                "them. Raise instruction.max_rounds or use a stronger generator."
-            )
-            log.warning(msg)
-            print(msg)
-    return accepted
+
+
+def _instruction_builder(
+    task_type: str, num_seed: int | None, num_generated: int | None
+) -> PromptBuilder:
+    """The stage-1 prompt builder of one task type (the one call of `prompts.instruction_prompt`)."""
+
+    def build(rng: random.Random, seeds: Sequence[SeedTask], generated: Sequence[str]) -> Prompt:
+        return instruction_prompt(task_type, seeds, generated, rng, num_seed, num_generated)
+
+    return build
+
+
+def _every_item(gen: Generation, prompt: Prompt) -> list[Candidate]:
+    """Every numbered instruction of a response, in order (the authors' code)."""
+    return [Candidate(text, k) for k, text in enumerate(parse_instructions(gen.text))]
+
+
+def _first_item(gen: Generation, prompt: Prompt) -> list[Candidate]:
+    """Only the first numbered instruction of a response (`instruction.first_item_only`)."""
+    return _every_item(gen, prompt)[:1]
 
 
 def stage2_instances(
@@ -143,32 +111,36 @@ def stage2_instances(
             ]
             gens = backend.generate([p.text for p in prompts], params)
             for r, p, g in zip(chunk, prompts, gens, strict=True):
-                inst, reason = parse_instance_verbose(g.text, r["task_type"])
-                rec = {
-                    "id": r["id"],
-                    "task_type": r["task_type"],
-                    "instruction": r["instruction"],
-                    "valid": inst is not None,
-                    "reason": reason,
-                    "input": inst.input if inst else None,
-                    "output": inst.output if inst else None,
-                    "raw": g.text,
-                    "finish_reason": g.finish_reason,
-                    "prompt_version": p.version,
-                    "harvested_from": None,
-                }
-                out.append(rec)
-                done.append(rec)
-                valid += rec["valid"]
-                if harvest is not None and inst is not None:
-                    for h in harvest.take(r["id"], inst.extra_blocks):
-                        out.append(h)
-                        done.append(h)
-                        valid += h["valid"]
+                records = _instance_records(r, p, g, harvest)
+                out.extend(records)
+                done.extend(records)
+                valid += sum(x["valid"] for x in records)
                 bar.update(1)
             bar.set_postfix({"valid": valid, "invalid": len(done) - valid}, refresh=False)
     bar.close()
     return done
+
+
+def _instance_records(
+    asked: dict[str, Any], prompt: Prompt, gen: Generation, harvest: _Harvester | None
+) -> list[dict[str, Any]]:
+    """The stage-2 record of one answer, then the instances harvested from it (if asked to)."""
+    inst, reason = parse_instance_verbose(gen.text, asked["task_type"], asked["instruction"])
+    rec = instance_record(
+        id=asked["id"],
+        task_type=asked["task_type"],
+        instruction=asked["instruction"],
+        valid=inst is not None,
+        reason=reason,
+        input=inst.input if inst else None,
+        output=inst.output if inst else None,
+        raw=gen.text,
+        finish_reason=gen.finish_reason,
+        prompt_version=prompt.version,
+    )
+    if harvest is None or inst is None:
+        return [rec]
+    return [rec, *harvest.take(asked["id"], inst.extra_blocks)]
 
 
 class _Harvester:
@@ -205,18 +177,14 @@ class _Harvester:
                 continue
             self.novelty.add(text, t)
             out.append(
-                {
-                    "id": f"{parent}-h{k}",
-                    "task_type": t,
-                    "instruction": text,
-                    "valid": True,
-                    "reason": "ok",
-                    "input": b.get("input", ""),
-                    "output": b["output"],
-                    "raw": None,
-                    "finish_reason": None,
-                    "prompt_version": _PROMPT_VERSIONS["instance"],
-                    "harvested_from": parent,
-                }
+                harvested_instance(
+                    parent=parent,
+                    index=k,
+                    task_type=t,
+                    instruction=text,
+                    input=b.get("input", ""),
+                    output=b["output"],
+                    prompt_version=_PROMPT_VERSIONS["instance"],
+                )
             )
         return out

@@ -1,9 +1,12 @@
 """What every prompting method's stages 1-2 share: the run context, run-dir file names, progress
-bars, chunking, and the stage-1 candidate record with its verdict (post-filters, then novelty).
+bars, chunking, and stage 1's one round loop (`run_rounds`) with its candidate verdict
+(post-filters, then novelty).
 
-Methods (`methods.ensemble_instruct`, `methods.self_instruct`, `methods.alpaca`) write the same
-files with the same record fields through these helpers, so stages 3-4 (`runs.pipeline`), exports,
-tables and plots work for all of them.
+A method (`methods.ensemble_instruct`, `methods.self_instruct`, `methods.alpaca`) supplies only its
+groups (`Group`: a pool of instructions with its target, seeds and prompt builder), its response
+parser and its decoding params; the loop owns the rounds, their determinism, resuming, the
+rounds budget, the progress bar and the end-of-stage message. Records are built by
+`method.records`, so stages 3-4 (`runs.pipeline`), exports, tables and plots work for every method.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..engines.cache import CachedBackend, CallCache
 from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt
+from ..method.records import candidate_id, stage1_candidate
 
 if TYPE_CHECKING:
     from ..runs.config import RunConfig
@@ -106,35 +110,6 @@ def load_stage1(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def candidate_record(
-    candidate: str,
-    group: str,
-    round_no: int,
-    round_size: int | None,
-    instruction: str,
-    gen: Any,
-    prompt: Any,
-) -> dict[str, Any]:
-    """A stage-1 candidate's record before its verdict (the schema every method writes)."""
-    return {
-        "candidate": candidate,
-        "id": None,
-        "task_type": group,
-        "round": round_no,
-        "round_size": round_size,
-        "instruction": instruction,
-        "raw": gen.text,
-        "accepted": False,
-        "reason": None,
-        "max_score": None,
-        "most_similar": [],
-        "mean_similarity": None,
-        "prompt_version": prompt.version,
-        "demo_seed_ids": prompt.meta.get("seed_ids", []),
-        "num_generated_demos": prompt.meta.get("num_generated", 0),
-    }
-
-
 def judge_candidate(
     rec: dict[str, Any],
     accepted: list[dict[str, Any]],
@@ -167,17 +142,16 @@ def judge_candidate(
 
 
 # ------------------------------------------------------------------------------------------
-# methods whose one call yields several candidates (the baselines)
+# method options and the baselines' one pool
 
 
 #: The baselines keep one pool of instructions (Self-Instruct and Alpaca do not split by type).
 GROUP = "all"
-METHODS = ("self_instruct", "alpaca")
 
 
 @dataclass
 class Candidate:
-    """One instruction parsed out of a response that may hold several.
+    """One instruction parsed out of a response (a response may hold several).
 
     Attributes:
         instruction: the cleaned instruction ("" when the response held none).
@@ -236,96 +210,204 @@ def instruction_params(ctx: RunContext, stop: Sequence[str]) -> DecodingParams:
     return sampling_params(ctx.config.instruction, stop, ctx.config.seed)
 
 
+# ------------------------------------------------------------------------------------------
+# the stage-1 round loop (every method)
+
+
 PromptBuilder = Callable[[random.Random, Sequence[SeedTask], Sequence[str]], Prompt]
 ResponseParser = Callable[[Generation, Prompt], list[Candidate]]
 
 
-def batch_stage1(
+@dataclass
+class Group:
+    """One pool of stage-1 instructions: its own file, target, novelty pool and rounds.
+
+    Attributes:
+        name: "A"/"B" (Ensemble-Instruct's task types) or "all" (the baselines' one pool); the
+            file is ``stage1_instructions_<name>.jsonl`` and accepted ids are ``<name>-00000``...
+        target: accepted instructions to reach.
+        seeds: the seeds its prompts draw from; they also open its novelty pool.
+        rng_key: round ``r`` builds its prompts with ``random.Random(f"{rng_key}-{r}")``, so a
+            round's prompts depend only on (seed, method, group, round) and the accepted ones.
+        build_prompt: ``(rng, seeds, accepted instruction texts) -> Prompt``.
+    """
+
+    name: str
+    target: int
+    seeds: Sequence[SeedTask]
+    rng_key: str
+    build_prompt: PromptBuilder
+
+
+@dataclass
+class _Pool:
+    """A group's progress: its accepted records, the next round and the file it appends to."""
+
+    group: Group
+    accepted: list[dict[str, Any]]
+    rejected: int
+    next_round: int
+    budget: int
+    writer: JsonlAppender
+
+    @property
+    def active(self) -> bool:
+        return len(self.accepted) < self.group.target and self.next_round < self.budget
+
+
+def run_rounds(
     ctx: RunContext,
     backend: Backend,
+    groups: Sequence[Group],
     *,
-    build_prompt: PromptBuilder,
     parse: ResponseParser,
     params: DecodingParams,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Stage 1 of a method whose one call yields several candidate instructions.
+    """Stage 1 of any method: rounds of prompts until each group's target or rounds budget.
 
-    Each round sends `instruction.prompts_per_round` prompts built by `build_prompt(rng, seeds,
-    accepted_texts)` with ``rng = Random(f"{seed}-{method}-stage1-{round}")``; every candidate
-    `parse` finds goes, in order, through its parse-time reason, the post-filters and the novelty
-    filter (one pool: all seeds of the config's types plus every accepted instruction). Records
-    carry the Ensemble-Instruct stage-1 fields; `round_size` is the number of candidates of the
-    round, so a partly written round is cut and redone from the call cache on resume.
+    Each round sends, for every group still short of its target, ``instruction.prompts_per_round``
+    prompts (one batch for all groups; sample index ``round * prompts_per_round + j``). Every
+    candidate `parse` finds in a response goes, in order, through its parse-time reason, the
+    post-filters and the novelty filter (the group's seeds plus everything accepted before it,
+    candidates of the same response included). A response with no candidate yields one empty
+    candidate (rejected as "empty"). A round's records are written when it is complete, with
+    ``round_size`` = its candidates, so a partly written round is cut on resume and redone from
+    the call cache. A group stops after ``instruction.rounds_budget(target)`` rounds, with a
+    message, keeping what was accepted.
 
     Returns:
-        {"all": accepted records in acceptance order}.
+        Per group name, the accepted records in acceptance order.
     """
-    cfg, st = ctx.config, ctx.config.instruction
-    method = cfg.method
-    target = target_count(ctx)
-    path = stage1_path(ctx.out, GROUP)
+    st = ctx.config.instruction
+    pools = [_open_pool(ctx, g) for g in groups]
+    novelty = _novelty_pool(ctx, pools)
+    bar = progress_bar(
+        sum(g.target for g in groups), f"stage 1: instructions ({ctx.config.method})", ctx.progress
+    )
+    bar.update(sum(min(len(p.accepted), p.group.target) for p in pools))
+    rejected = sum(p.rejected for p in pools)
+    try:
+        while active := [p for p in pools if p.active]:
+            prompts = [
+                (pool, j, prompt)
+                for pool in active
+                for j, prompt in enumerate(_round_prompts(pool, st.prompts_per_round))
+            ]
+            samples = [p.next_round * st.prompts_per_round + j for p, j, _ in prompts]
+            gens = backend.generate([pr.text for _, _, pr in prompts], params, samples)
+            for pool in active:
+                mine = [
+                    (j, pr, g) for (p, j, pr), g in zip(prompts, gens, strict=True) if p is pool
+                ]
+                records = _judge_round(pool, mine, parse, novelty)
+                pool.writer.extend(records)
+                pool.next_round += 1
+                rejected += sum(not r["accepted"] for r in records)
+                bar.update(sum(r["accepted"] for r in records))
+            bar.set_postfix(
+                {p.group.name: len(p.accepted) for p in pools} | {"rejected": rejected},
+                refresh=False,
+            )
+    finally:
+        bar.close()
+        for pool in pools:
+            pool.writer.close()
+    _report_shortfall(ctx.config.method, pools)
+    return {p.group.name: p.accepted for p in pools}
+
+
+def baseline_group(ctx: RunContext, build_prompt: PromptBuilder) -> Group:
+    """The baselines' one pool: every seed of the config's types, `target_count` instructions,
+    prompts drawn with ``Random(f"{seed}-{method}-stage1-{round}")``."""
+    cfg = ctx.config
+    return Group(
+        name=GROUP,
+        target=target_count(ctx),
+        seeds=seed_pool(ctx),
+        rng_key=f"{cfg.seed}-{cfg.method}-stage1",
+        build_prompt=build_prompt,
+    )
+
+
+def _open_pool(ctx: RunContext, group: Group) -> _Pool:
+    """A group's state from its file (a partly written last round is cut off first)."""
+    path = stage1_path(ctx.out, group.name)
     records = load_stage1(path)
     accepted = [r for r in records if r["accepted"]]
-    seeds = seed_pool(ctx)
+    return _Pool(
+        group=group,
+        accepted=accepted,
+        rejected=len(records) - len(accepted),
+        next_round=records[-1]["round"] + 1 if records else 0,
+        budget=ctx.config.instruction.rounds_budget(group.target),
+        writer=JsonlAppender(path),
+    )
+
+
+def _novelty_pool(ctx: RunContext, pools: Sequence[_Pool]) -> NoveltyFilter:
+    """The novelty filter of every group: its seeds, then what it accepted in earlier runs."""
+    st = ctx.config.instruction
     novelty = NoveltyFilter(
-        {GROUP: [s.instruction for s in seeds]},
+        {p.group.name: [s.instruction for s in p.group.seeds] for p in pools},
         threshold=st.novelty_threshold,
         keep_top=st.keep_top,
         with_mean=st.with_mean_similarity,
     )
-    for r in accepted:
-        novelty.add(r["instruction"], GROUP)
-    next_round = records[-1]["round"] + 1 if records else 0
-    budget = st.rounds_budget(target)
-    rejected = len(records) - len(accepted)
-    bar = progress_bar(target, f"stage 1: instructions ({method})", ctx.progress)
-    bar.update(min(len(accepted), target))
-    try:
-        with JsonlAppender(path) as out:
-            while len(accepted) < target and next_round < budget:
-                r = next_round
-                rng = random.Random(f"{cfg.seed}-{method}-stage1-{r}")
-                texts = [a["instruction"] for a in accepted]
-                prompts = [build_prompt(rng, seeds, texts) for _ in range(st.prompts_per_round)]
-                samples = [r * st.prompts_per_round + j for j in range(len(prompts))]
-                gens = backend.generate([p.text for p in prompts], params, samples)
-                round_records = []
-                for j, (p, g) in enumerate(zip(prompts, gens, strict=True)):
-                    for c in parse(g, p) or [Candidate("", 0, None)]:
-                        rec = _judge(c, p, g, r, j, accepted, target, novelty)
-                        round_records.append(rec)
-                        rejected += not rec["accepted"]
-                        bar.update(int(rec["accepted"]))
-                for rec in round_records:
-                    rec["round_size"] = len(round_records)
-                    out.append(rec)
-                next_round += 1
-                bar.set_postfix({"accepted": len(accepted), "rejected": rejected}, refresh=False)
-    finally:
-        bar.close()
-    if len(accepted) < target:
+    for p in pools:
+        for r in p.accepted:
+            novelty.add(r["instruction"], p.group.name)
+    return novelty
+
+
+def _round_prompts(pool: _Pool, n: int) -> list[Prompt]:
+    """The `n` prompts of a group's next round (a pure function of its rng key, the round and
+    the accepted instructions)."""
+    g = pool.group
+    rng = random.Random(f"{g.rng_key}-{pool.next_round}")
+    texts = [a["instruction"] for a in pool.accepted]
+    return [g.build_prompt(rng, g.seeds, texts) for _ in range(n)]
+
+
+def _judge_round(
+    pool: _Pool,
+    responses: Sequence[tuple[int, Prompt, Generation]],
+    parse: ResponseParser,
+    novelty: NoveltyFilter,
+) -> list[dict[str, Any]]:
+    """Every candidate of a group's round, in order (response, then position), with its verdict."""
+    g, r = pool.group, pool.next_round
+    records = []
+    for j, prompt, gen in responses:
+        for c in parse(gen, prompt) or [Candidate("", 0, None)]:
+            rec = stage1_candidate(
+                candidate=candidate_id(g.name, r, j, c.position),
+                group=g.name,
+                round_no=r,
+                instruction=c.instruction,
+                raw=gen.text,
+                prompt_version=prompt.version,
+                demo_seed_ids=prompt.meta.get("seed_ids", []),
+                num_generated_demos=prompt.meta.get("num_generated", 0),
+                position=c.position,
+                finish_reason=gen.finish_reason,
+                fields=c.fields,
+            )
+            records.append(judge_candidate(rec, pool.accepted, g.target, novelty, c.reason))
+    for rec in records:
+        rec["round_size"] = len(records)
+    return records
+
+
+def _report_shortfall(method: str, pools: Sequence[_Pool]) -> None:
+    """The end-of-stage message for every group that stopped short of its target."""
+    for p in pools:
+        if len(p.accepted) >= p.group.target:
+            continue
+        where = method if p.group.name == GROUP else f"{method}, type {p.group.name}"
         msg = (
-            f"stage 1 ({method}): stopped after {next_round} rounds (the budget) with "
-            f"{len(accepted)} of {target} instructions accepted; the run continues with them. "
-            "Raise instruction.max_rounds or use a stronger generator."
+            f"stage 1 ({where}): stopped after {p.next_round} rounds (the budget) with "
+            f"{len(p.accepted)} of {p.group.target} instructions accepted; the run continues "
+            "with them. Raise instruction.max_rounds or use a stronger generator."
         )
         log.warning(msg)
         print(msg)
-    return {GROUP: accepted}
-
-
-def _judge(
-    c: Candidate,
-    p: Prompt,
-    g: Generation,
-    r: int,
-    j: int,
-    accepted: list[dict[str, Any]],
-    target: int,
-    novelty: NoveltyFilter,
-) -> dict[str, Any]:
-    rec = candidate_record(
-        f"{GROUP}-r{r:04d}-p{j}-c{c.position:02d}", GROUP, r, None, c.instruction, g, p
-    )
-    rec.update(position=c.position, finish_reason=g.finish_reason, **c.fields)
-    return judge_candidate(rec, accepted, target, novelty, c.reason)

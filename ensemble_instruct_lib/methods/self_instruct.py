@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +34,18 @@ from ..data.jsonl import JsonlAppender, read_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..method.prompts import Prompt, clean_instruction
+from ..method.records import instance_record
 from .rounds import (
     STAGE2,
     Candidate,
     RunContext,
-    batch_stage1,
+    baseline_group,
     check_count,
     chunks,
     instruction_params,
     method_options,
     progress_bar,
+    run_rounds,
     seed_pool,
 )
 
@@ -281,10 +283,10 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
     def parse(g: Generation, p: Prompt) -> list[Candidate]:
         return parse_task_list(g.text, g.finish_reason)
 
-    return batch_stage1(
+    return run_rounds(
         ctx,
         backend,
-        build_prompt=build,
+        [baseline_group(ctx, build)],
         parse=parse,
         params=instruction_params(ctx, instruction_stops(n_demos, opts.tasks_per_call)),
     )
@@ -300,31 +302,20 @@ def stage2_instances(
     done = read_jsonl(path) if path.exists() else []
     done_ids = {r["id"] for r in done}
     seeds = seed_pool(ctx)
-    cls_demos = classification_demos(seeds, opts.classification_demos, cfg.seed)
+    classify = _classifier(backend, opts, seeds, cfg.seed)
     demos = {
         flag: instance_demos(seeds, flag, opts.instance_demos, cfg.seed) for flag in (True, False)
     }
-    cls_params = DecodingParams(
-        do_sample=False,
-        max_new_tokens=opts.classification_max_tokens,
-        stop=("\n",),
-        seed=cfg.seed,
-    )
     params = sampling_params(
         st, ("\nTask:", "\n\n") if st.stop_at_blank_line else ("\nTask:",), cfg.seed
     )
+    cls_version = VERSIONS["classification"] if opts.classification == "lm" else None
     todo = [r for r in instructions if r["id"] not in done_ids]
     bar = progress_bar(len(instructions), "stage 2: instances (self_instruct)", ctx.progress)
     bar.update(len(instructions) - len(todo))
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
-            if opts.classification == "lm":
-                cls_prompts = [classification_prompt(r["instruction"], cls_demos) for r in chunk]
-                answers = [
-                    g.text for g in backend.generate([p.text for p in cls_prompts], cls_params)
-                ]
-            else:
-                answers = [None] * len(chunk)
+            answers = classify(chunk)
             flags = [bool(a is not None and parse_classification(a)) for a in answers]
             # output-first needs classification seeds to show; without any, input-first it is
             firsts = [f and bool(demos[True]) for f in flags]
@@ -335,30 +326,48 @@ def stage2_instances(
             gens = backend.generate([p.text for p in prompts], params)
             for r, a, f, o, p, g in zip(chunk, answers, flags, firsts, prompts, gens, strict=True):
                 inp, output, reason = parse_example(g.text, o)
-                rec = {
-                    "id": r["id"],
-                    "task_type": "A" if inp else "B",
-                    "instruction": r["instruction"],
-                    "valid": output is not None,
-                    "reason": reason,
-                    "input": inp,
-                    "output": output,
-                    "raw": g.text,
-                    "finish_reason": g.finish_reason,
-                    "prompt_version": p.version,
-                    "harvested_from": None,
-                    "is_classification": f,
-                    "classification_raw": a,
-                    "classification_version": (
-                        VERSIONS["classification"] if opts.classification == "lm" else None
-                    ),
-                    "instance_format": "output_first" if o else "input_first",
-                }
+                rec = instance_record(
+                    id=r["id"],
+                    task_type="A" if inp else "B",
+                    instruction=r["instruction"],
+                    valid=output is not None,
+                    reason=reason,
+                    input=inp,
+                    output=output,
+                    raw=g.text,
+                    finish_reason=g.finish_reason,
+                    prompt_version=p.version,
+                    extra={
+                        "is_classification": f,
+                        "classification_raw": a,
+                        "classification_version": cls_version,
+                        "instance_format": "output_first" if o else "input_first",
+                    },
+                )
                 out.append(rec)
                 done.append(rec)
                 bar.update(1)
     bar.close()
     return done
+
+
+def _classifier(
+    backend: Backend, opts: SelfInstructOptions, seeds: Sequence[SeedTask], seed: int
+) -> Callable[[Sequence[dict[str, Any]]], list[str | None]]:
+    """The LM's raw Yes/No answers for a batch of instruction records (all None when
+    ``classification`` is "none": no question is asked)."""
+    demos = classification_demos(seeds, opts.classification_demos, seed)
+    params = DecodingParams(
+        do_sample=False, max_new_tokens=opts.classification_max_tokens, stop=("\n",), seed=seed
+    )
+
+    def classify(chunk: Sequence[dict[str, Any]]) -> list[str | None]:
+        if opts.classification != "lm":
+            return [None] * len(chunk)
+        prompts = [classification_prompt(r["instruction"], demos).text for r in chunk]
+        return [g.text for g in backend.generate(prompts, params)]
+
+    return classify
 
 
 __all__ = [

@@ -76,7 +76,15 @@ class ModelSpec:
 
 @dataclass
 class InstructionStage:
-    """Stage 1: instruction generation (METHOD.md numbers by default)."""
+    """Stage 1: instruction generation (METHOD.md numbers by default).
+
+    Attributes:
+        first_item_only: Ensemble-Instruct judges only the first numbered instruction of a
+            response (this kit's earlier behaviour). Default False: every item is judged, in
+            order, each through every filter and novelty against all accepted before it, as the
+            authors' code does (a run-on answer "X |EoS| 26. Y" yields X, then Y). The
+            baselines always judge every item of their lists.
+    """
 
     num_seed_demos: dict[str, int] = field(default_factory=lambda: {"A": 20, "B": 8})
     num_generated_demos: dict[str, int] = field(default_factory=lambda: {"A": 4, "B": 2})
@@ -89,6 +97,7 @@ class InstructionStage:
     novelty_threshold: float = 0.7
     keep_top: int = 10
     with_mean_similarity: bool = True
+    first_item_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_seed_demos", "num_generated_demos"):

@@ -1,8 +1,11 @@
-"""The four stages of METHOD.md as resumable functions over JSONL files in one run directory.
+"""The run: stages 1-2 through the method registry (`methods`), stages 3-4 here, the manifest,
+all as resumable functions over JSONL files in one run directory.
 
-Files in ``outputs/<run>/`` (one flushed line per record, so a killed run loses nothing finished):
+Files in ``outputs/<run>/`` (one flushed line per record, so a killed run loses nothing finished;
+every record is built by `method.records`):
 
-- ``stage1_instructions_{A,B}.jsonl``: every candidate instruction of a type with its verdict
+- ``stage1_instructions_<group>.jsonl`` (groups "A"/"B", or "all" for the baselines): every
+  candidate instruction with its origin (round, prompt, position in the answer), its verdict
   (accepted, or the filter that rejected it), the 10 most similar pool texts and the mean
   similarity; accepted ones carry an ``id`` ("A-00000").
 - ``stage2_instances.jsonl``: per accepted instruction, the raw continuation and the parsed
@@ -14,12 +17,13 @@ Files in ``outputs/<run>/`` (one flushed line per record, so a killed run loses 
 - ``manifest.json``: config, versions, models, prompt versions, counts, timings, cache hits/misses.
 - ``cache.sqlite``: every LM call (unless the config names another cache file).
 
-Resuming: stage 1 works in rounds; a round whose records were only partly written is discarded
-and redone from the call cache (its prompts are rebuilt identically from the seed and the round
-number), so no line is duplicated or lost and no model call is repeated. Stages 2 and 3 skip ids
-already written. Stage 4 is recomputed in full (it is cheap) and written atomically.
+Resuming: stage 1 works in rounds (`methods.rounds.run_rounds`); a round whose records were only
+partly written is discarded and redone from the call cache (its prompts are rebuilt identically
+from the seed and the round number), so no line is duplicated or lost and no model call is
+repeated. Stages 2 and 3 skip ids already written. Stage 4 is recomputed in full (it is cheap)
+and written atomically.
 
-Bounded: stage 1 stops a type after `instruction.rounds_budget(...)` rounds even when the target
+Bounded: stage 1 stops a group after `instruction.rounds_budget(...)` rounds even when the target
 was not reached, with a message, keeping what was accepted.
 """
 
@@ -29,10 +33,12 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ..data.jsonl import JsonlAppender, read_jsonl, write_json, write_jsonl
@@ -43,6 +49,7 @@ from ..errors import ConfigError
 from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
 from ..method.prompts import instance_demos, output_prompt
+from ..method.records import consensus_record, output_record, single_output_record
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
     DROPPED,
@@ -103,14 +110,14 @@ def stage3_outputs(
             for r, p, g in zip(chunk, prompts, gens, strict=True):
                 text = parse_output(g.text, st.stop)
                 out.append(
-                    {
-                        "id": r["id"],
-                        "model": spec.name,
-                        "output": text,
-                        "raw": g.text,
-                        "finish_reason": g.finish_reason,
-                        "prompt_version": p.version,
-                    }
+                    output_record(
+                        id=r["id"],
+                        model=spec.name,
+                        output=text,
+                        raw=g.text,
+                        finish_reason=g.finish_reason,
+                        prompt_version=p.version,
+                    )
                 )
                 outputs[r["id"]] = text
                 bar.update(1)
@@ -151,38 +158,22 @@ def stage4_consensus(
             continue  # stage 3 not finished for this one
         cands = [inst["output"]] + [extra[n][inst["id"]] for n in extra]
         res = select_consensus(cands, threshold=threshold, rule=rule)
-        rec = {
-            "id": inst["id"],
-            "task_type": inst["task_type"],
-            "instruction": inst["instruction"],
-            "input": inst["input"],
-            "output": res.output,
-            "reason": res.reason,
-            "chosen_index": res.index,
-            "chosen_model": None if res.index is None else model_names[res.index],
-            "min_score": res.min_score,
-            "scores": res.scores.tolist(),
-            "candidates": cands,
-            "models": list(model_names),
-            "rule": rule,
-            "threshold": threshold,
-        }
+        rec = consensus_record(
+            inst,
+            output=res.output,
+            reason=res.reason,
+            chosen_index=res.index,
+            min_score=res.min_score,
+            scores=res.scores.tolist(),
+            candidates=cands,
+            models=model_names,
+            rule=rule,
+            threshold=threshold,
+        )
         (kept if res.kept else dropped).append(rec)
     write_jsonl(out / ENSEMBLED, kept)
     write_jsonl(out / DROPPED, dropped)
-    write_jsonl(
-        out / SINGLE,
-        (
-            {
-                "id": r["id"],
-                "task_type": r["task_type"],
-                "instruction": r["instruction"],
-                "input": r["input"],
-                "output": r["output"],
-            }
-            for r in instances
-        ),
-    )
+    write_jsonl(out / SINGLE, (single_output_record(r) for r in instances))
     counts: dict[str, int] = {
         "instances": len(kept) + len(dropped),
         "kept": len(kept),
@@ -280,94 +271,143 @@ def run(
     out = Path(out_dir) if out_dir is not None else Path("outputs") / config.name
     out.mkdir(parents=True, exist_ok=True)
     previous = _check_resume(out, config)
+    seed_path, seeds = _load_seeds(config)
+    cache = CallCache(Path(config.cache) if config.cache else out / "cache.sqlite")
+    ctx = RunContext(config, out, seeds, cache, dict(backends or {}), progress)
+    manifest = _new_manifest(config, seed_path, previous)
+    write_json(out / MANIFEST, manifest)
+    method = get_method(config.method)
+    ensemble = 4 in stages and bool(config.extra_models)
+    try:
+        instances = _generator_stages(ctx, method, manifest, stages)
+        if 3 in stages:
+            _extra_outputs(ctx, manifest, instances)
+        if ensemble:
+            _ensemble(ctx, manifest)
+        _close_manifest(ctx, manifest, "done")
+        if export and ensemble:
+            from .export import export_run
+
+            export_run(out)
+    except BaseException:
+        _close_manifest(ctx, manifest, "interrupted")
+        raise
+    finally:
+        cache.close()
+    _print_summary(out, manifest)
+    return RunResult(out, manifest)
+
+
+def _load_seeds(config: RunConfig) -> tuple[Path, dict[str, list[Any]]]:
+    """The seed file and its tasks by type; every type of the config must have seeds."""
     seed_path = Path(config.seed_file) if config.seed_file else seed_tasks_path(config.data_dir)
     seeds = split_by_type(load_seed_tasks(seed_path))
     for t in config.task_types:
         if not seeds[t]:
             raise ConfigError(f"{seed_path} has no seed tasks of type {t}; drop it from task_types")
-    cache = CallCache(Path(config.cache) if config.cache else out / "cache.sqlite")
-    ctx = RunContext(config, out, seeds, cache, dict(backends or {}), progress)
-    manifest: dict[str, Any] = {
+    return seed_path, seeds
+
+
+def _new_manifest(
+    config: RunConfig, seed_path: Path, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A running manifest; counts and models carry over from the run being resumed."""
+    previous = previous or {}
+    return {
         "config": config.to_dict(),
         "versions": _versions(),
         "prompt_versions": method_prompt_versions(config.method),
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "invocations": (previous or {}).get("invocations", 0) + 1,
-        "counts": (previous or {}).get("counts", {}),
+        "invocations": previous.get("invocations", 0) + 1,
+        "counts": previous.get("counts", {}),
         "timings_s": {},
-        "models": (previous or {}).get("models", {}),
+        "models": previous.get("models", {}),
         "cache": {"hits": 0, "misses": 0},
     }
-    write_json(out / MANIFEST, manifest)
-    model_names = [config.generator.name] + [m.name for m in config.extra_models]
-    method = get_method(config.method)
-    stage1_fn, stage2_fn = method.stage1_instructions, method.stage2_instances
-    try:
-        instances: list[dict[str, Any]] = []
-        if 1 in stages or 2 in stages:
-            gen = ctx.backend(config.generator)
-            ctx.models[config.generator.name]["role"] = "generator"
-            try:
-                if 1 in stages:
-                    t0 = time.perf_counter()
-                    accepted = stage1_fn(ctx, gen)
-                    manifest["timings_s"]["stage1"] = round(time.perf_counter() - t0, 3)
-                    manifest["counts"]["stage1"] = _stage1_counts(out)
-                    write_json(out / MANIFEST, manifest)
-                else:
-                    accepted = {
-                        _group(p): [r for r in read_jsonl(p) if r["accepted"]]
-                        for p in _stage1_files(out)
-                    }
-                if 2 in stages:
-                    t0 = time.perf_counter()
-                    ordered = [r for g in sorted(accepted) for r in accepted[g]]
-                    instances = stage2_fn(ctx, gen, ordered)
-                    manifest["timings_s"]["stage2"] = round(time.perf_counter() - t0, 3)
-                    manifest["counts"]["stage2"] = _stage2_counts(instances)
-                    write_json(out / MANIFEST, manifest)
-            finally:
-                gen.close()
-        if 3 in stages:
-            if not instances:
-                instances = read_jsonl(out / STAGE2) if (out / STAGE2).exists() else []
-            t0 = time.perf_counter()
-            for spec in config.extra_models:
-                b = ctx.backend(spec)
-                ctx.models[spec.name]["role"] = f"extra ({spec.prompt_style})"
-                try:
-                    outs = stage3_outputs(ctx, spec, b, instances)
-                finally:
-                    b.close()
-                manifest["counts"].setdefault("stage3", {})[spec.name] = len(outs)
-            manifest["timings_s"]["stage3"] = round(time.perf_counter() - t0, 3)
-            write_json(out / MANIFEST, manifest)
-        if 4 in stages and config.extra_models:
-            t0 = time.perf_counter()
-            manifest["counts"]["stage4"] = stage4_consensus(
-                out, model_names, threshold=config.consensus.threshold, rule=config.consensus.rule
-            )
-            manifest["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
-        manifest["models"].update(ctx.models)
-        manifest["cache"] = ctx.cache_stats()
-        manifest["status"] = "done"
-        manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        write_json(out / MANIFEST, manifest)
-        if export and 4 in stages and config.extra_models:
-            from .export import export_run
 
-            export_run(out)
-    except BaseException:
-        manifest["cache"] = ctx.cache_stats()
-        manifest["status"] = "interrupted"
-        write_json(out / MANIFEST, manifest)
-        raise
+
+@contextmanager
+def _timed(ctx: RunContext, manifest: dict[str, Any], stage: str) -> Iterator[None]:
+    """Record a stage's wall time in the manifest and write it when the stage ends."""
+    t0 = time.perf_counter()
+    yield
+    manifest["timings_s"][stage] = round(time.perf_counter() - t0, 3)
+    write_json(ctx.out / MANIFEST, manifest)
+
+
+def _generator_stages(
+    ctx: RunContext, method: ModuleType, manifest: dict[str, Any], stages: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Stages 1-2 with the generator, through the method's entry; returns the stage-2 records
+    (empty when stage 2 did not run)."""
+    if 1 not in stages and 2 not in stages:
+        return []
+    spec = ctx.config.generator
+    gen = ctx.backend(spec)
+    ctx.models[spec.name]["role"] = "generator"
+    try:
+        if 1 in stages:
+            with _timed(ctx, manifest, "stage1"):
+                accepted = method.stage1_instructions(ctx, gen)
+                manifest["counts"]["stage1"] = _stage1_counts(ctx.out)
+        else:
+            accepted = _accepted_on_file(ctx.out)
+        if 2 not in stages:
+            return []
+        with _timed(ctx, manifest, "stage2"):
+            ordered = [r for g in sorted(accepted) for r in accepted[g]]
+            instances = method.stage2_instances(ctx, gen, ordered)
+            manifest["counts"]["stage2"] = _stage2_counts(instances)
+        return instances
     finally:
-        cache.close()
-    _print_summary(out, manifest)
-    return RunResult(out, manifest)
+        gen.close()
+
+
+def _accepted_on_file(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """The accepted stage-1 records of every group, as written by an earlier run."""
+    return {_group(p): [r for r in read_jsonl(p) if r["accepted"]] for p in _stage1_files(out)}
+
+
+def _extra_outputs(
+    ctx: RunContext, manifest: dict[str, Any], instances: list[dict[str, Any]]
+) -> None:
+    """Stage 3 for every extra model, one model loaded at a time."""
+    if not instances and (ctx.out / STAGE2).exists():
+        instances = read_jsonl(ctx.out / STAGE2)
+    with _timed(ctx, manifest, "stage3"):
+        for spec in ctx.config.extra_models:
+            b = ctx.backend(spec)
+            ctx.models[spec.name]["role"] = f"extra ({spec.prompt_style})"
+            try:
+                outs = stage3_outputs(ctx, spec, b, instances)
+            finally:
+                b.close()
+            manifest["counts"].setdefault("stage3", {})[spec.name] = len(outs)
+
+
+def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
+    """Stage 4 with the config's consensus rule (the manifest is written when the run closes)."""
+    cfg = ctx.config
+    names = [cfg.generator.name] + [m.name for m in cfg.extra_models]
+    t0 = time.perf_counter()
+    manifest["counts"]["stage4"] = stage4_consensus(
+        ctx.out, names, threshold=cfg.consensus.threshold, rule=cfg.consensus.rule
+    )
+    manifest["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
+
+
+def _close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> None:
+    """Write the manifest's final state: "done" (with models and finish time) or
+    "interrupted"."""
+    if status == "done":
+        manifest["models"].update(ctx.models)
+    manifest["cache"] = ctx.cache_stats()
+    manifest["status"] = status
+    if status == "done":
+        manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(ctx.out / MANIFEST, manifest)
 
 
 def run_stage4(

@@ -107,7 +107,8 @@ def render_prompts(
     """The stage-1 and stage-2 prompts of both task types for the notebook's settings.
 
     Returns:
-        One row per (stage, task_type): version, demos, seed_ids, tokens, unit, text.
+        One row per (stage, task_type): version, demos, seed_ids, tokens, unit, text, and
+        asked (the new instruction a stage-2 prompt ends with; "" for stage 1).
     """
     rows = []
     for stage in ("instruction", "instance"):
@@ -133,6 +134,7 @@ def render_prompts(
                     "tokens": prompt_token_count(p.text, tokenizer),
                     "unit": length_unit(tokenizer),
                     "text": p.text,
+                    "asked": config.instance_instructions[t] if stage == "instance" else "",
                 }
             )
     return pd.DataFrame(rows)
@@ -176,7 +178,7 @@ def judge_instruction(raw: str, pool: Sequence[str], task_type: str) -> tuple[st
 
     parsed = parse_instructions(raw)
     text = parsed[0] if parsed else ""
-    detail = f"{len(parsed)} instruction(s) parsed; the pipeline keeps the first"
+    detail = f"{len(parsed)} instruction(s) parsed; the first is judged here"
     verdict = instruction_rejection(text)
     if verdict is None:
         threshold = InstructionStage().novelty_threshold
@@ -187,12 +189,12 @@ def judge_instruction(raw: str, pool: Sequence[str], task_type: str) -> tuple[st
     return text, verdict, detail
 
 
-def judge_instance(raw: str, task_type: str) -> tuple[str, str, str]:
-    """What stage 2 makes of one LM answer: (the parsed block, verdict, detail); the verdict is
-    "valid" or the parser's reason."""
+def judge_instance(raw: str, task_type: str, asked: str) -> tuple[str, str, str]:
+    """What stage 2 makes of one LM answer to the instruction `asked`: (the parsed block,
+    verdict, detail); the verdict is "valid" or the parser's reason."""
     from ...method.parsing import parse_instance_verbose
 
-    inst, reason = parse_instance_verbose(raw, task_type)
+    inst, reason = parse_instance_verbose(raw, task_type, asked)
     if inst is None:
         return "", reason, "no valid first block"
     block = (f"input: {inst.input}\n" if task_type == "A" else "") + f"output: {inst.output}"
@@ -241,7 +243,7 @@ def probe_backend(
             if stage == "instruction":
                 parsed, verdict, detail = judge_instruction(g.text, pool, task_type)
             else:
-                parsed, verdict, detail = judge_instance(g.text, task_type)
+                parsed, verdict, detail = judge_instance(g.text, task_type, p.asked)
             rows.append(
                 {
                     "stage": stage,
