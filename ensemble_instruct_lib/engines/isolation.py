@@ -169,3 +169,51 @@ def failure_counts(generations: Sequence[Generation]) -> dict[str, Any]:
             r = g.extra.get("reason", "error")
             reasons[r] = reasons.get(r, 0) + 1
     return {"failed": sum(reasons.values()), "reasons": reasons}
+
+
+class FailureBudget:
+    """Counts a stage's calls and failures and stops the run when too many fail for good.
+
+    After each batch, `check` raises `TooManyFailures` when more than `max_fraction` of the calls
+    so far failed and at least `min_calls` were made; at the end of the stage (`final=True`) a
+    smaller stage stops only when every call failed. `max_fraction=1.0` never stops.
+
+    Args:
+        what: the stage and model, for the message ("stage 3 (flan-t5)").
+        max_fraction: the largest tolerated fraction of failed calls, in [0, 1].
+        min_calls: calls needed before a fraction is judged (a first unlucky call is no trend).
+    """
+
+    def __init__(self, what: str, max_fraction: float, min_calls: int = 10) -> None:
+        if not 0.0 <= max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in [0, 1], got {max_fraction}")
+        self.what = what
+        self.max_fraction = max_fraction
+        self.min_calls = min_calls
+        self.tried = 0
+        self.failed = 0
+        self.last_error = ""
+
+    def add(self, generations: Sequence[Generation]) -> None:
+        for g in generations:
+            self.tried += 1
+            if is_failure(g):
+                self.failed += 1
+                self.last_error = str(g.extra.get("error", ""))
+
+    def check(self, *, final: bool = False) -> None:
+        from ..errors import TooManyFailures
+
+        if not self.failed or self.max_fraction >= 1.0:
+            return
+        fraction = self.failed / self.tried
+        too_many = fraction > self.max_fraction and self.tried >= self.min_calls
+        all_failed = final and self.failed == self.tried
+        if too_many or all_failed:
+            raise TooManyFailures(
+                f"{self.what}: {self.failed} of {self.tried} calls failed for good "
+                f"({fraction:.0%}, more than max_failed_fraction={self.max_fraction}); last error: "
+                f"{self.last_error}. The run stopped so that a dead or misconfigured server does "
+                "not turn into an empty dataset: fix the cause and run the same command again "
+                "(answered calls are kept, failed ones are asked again)."
+            )

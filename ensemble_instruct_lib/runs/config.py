@@ -204,6 +204,11 @@ class RunConfig:
         seed_file: a seed-task JSONL (default: the Self-Instruct seeds in the data dir).
         data_dir: the data folder (default: EI_DATA_DIR or the fetched copy).
         cache: SQLite call cache path; "" puts it in the run dir as cache.sqlite.
+        retry_failed: on a re-run, ask again the stage-2/3 calls that failed for good before
+            (records with ``status: failed``); False keeps them as failed.
+        max_failed_fraction: stop the run when more than this fraction of a stage's calls fail
+            for good (judged after 10 calls, and at the end of a stage where every call failed);
+            1.0 never stops.
     """
 
     generator: ModelSpec
@@ -221,8 +226,14 @@ class RunConfig:
     seed_file: str | None = None
     data_dir: str | None = None
     cache: str = ""
+    retry_failed: bool = True
+    max_failed_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        _check(
+            0.0 <= self.max_failed_fraction <= 1.0,
+            f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}",
+        )
         _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         _check(self.num_instructions >= 1, "num_instructions must be >= 1")
         _check(

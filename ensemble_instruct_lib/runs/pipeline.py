@@ -45,11 +45,12 @@ from ..data.jsonl import JsonlAppender, read_jsonl, write_json, write_jsonl
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend, DecodingParams
 from ..engines.cache import CallCache
-from ..errors import ConfigError
+from ..engines.isolation import is_failure
+from ..errors import ConfigError, TooManyFailures
 from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
 from ..method.prompts import instance_demos, output_prompt
-from ..method.records import consensus_record, output_record, single_output_record
+from ..method.records import consensus_record, is_failed, output_record, single_output_record
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
     DROPPED,
@@ -59,6 +60,8 @@ from ..methods.rounds import (
     STAGE2,
     RunContext,
     chunks,
+    generate_checked,
+    load_records,
     progress_bar,
     stage3_path,
 )
@@ -73,12 +76,17 @@ log = logging.getLogger("ensemble_instruct")
 def stage3_outputs(
     ctx: RunContext, spec, backend: Backend, instances: list[dict[str, Any]]
 ) -> dict[str, str]:
-    """One extra LM's greedy output for every valid instance; returns {id: output}."""
+    """One extra LM's greedy output for every valid instance; returns {id: output} of the
+    answered ones. A call that fails for good is written with ``status: failed`` and the error,
+    and the stage goes on (`config.max_failed_fraction` bounds how many may fail); a re-run asks
+    failed ones again when `config.retry_failed`."""
     cfg, st = ctx.config, ctx.config.output
     path = stage3_path(ctx.out, spec.name)
-    done = read_jsonl(path) if path.exists() else []
-    outputs = {r["id"]: r["output"] for r in done}
-    todo = [r for r in instances if r["valid"] and r["id"] not in outputs]
+    done = load_records(path, cfg.retry_failed)
+    outputs = {r["id"]: r["output"] for r in done if not is_failed(r)}
+    asked = {r["id"] for r in done}
+    todo = [r for r in instances if r["valid"] and r["id"] not in asked]
+    budget = ctx.budget(f"stage 3 ({spec.name})")
     params = DecodingParams(
         do_sample=False,
         max_new_tokens=st.max_new_tokens,
@@ -106,8 +114,24 @@ def stage3_outputs(
                 )
                 for r in chunk
             ]
-            gens = backend.generate([p.text for p in prompts], params)
+            gens = generate_checked(backend, [p.text for p in prompts], params, budget)
             for r, p, g in zip(chunk, prompts, gens, strict=True):
+                if is_failure(g):
+                    out.append(
+                        output_record(
+                            id=r["id"],
+                            model=spec.name,
+                            output=None,
+                            raw="",
+                            finish_reason=g.finish_reason,
+                            prompt_version=p.version,
+                            status="failed",
+                            reason=str(g.extra.get("reason", "error")),
+                            error=str(g.extra.get("error", "")),
+                        )
+                    )
+                    bar.update(1)
+                    continue
                 text = parse_output(g.text, st.stop)
                 out.append(
                     output_record(
@@ -122,6 +146,7 @@ def stage3_outputs(
                 outputs[r["id"]] = text
                 bar.update(1)
     bar.close()
+    budget.check(final=True)
     return outputs
 
 
@@ -142,21 +167,46 @@ def stage4_consensus(
         out: the run dir.
         model_names: the instance generator's name, then the extra models' names (candidate order).
 
+    An instance for which an extra model's stage-3 call failed for good is ensembled over the
+    candidates that exist (``missing_models`` names the absent members; with every member
+    present the paper's rule applies unchanged); with no extra candidate left it is dropped with
+    reason ``too_few_candidates``.
+
     Returns:
-        Counts: instances, kept, dropped, and per reason.
+        Counts: instances, kept, dropped, per reason, and ``with_missing`` (ensembled with a
+        member missing).
     """
     instances = [r for r in read_jsonl(out / STAGE2) if r["valid"]]
-    extra = {}
+    extra: dict[str, dict[str, dict[str, Any]]] = {}
     for name in model_names[1:]:
         p = stage3_path(out, name)
         if not p.exists():
             raise ConfigError(f"{p} is missing: run stage 3 for model {name!r} first")
-        extra[name] = {r["id"]: r["output"] for r in read_jsonl(p)}
+        extra[name] = {r["id"]: r for r in read_jsonl(p)}  # the last line of an id wins
     kept, dropped = [], []
     for inst in instances:
         if not all(inst["id"] in extra[n] for n in extra):
             continue  # stage 3 not finished for this one
-        cands = [inst["output"]] + [extra[n][inst["id"]] for n in extra]
+        present = [n for n in extra if not is_failed(extra[n][inst["id"]])]
+        missing = [n for n in extra if n not in present]
+        names = [model_names[0], *present]
+        cands = [inst["output"]] + [extra[n][inst["id"]]["output"] for n in present]
+        if len(cands) < 2:  # every extra model failed: nothing to agree with
+            rec = consensus_record(
+                inst,
+                output=None,
+                reason="too_few_candidates",
+                chosen_index=None,
+                min_score=None,
+                scores=[[1.0]],
+                candidates=cands,
+                models=names,
+                rule=rule,
+                threshold=threshold,
+                missing_models=missing,
+            )
+            dropped.append(rec)
+            continue
         res = select_consensus(cands, threshold=threshold, rule=rule)
         rec = consensus_record(
             inst,
@@ -166,9 +216,10 @@ def stage4_consensus(
             min_score=res.min_score,
             scores=res.scores.tolist(),
             candidates=cands,
-            models=model_names,
+            models=names,
             rule=rule,
             threshold=threshold,
+            missing_models=missing,
         )
         (kept if res.kept else dropped).append(rec)
     write_jsonl(out / ENSEMBLED, kept)
@@ -181,6 +232,9 @@ def stage4_consensus(
     }
     for r in kept + dropped:
         counts[f"reason:{r['reason']}"] = counts.get(f"reason:{r['reason']}", 0) + 1
+    with_missing = sum(bool(r["missing_models"]) for r in kept + dropped)
+    if with_missing:
+        counts["with_missing"] = with_missing
     return counts
 
 
@@ -233,16 +287,89 @@ _FROZEN = (
 )
 
 
+#: backend kinds whose `model` may be a local folder or file
+_LOCAL_KINDS = ("hf", "vllm", "ray", "llama_cpp")
+
+
+def model_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a model spec (as in ``config.to_dict()``) loads, independent of how it was written:
+    a local path resolved to an absolute one (relative paths against the current folder), else
+    the hub id / served name as given, with the pinned revision."""
+    model = str(spec.get("model", ""))
+    local = Path(model).expanduser()
+    if spec.get("kind") in _LOCAL_KINDS and local.exists():
+        model = str(local.resolve())
+    return {
+        "kind": spec.get("kind"),
+        "model": model,
+        "revision": (spec.get("options") or {}).get("revision"),
+    }
+
+
+def _path_identity(value: str | None) -> str | None:
+    return None if value is None else str(Path(value).expanduser().resolve())
+
+
+def _identities(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved identities of the frozen keys that may be written several ways."""
+    d = cfg.to_dict()
+    return {"generator": model_identity(d["generator"]), "seed_file": _path_identity(cfg.seed_file)}
+
+
+def _same_generator(old: dict[str, Any], new_cfg: RunConfig) -> bool:
+    """Whether a run dir's generator is the config's, comparing what the model path resolves to
+    (or, for a run that did not record it, the weights digest the backend reported) instead of
+    the string written in the config."""
+    before, now = old.get("config", {}).get("generator", {}), new_cfg.to_dict()["generator"]
+    if {k: v for k, v in before.items() if k != "model"} != {
+        k: v for k, v in now.items() if k != "model"
+    }:
+        return False
+    if before.get("model") == now.get("model"):
+        return True
+    ident = model_identity(now)
+    recorded = old.get("identities", {}).get("generator")
+    if recorded is not None and recorded == ident:
+        return True
+    # a run that recorded its weights digest: the same weights moved, copied or written
+    # differently are the same model
+    digest = str(old.get("models", {}).get(before.get("name"), {}).get("revision") or "")
+    folder = Path(ident["model"])
+    if digest.startswith("local-") and folder.is_dir():
+        from ..engines.hf import local_digest  # torch: only when a digest must be compared
+
+        return local_digest(folder) == digest
+    return False
+
+
 def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
     path = out / MANIFEST
     if not path.exists():
         return None
     old = json.loads(path.read_text())
     new = cfg.to_dict()
-    changed = [k for k in _FROZEN if old.get("config", {}).get(k) != new.get(k)]
+    before = old.get("config", {})
+    changed = []
+    for k in _FROZEN:
+        if before.get(k) == new.get(k):
+            continue
+        if k == "generator" and _same_generator(old, cfg):
+            continue
+        if k == "seed_file" and (
+            old.get("identities", {}).get("seed_file") == _path_identity(cfg.seed_file)
+            and "identities" in old
+        ):
+            continue
+        changed.append(k)
     if changed:
+        detail = ""
+        if "generator" in changed:
+            detail = (
+                f" (generator model {before.get('generator', {}).get('model')!r} there, "
+                f"{new['generator']['model']!r} now)"
+            )
         raise ConfigError(
-            f"{out} holds a run made with a different {', '.join(changed)}; "
+            f"{out} holds a run made with a different {', '.join(changed)}{detail}; "
             "resume it with the same config, or choose another --out"
         )
     return old
@@ -289,6 +416,10 @@ def run(
             from .export import export_run
 
             export_run(out)
+    except TooManyFailures as e:
+        manifest["stopped_because"] = str(e)
+        _close_manifest(ctx, manifest, "stopped")
+        raise
     except BaseException:
         _close_manifest(ctx, manifest, "interrupted")
         raise
@@ -320,6 +451,7 @@ def _new_manifest(
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "identities": _identities(config),
         "invocations": previous.get("invocations", 0) + 1,
         "counts": previous.get("counts", {}),
         "timings_s": {},
@@ -347,6 +479,8 @@ def _generator_stages(
     spec = ctx.config.generator
     gen = ctx.backend(spec)
     ctx.models[spec.name]["role"] = "generator"
+    manifest["models"].update(ctx.models)  # its weights digest, for a later resume's check
+    write_json(ctx.out / MANIFEST, manifest)
     try:
         if 1 in stages:
             with _timed(ctx, manifest, "stage1"):
@@ -404,10 +538,31 @@ def _close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> N
     if status == "done":
         manifest["models"].update(ctx.models)
     manifest["cache"] = ctx.cache_stats()
+    manifest["failures"] = failure_counts(ctx.out, ctx.config)
     manifest["status"] = status
     if status == "done":
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(ctx.out / MANIFEST, manifest)
+
+
+def failure_counts(out: Path, config: RunConfig) -> dict[str, Any]:
+    """Calls that failed for good, per stage and model, from the run dir's files:
+    ``{"stage2": {generator: {"failed": n, "reasons": {...}}}, "stage3": {model: {...}}}``."""
+
+    def count(path: Path) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for r in read_jsonl(path) if path.exists() else []:
+            if is_failed(r):
+                reasons[r.get("reason") or "error"] = reasons.get(r.get("reason") or "error", 0) + 1
+        return {"failed": sum(reasons.values()), "reasons": reasons}
+
+    counts: dict[str, Any] = {}
+    if (out / STAGE2).exists():
+        counts["stage2"] = {config.generator.name: count(out / STAGE2)}
+    for spec in config.extra_models:
+        if stage3_path(out, spec.name).exists():
+            counts.setdefault("stage3", {})[spec.name] = count(stage3_path(out, spec.name))
+    return counts
 
 
 def run_stage4(
@@ -489,6 +644,18 @@ def _print_summary(out: Path, manifest: dict[str, Any]) -> None:
         s4 = c["stage4"]
         lines.append(f"  stage 4: kept {s4['kept']} of {s4['instances']} examples")
     lines.append(f"  cache: {manifest['cache']['hits']} hits, {manifest['cache']['misses']} misses")
+    failed = [
+        f"{stage.replace('stage', 'stage ')} {name}: {c['failed']} ({json.dumps(c['reasons'])})"
+        for stage, per_model in manifest.get("failures", {}).items()
+        for name, c in per_model.items()
+        if c["failed"]
+    ]
+    if failed:
+        lines.append("  calls that failed for good: " + "; ".join(failed))
+        lines.append(
+            "  (see the records with status 'failed'; run the same command again to ask them "
+            "again, retry_failed: true)"
+        )
     print("\n".join(lines))
 
 
@@ -538,7 +705,9 @@ __all__ = [
     "RunContext",
     "RunResult",
     "RunTables",
+    "failure_counts",
     "load_run",
+    "model_identity",
     "run",
     "run_stage4",
     "stage3_outputs",
