@@ -122,6 +122,7 @@ def stage2_instances(
                 valid += sum(x["valid"] for x in records)
                 bar.update(1)
             bar.set_postfix({"valid": valid, "invalid": len(done) - valid}, refresh=False)
+            budget.check()
     bar.close()
     budget.check(final=True)
     return done

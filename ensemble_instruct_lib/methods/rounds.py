@@ -140,10 +140,10 @@ def generate_checked(
     budget: FailureBudget,
 ) -> list[Generation]:
     """`engines.isolation.generate_isolated` (a failed call becomes a failure marker), counted
-    in `budget`, which stops the run when too many calls fail."""
+    in `budget`; the caller writes the records, then calls `budget.check()`, which stops the run
+    when too many calls failed."""
     gens = generate_isolated(backend, prompts, params)
     budget.add(gens)
-    budget.check()
     return gens
 
 

@@ -363,6 +363,7 @@ def stage2_instances(
                 out.append(rec)
                 done.append(rec)
                 bar.update(1)
+            budget.check()
     bar.close()
     budget.check(final=True)
     return done

@@ -145,6 +145,7 @@ def stage3_outputs(
                 )
                 outputs[r["id"]] = text
                 bar.update(1)
+            budget.check()
     bar.close()
     budget.check(final=True)
     return outputs
@@ -176,7 +177,9 @@ def stage4_consensus(
         Counts: instances, kept, dropped, per reason, and ``with_missing`` (ensembled with a
         member missing).
     """
-    instances = [r for r in read_jsonl(out / STAGE2) if r["valid"]]
+    # id order is the order stage 2 asks in; it also puts an instance retried on a re-run
+    # (appended at the end of the file) back in its place
+    instances = sorted((r for r in read_jsonl(out / STAGE2) if r["valid"]), key=lambda r: r["id"])
     extra: dict[str, dict[str, dict[str, Any]]] = {}
     for name in model_names[1:]:
         p = stage3_path(out, name)
