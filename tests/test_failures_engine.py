@@ -245,3 +245,37 @@ def test_hf_prompt_too_long_is_found_before_the_call(tmp_path):
     assert [is_failure(g) for g in out] == [False, True, False]
     assert out[1].extra["reason"] == "prompt_too_long"
     be.close()
+
+
+def test_failure_budget_rules():
+    from ensemble_instruct_lib.engines.isolation import FailureBudget
+    from ensemble_instruct_lib.errors import TooManyFailures
+
+    ok, bad, long_ = (
+        Generation("x"),
+        failure("down", "retries_exhausted"),
+        failure("l", "prompt_too_long"),
+    )
+    b = FailureBudget("stage 3 (m)", 0.2)
+    b.add([bad, bad, ok])
+    b.check()  # 3 calls: too few to judge a fraction
+    b.add([ok] * 7)
+    b.check()  # 2 of 10 = 20%: not more than 0.2
+    b.add([bad])
+    with pytest.raises(
+        TooManyFailures, match=r"stage 3 \(m\): 3 of 11 calls failed .*last error: down"
+    ):
+        b.check()
+    small = FailureBudget("s", 0.2)
+    small.add([bad, bad])
+    small.check()
+    with pytest.raises(TooManyFailures):
+        small.check(final=True)  # a small stage where every call failed
+    poison_rerun = FailureBudget("s", 0.2)
+    poison_rerun.add([long_])
+    poison_rerun.check(final=True)  # only over-long prompts: the run finishes
+    never = FailureBudget("s", 1.0)
+    never.add([bad] * 20)
+    never.check(final=True)
+    with pytest.raises(ValueError):
+        FailureBudget("s", 1.5)

@@ -137,6 +137,11 @@ def test_poison_prompt_fails_alone_and_a_rerun_fills_it_in(server, clean, tmp_pa
     assert decided[victim["id"]]["models"] == ["gen", "x1"]
     assert all(r["missing_models"] == [] for i, r in decided.items() if i != victim["id"])
     assert res.counts["stage4"]["with_missing"] == 1
+    # still poisoned: a re-run asks the victim only, fails it again and finishes
+    server.requests.clear()
+    res = go(conf(server.url), out)
+    assert len(server.requests) == 1 and res.manifest["status"] == "done"
+    same_as_clean(clean, out, failed={victim["id"]})
     # the server is fixed: a re-run asks the victim only, and the run equals the clean one
     server.cure()
     server.requests.clear()
@@ -348,7 +353,6 @@ def test_kill_9_in_a_faulty_run_then_resume(fault, server, clean, tmp_path):
             kills += 1
         proc.wait(timeout=60)
     assert kills >= 1
-    server.faults_cleared = True
     with server._lock:
         server._faults.clear()
     r = subprocess.run(

@@ -176,7 +176,8 @@ class FailureBudget:
 
     After each batch, `check` raises `TooManyFailures` when more than `max_fraction` of the calls
     so far failed and at least `min_calls` were made; at the end of the stage (`final=True`) a
-    smaller stage stops only when every call failed. `max_fraction=1.0` never stops.
+    smaller stage stops only when every call failed, not all of them for over-long prompts (a
+    re-run that asks again only a few poison prompts finishes). `max_fraction=1.0` never stops.
 
     Args:
         what: the stage and model, for the message ("stage 3 (flan-t5)").
@@ -192,6 +193,7 @@ class FailureBudget:
         self.min_calls = min_calls
         self.tried = 0
         self.failed = 0
+        self.too_long = 0
         self.last_error = ""
 
     def add(self, generations: Sequence[Generation]) -> None:
@@ -199,6 +201,7 @@ class FailureBudget:
             self.tried += 1
             if is_failure(g):
                 self.failed += 1
+                self.too_long += g.extra.get("reason") == "prompt_too_long"
                 self.last_error = str(g.extra.get("error", ""))
 
     def check(self, *, final: bool = False) -> None:
@@ -208,7 +211,9 @@ class FailureBudget:
             return
         fraction = self.failed / self.tried
         too_many = fraction > self.max_fraction and self.tried >= self.min_calls
-        all_failed = final and self.failed == self.tried
+        # a small stage stops when every call failed, unless only prompts were too long (a re-run
+        # asking again the few over-long prompts of a run must not stop it)
+        all_failed = final and self.failed == self.tried and self.too_long < self.failed
         if too_many or all_failed:
             raise TooManyFailures(
                 f"{self.what}: {self.failed} of {self.tried} calls failed for good "
