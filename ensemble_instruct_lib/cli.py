@@ -1,13 +1,27 @@
-"""The command line: `python -m ensemble_instruct_lib <command>` (also installed as `ensemble-instruct`).
+"""The command line: `python -m ensemble_instruct_lib <subcommand>` (also installed as
+`ensemble-instruct`). `python -m ensemble_instruct_lib --help` lists the subcommands; each has its
+own ``--help``.
 
-Commands:
-  fetch-data          download (or copy with --from) the pinned public data and verify sha256
-  verify-data         check the data folder against the pinned digests
-  ensemble-recorded   stage 4 over recorded GPT-3-family outputs, scored against gold
-  run                 the Ensemble-Instruct pipeline (stages 1-4 and export), resumable
-  ensemble            re-run stage 4 on a run dir (e.g. with another threshold or rule)
-  make-tiny-models    build tiny random-weight models locally (for configs/offline-tiny.yaml)
-  sweep               run a notebook, config or function once per grid point (see --help)
+Adding a subcommand is one self-contained block: a function that adds its arguments to its
+`argparse` sub-parser and a function that runs it, registered with `subcommand`::
+
+    def _hello_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", default="world")
+
+    @subcommand("hello", "greet someone", _hello_arguments)
+    def _hello(args: argparse.Namespace) -> int:
+        from .some.module import greet  # heavy imports stay inside the function
+
+        print(greet(args.name))
+        return 0  # the exit status
+
+A subcommand with its own sub-subcommands (``models fetch``) adds them in its argument function
+with ``p.add_subparsers(dest=...)`` and dispatches on that name. Importing this module, and
+parsing the arguments of one subcommand, load only what that subcommand's argument function
+imports: the work's modules (torch, pandas, ...) load when it runs. `DataError`, `ConfigError`,
+`ValueError` and `FileNotFoundError` raised by a subcommand are printed as one ``error:`` line with
+exit status 2. ``KEY=VALUE`` options (``-p``, ``--set``, ``--grid``) are read by `runs.keyvalue`.
+More in docs/cli.md.
 """
 
 from __future__ import annotations
@@ -16,22 +30,71 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, DataError, TooManyFailures
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+Arguments = Callable[[argparse.ArgumentParser], None]
+Handler = Callable[[argparse.Namespace], int]
 
 
-def command(name: str) -> Callable:
-    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
+@dataclass(frozen=True)
+class Subcommand:
+    """A registered subcommand: its name, one-line help, argument set-up and handler."""
+
+    name: str
+    help: str
+    arguments: Arguments
+    run: Handler
+
+
+#: The subcommands, in the order they were registered (the order ``--help`` lists them).
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    return None
+
+
+def subcommand(
+    name: str, help: str, arguments: Arguments | None = None
+) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of subcommand `name`.
+
+    Args:
+        name: what the user types (``fetch-data``).
+        help: one line, shown by the program's ``--help`` and atop the subcommand's own.
+        arguments: adds the subcommand's arguments to its sub-parser (None: it takes none).
+
+    Raises:
+        ValueError: `name` is registered already.
+    """
+
+    def deco(fn: Handler) -> Handler:
+        if name in SUBCOMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice")
+        SUBCOMMANDS[name] = Subcommand(name, help, arguments or _no_arguments, fn)
         return fn
 
     return deco
 
 
-@command("fetch-data")
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def _fetch_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dest", help="target folder (default: $EI_DATA_DIR or seeds/data)")
+    p.add_argument("--from", help="copy from a local folder laid out like shared/data")
+    p.add_argument("--force", action="store_true", help="fetch again even if present")
+
+
+@subcommand(
+    "fetch-data",
+    "download (or copy with --from) the pinned public data and verify its sha256",
+    _fetch_data_arguments,
+)
 def _fetch_data(args: argparse.Namespace) -> int:
     from .data.public import data_dir, fetch_data
 
@@ -43,7 +106,13 @@ def _fetch_data(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("verify-data")
+def _verify_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir")
+
+
+@subcommand(
+    "verify-data", "check the data folder against the pinned digests", _verify_data_arguments
+)
 def _verify_data(args: argparse.Namespace) -> int:
     from .data.public import data_dir, verify_data
 
@@ -60,7 +129,79 @@ def _verify_data(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("ensemble-recorded")
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="a YAML file (see configs/)")
+    p.add_argument("--out", help="run dir (default: outputs/<config name>)")
+    p.add_argument("--num-instructions", type=int, help="accepted instructions per task type")
+    p.add_argument("--seed", type=int, help="override the config's random seed")
+    p.add_argument("--stages", default="1,2,3,4", help="comma-separated stages to run")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+@subcommand(
+    "run", "run or resume the pipeline (stages 1-4 and export) from a YAML config", _run_arguments
+)
+def _run(args: argparse.Namespace) -> int:
+    from .runs.config import load_config
+    from .runs.pipeline import run
+
+    cfg = load_config(args.config, num_instructions=args.num_instructions, seed=args.seed)
+    out = Path(args.out) if args.out else Path("outputs") / cfg.name
+    stages = [int(s) for s in args.stages.split(",")]
+    run(cfg, out, progress=not args.no_progress, stages=stages)
+    return 0
+
+
+def _ensemble_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--rule", choices=["sum", "best_pair"])
+
+
+@subcommand(
+    "ensemble",
+    "re-run stage 4 (consensus) on a run dir, e.g. with another threshold or rule",
+    _ensemble_arguments,
+)
+def _ensemble(args: argparse.Namespace) -> int:
+    from .runs.pipeline import run_stage4
+
+    counts = run_stage4(args.run_dir, threshold=args.threshold, rule=args.rule)
+    print(f"kept {counts['kept']} of {counts['instances']} examples: {json.dumps(counts)}")
+    return 0
+
+
+def _ensemble_recorded_arguments(p: argparse.ArgumentParser) -> None:
+    from .analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
+
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="two or more recorded models; the first plays the instance generator",
+    )
+    p.add_argument("--threshold", type=float, default=0.01)
+    p.add_argument("--rule", choices=["sum", "best_pair"], default="sum")
+    p.add_argument(
+        "--stop",
+        choices=STOP_MODES,
+        default="none",
+        help="'method' cuts responses at stage-3 stop markers first",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-member baseline")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", default="outputs/recorded-ensemble")
+
+
+@subcommand(
+    "ensemble-recorded",
+    "stage 4 over recorded GPT-3-family outputs, scored against gold",
+    _ensemble_recorded_arguments,
+)
 def _ensemble_recorded(args: argparse.Namespace) -> int:
     from .analysis.recorded_ensemble import ensemble_recorded
     from .data.jsonl import write_json, write_jsonl
@@ -106,28 +247,16 @@ def _ensemble_recorded(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("run")
-def _run(args: argparse.Namespace) -> int:
-    from .runs.config import load_config
-    from .runs.pipeline import run
-
-    cfg = load_config(args.config, num_instructions=args.num_instructions, seed=args.seed)
-    out = Path(args.out) if args.out else Path("outputs") / cfg.name
-    stages = [int(s) for s in args.stages.split(",")]
-    run(cfg, out, progress=not args.no_progress, stages=stages)
-    return 0
+def _make_tiny_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="outputs/tiny-models")
+    p.add_argument("--data-dir")
 
 
-@command("ensemble")
-def _ensemble(args: argparse.Namespace) -> int:
-    from .runs.pipeline import run_stage4
-
-    counts = run_stage4(args.run_dir, threshold=args.threshold, rule=args.rule)
-    print(f"kept {counts['kept']} of {counts['instances']} examples: {json.dumps(counts)}")
-    return 0
-
-
-@command("make-tiny-models")
+@subcommand(
+    "make-tiny-models",
+    "build tiny random-weight models locally (for configs/offline-tiny.yaml)",
+    _make_tiny_arguments,
+)
 def _make_tiny(args: argparse.Namespace) -> int:
     from .data.public import data_dir
     from .testing.tiny import ARCHS, build_tiny_model
@@ -141,79 +270,172 @@ def _make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("sweep")
+# --------------------------------------------------------------------------------------------
+# sweeps, fine-tuning, notebooks
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", help="what to run per point: notebook, pipeline or function")
+    p.add_argument("target", help="notebook name/path, config YAML, or module:function")
+    p.add_argument("--out", required=True, help="the sweep folder")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=LIST",
+        help="a swept parameter and its values as a YAML list, e.g. threshold='[0, 0.1]'",
+    )
+    p.add_argument("--grid-file", help="a YAML mapping of parameter -> list of values")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed parameter"
+    )
+    p.add_argument("--seeds", type=int, nargs="+", help="run every point once per seed")
+    p.add_argument("--seed-param", default="seed", help="the parameter the seed is passed as")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (0: all cores)")
+    p.add_argument("--fake-lms", action="store_true", help="pipeline: fake LMs instead of models")
+    p.add_argument("--stages", default="1,2,3,4", help="pipeline: comma-separated stages")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _sweep_grid(args: argparse.Namespace) -> dict[str, list]:
+    """The grid of a sweep: ``--grid-file`` first, then each ``--grid`` (a scalar is one value)."""
+    import yaml
+
+    from .runs.keyvalue import parse_assignments
+
+    grid: dict[str, list] = {}
+    if args.grid_file:
+        path = Path(args.grid_file)
+        if not path.exists():
+            raise ConfigError(f"--grid-file {path}: no such file")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--grid-file {path}: expected a mapping of parameter -> values")
+        grid.update(loaded)
+    for key, value in parse_assignments(args.grid, "--grid").items():
+        grid[key] = value if isinstance(value, list) else [value]
+    return grid
+
+
+@subcommand(
+    "sweep",
+    "run a notebook, a pipeline config or a function once per grid point; exit status 1 when a "
+    "point failed",
+    _sweep_arguments,
+)
 def _sweep(args: argparse.Namespace) -> int:
-    from .runs.sweep import main as sweep_main
+    from .runs.keyvalue import parse_assignments
+    from .runs.sweep import run_sweep
 
-    return sweep_main(args.sweep_args)
+    table = run_sweep(
+        args.target,
+        _sweep_grid(args),
+        args.out,
+        kind=args.kind,
+        base_params=parse_assignments(args.set, "--set"),
+        workers=args.workers,
+        seeds=args.seeds,
+        seed_param=args.seed_param,
+        fake_lms=args.fake_lms,
+        stages=[int(s) for s in args.stages.split(",") if s.strip()],
+        progress=not args.quiet,
+    )
+    return 1 if (table["status"] == "failed").any() else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
+def _finetune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a YAML file of FinetuneConfig keys (see configs/finetune-*)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one key (VALUE is read as YAML), e.g. --set data=outputs/x/alpaca.jsonl",
+    )
 
+
+@subcommand(
+    "finetune",
+    "fine-tune a base LM on an Alpaca-style JSONL (full or LoRA, resumable); prints the metrics",
+    _finetune_arguments,
+)
+def _finetune(args: argparse.Namespace) -> int:
+    from .runs.keyvalue import parse_assignments
+    from .train.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig.from_yaml(args.config, **parse_assignments(args.set, "--set"))
+    result = finetune(cfg)
+    print(json.dumps({k: v for k, v in result.metrics.items() if k != "trainable_names"}))
+    return 0
+
+
+def _notebook_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="a notebook name (see --list) or a .py twin")
+    p.add_argument("out_dir", nargs="?", help="where the executed notebook and its files go")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a value for the notebook's parameters cell (VALUE is read as YAML)",
+    )
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
+
+
+@subcommand(
+    "notebook",
+    "run a notebook twin headlessly with papermill (--list names them and their parameters)",
+    _notebook_arguments,
+)
+def _notebook(args: argparse.Namespace) -> int:
+    from .runs import notebooks
+    from .runs.keyvalue import parse_assignments
+
+    if args.list:
+        for name in notebooks.list_notebooks():
+            print(f"{name}: {', '.join(notebooks.parameter_names(name))}")
+        return 0
+    if not args.name or not args.out_dir:
+        raise ConfigError("notebook: give a notebook name and an output folder (or --list)")
+    params = parse_assignments(args.param, "-p")
+    try:
+        path = notebooks.run_notebook(args.name, args.out_dir, params, timeout=args.timeout)
+    except TypeError as e:  # a parameter value papermill cannot pass (checked before running)
+        raise ConfigError(str(e)) from None
+    print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# the program
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand; with `only`, only that subcommand gets its arguments
+    (so parsing one subcommand imports nothing another one's arguments need)."""
     p = argparse.ArgumentParser(
         prog="python -m ensemble_instruct_lib",
-        description=__doc__,
+        description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    f = sub.add_parser("fetch-data", help="download or copy the pinned public data")
-    f.add_argument("--dest", help="target folder (default: $EI_DATA_DIR or seeds/data)")
-    f.add_argument("--from", help="copy from a local folder laid out like shared/data")
-    f.add_argument("--force", action="store_true", help="fetch again even if present")
-
-    v = sub.add_parser("verify-data", help="check the data folder's sha256 digests")
-    v.add_argument("--data-dir")
-
-    e = sub.add_parser("ensemble-recorded", help="consensus over recorded GPT-3-family outputs")
-    e.add_argument(
-        "--models",
-        nargs="+",
-        default=list(DEFAULT_MODELS),
-        help="two or more recorded models; the first plays the instance generator",
-    )
-    e.add_argument("--threshold", type=float, default=0.01)
-    e.add_argument("--rule", choices=["sum", "best_pair"], default="sum")
-    e.add_argument(
-        "--stop",
-        choices=STOP_MODES,
-        default="none",
-        help="'method' cuts responses at stage-3 stop markers first",
-    )
-    e.add_argument("--seed", type=int, default=0, help="seed of the random-member baseline")
-    e.add_argument("--data-dir")
-    e.add_argument("--out", default="outputs/recorded-ensemble")
-
-    r = sub.add_parser("run", help="run or resume the pipeline from a YAML config")
-    r.add_argument("--config", required=True, help="a YAML file (see configs/)")
-    r.add_argument("--out", help="run dir (default: outputs/<config name>)")
-    r.add_argument("--num-instructions", type=int, help="accepted instructions per task type")
-    r.add_argument("--seed", type=int, help="override the config's random seed")
-    r.add_argument("--stages", default="1,2,3,4", help="comma-separated stages to run")
-    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-    s = sub.add_parser("ensemble", help="re-run stage 4 (consensus) on a run dir")
-    s.add_argument("run_dir")
-    s.add_argument("--threshold", type=float)
-    s.add_argument("--rule", choices=["sum", "best_pair"])
-
-    t = sub.add_parser("make-tiny-models", help="build tiny random-weight models locally")
-    t.add_argument("--out", default="outputs/tiny-models")
-    t.add_argument("--data-dir")
-
-    w = sub.add_parser(
-        "sweep", help="run a notebook/config/function once per grid point", add_help=False
-    )
-    w.add_argument("sweep_args", nargs=argparse.REMAINDER)
+    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for cmd in SUBCOMMANDS.values():
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        if only is None or only == cmd.name:
+            cmd.arguments(sp)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; return its exit status (2 on a usage, data or config error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(only=first if first in SUBCOMMANDS else "").parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except (DataError, ConfigError, ValueError, TooManyFailures) as e:
+        return SUBCOMMANDS[args.command].run(args)
+    except (DataError, ConfigError, ValueError, FileNotFoundError, TooManyFailures) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,6 @@ pytest.importorskip("transformers")
 
 from ensemble_instruct_lib.engines.base import DecodingParams, cut_at_stop  # noqa: E402
 from ensemble_instruct_lib.engines.hf import HFBackend, local_digest  # noqa: E402
-from ensemble_instruct_lib.testing.tiny import build_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real (tiny) models: ~15 s for the file on 2 idle cores
 
@@ -32,19 +31,19 @@ def _two_threads():
 
 
 @pytest.fixture(scope="session")
-def model_dirs(tmp_path_factory, data_root) -> dict[str, Path]:
+def model_dirs(tmp_path_factory, tiny_gpt2_dir, tiny_llama64_dir, tiny_t5_dir) -> dict[str, Path]:
     from transformers import AutoModelForSeq2SeqLM
 
-    seeds = data_root / "self_instruct" / "seed_tasks.jsonl"
-    root = tmp_path_factory.mktemp("tiny_models")
-    dirs = {a: build_tiny_model(root / a, a, seed=0, seed_path=seeds) for a in ARCHS}
     # A random T5 keeps repeating its decoder start token (<pad>), which decodes to "". Zero the
-    # special tokens' (tied) embedding rows so that it writes visible text the tests can compare.
-    t5 = AutoModelForSeq2SeqLM.from_pretrained(dirs["t5"])
+    # special tokens' (tied) embedding rows so that it writes visible text the tests can compare
+    # (in a copy: the session's T5 stays as built).
+    t5_dir = tmp_path_factory.mktemp("tiny_models") / "t5"
+    shutil.copytree(tiny_t5_dir, t5_dir)
+    t5 = AutoModelForSeq2SeqLM.from_pretrained(t5_dir)
     with torch.no_grad():
         t5.get_output_embeddings().weight[:4] = 0
-    t5.save_pretrained(dirs["t5"])
-    return dirs
+    t5.save_pretrained(t5_dir)
+    return {"gpt2": tiny_gpt2_dir, "llama": tiny_llama64_dir, "t5": t5_dir}
 
 
 @pytest.fixture(scope="session")
@@ -239,13 +238,8 @@ def test_factory_and_cache_over_a_real_model(tmp_path, model_dirs, prompts):
     assert cached.revision == be.revision.strip() and cached.describe() == be.describe()
 
 
-def test_prompt_longer_than_the_context_is_a_clear_error(tmp_path):
-    from ensemble_instruct_lib.engines.base import DecodingParams
-    from ensemble_instruct_lib.engines.hf import HFBackend
-    from ensemble_instruct_lib.testing.tiny import build_tiny_model
-
-    path = build_tiny_model(tmp_path / "short", "gpt2", max_positions=64)
-    backend = HFBackend(str(path))
+def test_prompt_longer_than_the_context_is_a_clear_error(tiny_gpt2_short_dir):
+    backend = HFBackend(str(tiny_gpt2_short_dir))
     assert backend.context_length == 64
     ok = backend.generate(["a short prompt"], DecodingParams(max_new_tokens=8))
     assert len(ok) == 1

@@ -105,14 +105,13 @@ def test_factory_builds_vllm_backend_lazily(tmp_path):
     assert isinstance(be, VLLMBackend) and be._llm is None
 
 
-def test_unsupported_cpu_head_size_fails_early_and_clearly(tmp_path):
+def test_unsupported_cpu_head_size_fails_early_and_clearly(request):
     pytest.importorskip("vllm")
     from ensemble_instruct_lib.engines.vllm_engine import _is_cpu_build
-    from ensemble_instruct_lib.testing.tiny import build_tiny_model
 
     if not _is_cpu_build():
         pytest.skip("a GPU build of vLLM supports other head sizes")
-    d = build_tiny_model(tmp_path / "h16", "llama", hidden=64)  # 4 heads: head size 16
+    d = request.getfixturevalue("tiny_llama64_dir")  # 4 heads: head size 16
     be = VLLMBackend(str(d), dtype="float32", multiprocessing=False)
     with pytest.raises(ValueError, match="head size 16"):
         be.generate(["hi"], DecodingParams(max_new_tokens=2))

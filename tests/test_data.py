@@ -9,7 +9,11 @@ import pytest
 
 from ensemble_instruct_lib import DataError, load_seed_tasks
 from ensemble_instruct_lib.data.public import (
+    ALL_FILES,
     DATA_FILES,
+    REFERENCE_COMMIT,
+    REFERENCE_FILES,
+    SELF_INSTRUCT_COMMIT,
     data_dir,
     fetch_data,
     load_recorded,
@@ -111,18 +115,23 @@ def test_missing_and_empty_files(tmp_path):
 def test_fetch_from_local_copy_and_verify(tmp_path, data_root):
     dest = tmp_path / "data"
     result = fetch_data(dest, source=data_root)
-    assert set(result.values()) == {"copied"} and len(result) == len(DATA_FILES)
+    assert set(result.values()) == {"copied"} and len(result) == len(ALL_FILES)
+    assert {f.local for f in REFERENCE_FILES} <= set(result)  # the authors' templates too
     assert set(verify_data(dest).values()) == {"ok"}
     assert set(fetch_data(dest, source=data_root).values()) == {"present"}
     assert len(load_recorded(["davinci", "text-davinci-003"], dest)) == 252
 
 
 def test_fetch_download_checks_sha256_and_keeps_good_files(tmp_path, data_root):
-    by_url = {f.url: data_root / f.local for f in DATA_FILES}
+    by_url = {f.url: data_root / f.local for f in ALL_FILES}
     corrupt = DATA_FILES[3].url
+    pinned = (
+        f"https://raw.githubusercontent.com/yizhongw/self-instruct/{SELF_INSTRUCT_COMMIT}/",
+        f"https://raw.githubusercontent.com/IBM/ensemble-instruct/{REFERENCE_COMMIT}/",
+    )
 
     def fake_download(url, path):
-        assert url.startswith("https://raw.githubusercontent.com/yizhongw/self-instruct/")
+        assert url.startswith(pinned)
         shutil.copyfile(by_url[url], path)
         if url == corrupt:
             with open(path, "ab") as f:
@@ -142,3 +151,15 @@ def test_fetch_download_checks_sha256_and_keeps_good_files(tmp_path, data_root):
     res = fetch_data(dest, download=good_download)
     assert res[DATA_FILES[0].local] == "present" and res[DATA_FILES[3].local] == "downloaded"
     assert set(verify_data(dest).values()) == {"ok"}
+
+
+def test_reference_files_are_pinned_at_the_authors_commit(data_root):
+    urls = {f.url for f in REFERENCE_FILES}
+    base = f"https://raw.githubusercontent.com/IBM/ensemble-instruct/{REFERENCE_COMMIT}/"
+    assert urls == {
+        base + "ensemble_instruct/gen_instructions.py",
+        base + "ensemble_instruct/templates/instance_template.py",
+        base + "ensemble_instruct/gen_output_zeroshot.py",
+    }
+    status = verify_data(data_root, files=REFERENCE_FILES)
+    assert set(status.values()) == {"ok"}, status

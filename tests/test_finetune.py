@@ -1,7 +1,7 @@
 """Fine-tuning: config validation, the prompt-masked labels, and real Trainer runs on a tiny GPT-2.
 
-The training tests build a random-weight GPT-2 locally (no download) and train it for a few dozen
-steps on CPU: the loss must fall, LoRA must touch only adapter weights, an interrupted run must
+The training tests take the session's random-weight GPT-2 (conftest, built locally, no download)
+and train it for a few dozen steps on CPU: the loss must fall, LoRA must touch only adapter weights, an interrupted run must
 resume from its checkpoint to the same weights as an uninterrupted one, and the result must load
 in `HFBackend` and be scored by the evaluation harness.
 """
@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from ensemble_instruct_lib.cli import main as cli_main
 from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.errors import ConfigError, DataError
 from ensemble_instruct_lib.train.finetune import (
@@ -23,7 +24,6 @@ from ensemble_instruct_lib.train.finetune import (
     SFTCollator,
     finetune,
     load_sft_records,
-    main,
     split_records,
     tokenize_example,
 )
@@ -36,17 +36,10 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory) -> Path:
-    from ensemble_instruct_lib.testing.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "gpt2", "gpt2", seed=0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_gpt2):
+def tokenizer(tiny_gpt2_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_gpt2)
+    return AutoTokenizer.from_pretrained(tiny_gpt2_dir)
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +120,10 @@ def test_config_yaml_reads_exponent_without_dot(tmp_path):
 def test_cli_reports_config_errors(tmp_path, capsys):
     p = tmp_path / "c.yaml"
     p.write_text("model: m\ndata: d.jsonl\nrun_dir: r\n")
-    assert main([str(p), "--set", "learning_rate=-1"]) == 2
+    assert cli_main(["finetune", str(p), "--set", "learning_rate=-1"]) == 2
     assert "learning_rate" in capsys.readouterr().err
+    assert cli_main(["finetune", str(p), "--set", "learning_rate"]) == 2
+    assert "--set 'learning_rate': expected KEY=VALUE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["finetune-tiny.yaml", "finetune-pythia-1.4b.yaml"])
@@ -204,11 +199,11 @@ def test_collator_pads_right_with_ignored_labels():
 
 
 @pytest.mark.slow
-def test_full_finetune_lowers_loss_and_evaluates(tiny_gpt2, sft_data, tmp_path):
+def test_full_finetune_lowers_loss_and_evaluates(tiny_gpt2_dir, sft_data, tmp_path):
     from ensemble_instruct_lib.engines.hf import HFBackend
     from ensemble_instruct_lib.train.evaluate import EvalItem, evaluate_backend
 
-    res = finetune(_cfg(tiny_gpt2, sft_data, tmp_path / "run", max_steps=30, eval_steps=10))
+    res = finetune(_cfg(tiny_gpt2_dir, sft_data, tmp_path / "run", max_steps=30, eval_steps=10))
     losses = res.loss_log["loss"].dropna().tolist()
     assert len(losses) == 30
     evals = res.loss_log.dropna(subset=["eval_loss"])
@@ -234,12 +229,19 @@ def test_full_finetune_lowers_loss_and_evaluates(tiny_gpt2, sft_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_lora_trains_only_adapters(tiny_gpt2, sft_data, tmp_path):
+def test_lora_trains_only_adapters(tiny_gpt2_dir, sft_data, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     res = finetune(
-        _cfg(tiny_gpt2, sft_data, tmp_path / "lora", mode="lora", max_steps=12, learning_rate=1e-2)
+        _cfg(
+            tiny_gpt2_dir,
+            sft_data,
+            tmp_path / "lora",
+            mode="lora",
+            max_steps=12,
+            learning_rate=1e-2,
+        )
     )
     names = res.metrics["trainable_names"]
     assert names and all("lora_" in n for n in names)
@@ -247,7 +249,7 @@ def test_lora_trains_only_adapters(tiny_gpt2, sft_data, tmp_path):
     adapter = load_file(res.adapter_dir / "adapter_model.safetensors")
     assert adapter and all("lora_" in k for k in adapter)
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_gpt2).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).state_dict()
     merged = AutoModelForCausalLM.from_pretrained(res.model_dir).state_dict()
     changed = {k for k in base if not torch.equal(base[k], merged[k])}
     assert changed, "the merged adapter changed nothing"
@@ -276,11 +278,11 @@ class _CountSteps(TrainerCallback):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_from_checkpoint(tiny_gpt2, sft_data, tmp_path):
+def test_interrupted_run_resumes_from_checkpoint(tiny_gpt2_dir, sft_data, tmp_path):
     from safetensors.torch import load_file
 
-    whole = finetune(_cfg(tiny_gpt2, sft_data, tmp_path / "whole", max_steps=12, save_steps=5))
-    cfg = _cfg(tiny_gpt2, sft_data, tmp_path / "cut", max_steps=12, save_steps=5)
+    whole = finetune(_cfg(tiny_gpt2_dir, sft_data, tmp_path / "whole", max_steps=12, save_steps=5))
+    cfg = _cfg(tiny_gpt2_dir, sft_data, tmp_path / "cut", max_steps=12, save_steps=5)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, callbacks=[_StopAt(7)])
     assert (tmp_path / "cut" / "checkpoints" / "checkpoint-5").is_dir()
@@ -299,6 +301,6 @@ def test_interrupted_run_resumes_from_checkpoint(tiny_gpt2, sft_data, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
     with pytest.raises(ConfigError, match="learning_rate"):
-        finetune(_cfg(tiny_gpt2, sft_data, tmp_path / "cut", max_steps=12, learning_rate=1e-3))
+        finetune(_cfg(tiny_gpt2_dir, sft_data, tmp_path / "cut", max_steps=12, learning_rate=1e-3))
     with pytest.raises(ConfigError, match="resume"):
-        finetune(_cfg(tiny_gpt2, sft_data, tmp_path / "cut", max_steps=12, resume=False))
+        finetune(_cfg(tiny_gpt2_dir, sft_data, tmp_path / "cut", max_steps=12, resume=False))

@@ -7,11 +7,16 @@ import re
 
 import pytest
 
+from ensemble_instruct_lib import ConfigError
 from ensemble_instruct_lib.data.public import load_seed_tasks, split_by_type
 from ensemble_instruct_lib.method.prompts import (
     END,
+    KIT,
+    PROMPT_SETS,
+    SET_VERSIONS,
     VERSIONS,
     clean_instruction,
+    get_prompt_set,
     instance_demos,
     instance_prompt,
     instruction_prompt,
@@ -117,3 +122,21 @@ def test_output_prompts(seeds):
     assert fsb.text.endswith("instruction: Tell me a joke.\noutput:") and "\ninput:" not in fsb.text
     with pytest.raises(ValueError, match="demonstrations"):
         output_prompt("x", "y", style="few_shot")
+
+
+def test_kit_set_is_the_module_builders(seeds):
+    assert PROMPT_SETS == ("kit", "reference") and SET_VERSIONS["kit"] == VERSIONS
+    assert get_prompt_set("kit") is KIT and KIT.versions == VERSIONS
+    a = KIT.instruction_prompt("A", seeds["A"], ["Plan a trip."], random.Random(3))
+    b = instruction_prompt("A", seeds["A"], ["Plan a trip."], random.Random(3))
+    assert a == b
+    demos = instance_demos("B", seeds["B"], None, 0)
+    assert KIT.instance_prompt("Tell a joke.", "B", demos) == instance_prompt(
+        "Tell a joke.", "B", demos
+    )
+    assert KIT.output_prompt("Add.", "1, 2") == output_prompt("Add.", "1, 2")
+
+
+def test_unknown_prompt_set_names_the_choices():
+    with pytest.raises(ConfigError, match=r"\['kit', 'reference'\].*'authors'"):
+        get_prompt_set("authors")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ensemble_instruct_lib.cli import main as cli_main
 from ensemble_instruct_lib.runs.sweep import (
     CSV,
     ERROR,
@@ -17,7 +18,6 @@ from ensemble_instruct_lib.runs.sweep import (
     POINT,
     flatten,
     grid_points,
-    main,
     point_slug,
     run_sweep,
     set_dotted,
@@ -186,6 +186,10 @@ def test_pipeline_sweep_with_fake_lms(tmp_path):
     assert bad["status"].tolist() == ["failed"] and "num_instructions" in bad["error"].iloc[0]
 
 
+def main(argv: list[str]) -> int:
+    return cli_main(["sweep", *argv])
+
+
 def test_command_line(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(
@@ -206,6 +210,15 @@ def test_command_line(tmp_path, capsys):
     assert main(["function", f"{__name__}:square", "--out", str(out), "--grid", "x=3"]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert main(["pipeline", str(tmp_path / "missing.yaml"), "--out", str(out)]) in (1, 2)
+    capsys.readouterr()
+    assert main(["function", f"{__name__}:square", "--out", str(out), "--set", "shift"]) == 2
+    assert "--set 'shift': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["kernel", "x", "--out", str(out)]) == 2
+    assert "kind must be one of" in capsys.readouterr().err
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("x: [1, 2]\n")
+    assert main(["function", f"{__name__}:square", "--out", str(out), "--grid-file", str(grid),
+                 "--set", "shift=10", "--quiet"]) == 0  # fmt: skip
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ has a non-empty input) and type B (it has none), plus the 252 user-oriented eval
 eight GPT-3-family models' recorded answers to them. None of these files is committed: `fetch_data`
 downloads them at a pinned commit and checks their sha256, or copies a local folder laid out like
 ``../shared/data``. `EI_DATA_DIR` names such a folder for every call that is not given one.
+The same fetch also brings the authors' Ensemble-Instruct prompt-template files (read as data by
+`data.reference`), pinned the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ DEFAULT_DATA_DIR = (
 
 SELF_INSTRUCT_REPO = "yizhongw/self-instruct"
 SELF_INSTRUCT_COMMIT = "0b26ccaa415992100fa32df62d41b994cf928e23"
-_RAW = f"https://raw.githubusercontent.com/{SELF_INSTRUCT_REPO}/{SELF_INSTRUCT_COMMIT}/"
+#: The authors' Ensemble-Instruct repository and the commit its prompt templates are read at.
+REFERENCE_REPO = "IBM/ensemble-instruct"
+REFERENCE_COMMIT = "c65b4c5c190bd21d7befa72aa003d4ee86d89e2e"
+#: Where the authors' files live under the data folder (their repository layout below it).
+REFERENCE_SUBDIR = "ensemble_instruct"
 
 PREDICTION_MODELS = (
     "davinci",
@@ -53,10 +59,12 @@ class DataFile:
     local: str
     upstream: str
     sha256: str
+    repo: str = SELF_INSTRUCT_REPO
+    commit: str = SELF_INSTRUCT_COMMIT
 
     @property
     def url(self) -> str:
-        return _RAW + self.upstream
+        return f"https://raw.githubusercontent.com/{self.repo}/{self.commit}/{self.upstream}"
 
 
 _PRED_SHA = {
@@ -90,6 +98,25 @@ DATA_FILES: tuple[DataFile, ...] = (
         for m in PREDICTION_MODELS
     ),
 )
+
+_REFERENCE_SHA = {
+    "ensemble_instruct/gen_instructions.py": (
+        "3a787ff11bfb36ff7a34bf5d996556f66204f7f7ea17bcfb1f6f9d61d5d751f8"
+    ),
+    "ensemble_instruct/templates/instance_template.py": (
+        "151a53717fc69da1b79355e64b606f7a1863cb641ece4d1527893afa9f6097f0"
+    ),
+    "ensemble_instruct/gen_output_zeroshot.py": (
+        "424f89d0c9d1af00103c49b7e46b86794bc7d5a259c1e8957b8356303fcce4fe"
+    ),
+}
+#: The authors' prompt-template files (stages 1, 2 and 3), read as data by `data.reference`.
+REFERENCE_FILES: tuple[DataFile, ...] = tuple(
+    DataFile(f"{REFERENCE_SUBDIR}/{up}", up, sha, REFERENCE_REPO, REFERENCE_COMMIT)
+    for up, sha in _REFERENCE_SHA.items()
+)
+#: Every pinned file `fetch_data` brings and `verify_data` checks.
+ALL_FILES: tuple[DataFile, ...] = DATA_FILES + REFERENCE_FILES
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,15 +170,17 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def verify_data(root: str | Path | None = None) -> dict[str, str]:
-    """Check every pinned file under the data dir.
+def verify_data(
+    root: str | Path | None = None, files: tuple[DataFile, ...] = ALL_FILES
+) -> dict[str, str]:
+    """Check pinned files (default: all of them) under the data dir.
 
     Returns:
         For each file, "ok", "missing" or "sha256 mismatch".
     """
     base = data_dir(root)
     status = {}
-    for f in DATA_FILES:
+    for f in files:
         p = base / f.local
         if not p.exists():
             status[f.local] = "missing"
@@ -171,14 +200,16 @@ def fetch_data(
     source: str | Path | None = None,
     force: bool = False,
     download: Callable[[str, Path], None] = _download,
+    files: tuple[DataFile, ...] = ALL_FILES,
 ) -> dict[str, str]:
-    """Bring the pinned public data into `dest`, verifying every sha256.
+    """Bring the pinned public data (default: every pinned file) into `dest`, verifying sha256s.
 
     Args:
         dest: target folder (default: `data_dir()`).
         source: a local folder laid out like ``shared/data`` to copy from instead of downloading.
         force: re-fetch files that are already present and valid.
         download: the function that fetches one URL into a path (replaceable in tests).
+        files: which pinned files (default: the seeds, evaluation data and the authors' templates).
 
     Returns:
         For each file, "present", "copied" or "downloaded".
@@ -188,7 +219,7 @@ def fetch_data(
     """
     dest_dir = data_dir(dest)
     result = {}
-    for f in DATA_FILES:
+    for f in files:
         target = dest_dir / f.local
         if not force and target.exists() and sha256_of(target) == f.sha256:
             result[f.local] = "present"

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .public import data_path
 from ..errors import DataError
 from .eval_items import EvalItem
 from .jsonl import read_jsonl
+from .public import data_path
 
 ENV_VAR = "EI_SUPERNI_DIR"
 NI_REPO = "allenai/natural-instructions"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_at_stop, cut_generated
 from .factory import make_backend
 from .recorded import RecordedBackend
 from .scripted import ScriptedBackend
@@ -37,6 +37,7 @@ __all__ = [
     "RecordedBackend",
     "ScriptedBackend",
     "cut_at_stop",
+    "cut_generated",
     "make_backend",
 ]
 

@@ -1,7 +1,9 @@
 """The one interface every LM backend implements (METHOD.md stages 1-3 call LMs only through it).
 
 A backend takes a batch of prompts and one set of decoding parameters and returns, per prompt, the
-generated text (with the stop string already cut), why generation finished and token counts. It
+generated text (cut before the first stop string by `cut_generated`, or, when `keep_after_stop`
+asks for it, only the stop string that ended generation removed), why generation finished and
+token counts. It
 knows nothing about the method: prompts come from `prompts.py`, responses go to `parsing.py`, and
 every call is routed through the persistent cache (`cache.py`) by `CachedBackend`.
 """
@@ -31,6 +33,9 @@ class DecodingParams:
         stop: stop strings; the text returned ends before the first one found.
         seed: base random seed for sampling; the cache key also carries the sample index.
         chat: send prompts through the model's chat template / chat endpoint.
+        keep_after_stop: return the text up to the stop string that ended generation (after
+            `min_new_tokens`), keeping earlier stop strings and what follows them, as the
+            reference code's parser saw it; False cuts before the first stop string.
     """
 
     do_sample: bool = False
@@ -42,6 +47,7 @@ class DecodingParams:
     stop: tuple[str, ...] = ()
     seed: int = 0
     chat: bool = False
+    keep_after_stop: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -64,7 +70,23 @@ class DecodingParams:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
+        if not self.keep_after_stop:  # absent when off: cache keys made before it stay valid
+            del d["keep_after_stop"]
         return d
+
+
+def cut_generated(text: str, params: DecodingParams) -> str:
+    """The text a backend returns for `params`.
+
+    Cut before the first stop string; with `params.keep_after_stop`, only a stop string that ends
+    the text (the one that ended generation, when the engine keeps it) is removed.
+    """
+    if not params.keep_after_stop:
+        return cut_at_stop(text, params.stop)[0]
+    for s in params.stop:
+        if text.endswith(s):
+            return text[: -len(s)]
+    return text
 
 
 @dataclass
@@ -152,19 +174,23 @@ def sampling_params(
 ) -> DecodingParams:
     """The sampling `DecodingParams` of stage 1 or 2 (METHOD.md: temperature 0.7, top_k 50),
     from a stage config (`temperature`, `top_k`, `top_p`, `max_new_tokens`, optionally
-    `min_new_tokens`), with the given stop strings and an optional lower token cap."""
+    `min_new_tokens`), with the given stop strings and an optional lower token cap. A forced
+    minimum length also keeps the text after early stop strings (`keep_after_stop`): otherwise
+    the run-on text it makes the LM write would be cut away unseen."""
     cap = (
         stage.max_new_tokens
         if max_new_tokens is None
         else min(max_new_tokens, stage.max_new_tokens)
     )
+    min_new = min(getattr(stage, "min_new_tokens", 0), cap)
     return DecodingParams(
         do_sample=True,
         temperature=stage.temperature,
         top_k=stage.top_k,
         top_p=stage.top_p,
         max_new_tokens=cap,
-        min_new_tokens=min(getattr(stage, "min_new_tokens", 0), cap),
+        min_new_tokens=min_new,
         stop=tuple(stop),
         seed=seed,
+        keep_after_stop=min_new > 0,
     )

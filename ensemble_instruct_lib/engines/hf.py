@@ -8,7 +8,8 @@ batched. Stop strings are matched with transformers' own `StopStringCriteria` (i
 tokenizer), wrapped in a criterion that also honours `min_new_tokens` (a stop string cannot end
 generation before that many tokens, as in vLLM) and records where each sequence ended, which gives
 `finish_reason` and exact completion token counts; the text is then cut before the first stop
-string, since `generate` keeps it.
+string, since `generate` keeps it (with `keep_after_stop`, only the stop string that ended it is
+removed: `base.cut_generated`).
 
 Sampling is reproducible: before each batch, torch is seeded from `params.seed` and the batch's
 sample indices (the caller's RNG state is restored afterwards). The batch a prompt lands in depends
@@ -40,7 +41,7 @@ from transformers import (
     StopStringCriteria,
 )
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 from .isolation import PromptTooLong
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -373,7 +374,7 @@ class HFBackend(Backend):
         for i in range(len(texts)):
             n = tracker.done_at[i] if tracker.done_at[i] is not None else generated.shape[1]
             text = self.tokenizer.decode(generated[i, :n], skip_special_tokens=True)
-            text, _ = cut_at_stop(text, params.stop)
+            text = cut_generated(text, params)
             results.append(
                 Generation(
                     text=text,

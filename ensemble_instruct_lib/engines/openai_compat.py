@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 from .isolation import CallFailed, PartialFailure, PromptTooLong
 
 #: How servers say a prompt does not fit (vLLM, OpenAI, TGI, llama.cpp, transformers serve).
@@ -281,7 +281,7 @@ class OpenAICompatBackend(Backend):
             choice = data["choices"][0]
             raw_reason = choice.get("finish_reason")
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-            text, _ = cut_at_stop(text, params.stop)
+            text = cut_generated(text, params)
             return Generation(
                 text=text,
                 finish_reason="length" if raw_reason == "length" else "stop",

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 from .vllm_engine import DEFAULT_CPU_KVCACHE_GIB, sampling_kwargs
 
 ENGINES = ("vllm", "http")
@@ -106,6 +106,43 @@ def _http_result(row: dict[str, Any], *, chat: bool) -> dict[str, Any]:
     except (KeyError, IndexError, TypeError, AttributeError):
         out.update(text="", finish_reason="error", error=str(resp)[:500])
     return out
+
+
+def _vllm_spec(
+    spec_or_model: str | Mapping[str, Any] | Sequence[str] | None, model: str | None
+) -> dict[str, Any]:
+    """engine="vllm": the engine spec as a new dict with a "model" key and no "kind" key.
+
+    Raises:
+        ValueError: not a model id/folder or a mapping, a kind other than "vllm", or no model.
+    """
+    if spec_or_model is None:
+        spec: dict[str, Any] = {"model": model} if model else {}
+    elif isinstance(spec_or_model, str):
+        spec = {"model": spec_or_model}
+    elif isinstance(spec_or_model, Mapping):
+        spec = dict(spec_or_model)
+    else:
+        raise ValueError(
+            "engine='vllm' takes a model id/folder or a spec mapping with a 'model' key, "
+            f"got {spec_or_model!r}"
+        )
+    if spec.pop("kind", "vllm") != "vllm":
+        raise ValueError(f"spec kind must be 'vllm' for engine='vllm', got {spec!r}")
+    if "model" not in spec:
+        raise ValueError(f"the vLLM spec {spec!r} has no 'model'")
+    return spec
+
+
+def _http_urls(found: Any) -> list[str]:
+    """engine="http": one base URL or a non-empty list of them, checked, without a trailing "/"."""
+    urls = [found] if isinstance(found, str) else found
+    if urls is None or isinstance(urls, Mapping) or not urls:
+        raise ValueError("engine='http' takes one base URL or a non-empty list of them")
+    for u in urls:
+        if not isinstance(u, str) or not u.startswith(("http://", "https://")):
+            raise ValueError(f"base URL {u!r} must start with http:// or https://")
+    return [u.rstrip("/") for u in urls]
 
 
 class RayDataBackend(Backend):
@@ -178,21 +215,7 @@ class RayDataBackend(Backend):
         if engine == "vllm":
             if endpoints is not None:
                 raise ValueError("endpoints= is for engine='http'")
-            if spec_or_endpoints is None:
-                spec: dict[str, Any] = {"model": model} if model else {}
-            elif isinstance(spec_or_endpoints, str):
-                spec = {"model": spec_or_endpoints}
-            elif isinstance(spec_or_endpoints, Mapping):
-                spec = dict(spec_or_endpoints)
-            else:
-                raise ValueError(
-                    "engine='vllm' takes a model id/folder or a spec mapping with a 'model' key, "
-                    f"got {spec_or_endpoints!r}"
-                )
-            if spec.pop("kind", "vllm") != "vllm":
-                raise ValueError(f"spec kind must be 'vllm' for engine='vllm', got {spec!r}")
-            if "model" not in spec:
-                raise ValueError(f"the vLLM spec {spec!r} has no 'model'")
+            spec = _vllm_spec(spec_or_endpoints, model)
             self.model_id = str(spec.pop("model"))
             revision = spec.pop("revision", revision)
             spec.pop("multiprocessing", None)  # meaningless inside a Ray actor
@@ -206,15 +229,9 @@ class RayDataBackend(Backend):
             if spec_or_endpoints is not None and endpoints is not None:
                 raise ValueError("give the endpoints once: positionally or as endpoints=")
             found = endpoints if endpoints is not None else spec_or_endpoints
-            urls = [found] if isinstance(found, str) else found
-            if urls is None or isinstance(urls, Mapping) or not urls:
-                raise ValueError("engine='http' takes one base URL or a non-empty list of them")
-            for u in urls:
-                if not isinstance(u, str) or not u.startswith(("http://", "https://")):
-                    raise ValueError(f"base URL {u!r} must start with http:// or https://")
+            self.endpoints = _http_urls(found)
             if not model:
                 raise ValueError("engine='http' needs model=<the name the servers serve>")
-            self.endpoints = [u.rstrip("/") for u in urls]
             self.model_id = model
             self.revision = revision or ""
         self._tokenizer: Any = None
@@ -297,7 +314,7 @@ class RayDataBackend(Backend):
         results = []
         for i in range(len(prompts)):
             r = by_idx[i]
-            text, _ = cut_at_stop(str(r["text"]), params.stop)
+            text = cut_generated(str(r["text"]), params)
             extra = {"error": r["error"]} if r.get("error") else {}
             results.append(
                 Generation(

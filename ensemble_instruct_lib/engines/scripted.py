@@ -2,7 +2,7 @@
 
 The answer to a prompt comes from a dict (exact prompt), a list of (regex, answer) rules searched in
 order (first match wins), or a function. Answers are strings (cut before the first stop string,
-like a real backend) or ready `Generation`s (to script a "length" finish or token counts). Every
+like a real backend, or with `keep_after_stop` only a final stop string removed) or ready `Generation`s (to script a "length" finish or token counts). Every
 prompt received is kept in `calls`, every batch in `batches`, so tests can assert on what the
 pipeline asked.
 """
@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 
 Answer = str | Generation
 AnswerFn = Callable[[str, DecodingParams, int], Answer]
@@ -105,7 +105,7 @@ class ScriptedBackend(Backend):
             if isinstance(answer, Generation):
                 out.append(dataclasses.replace(answer, extra=dict(answer.extra)))
             elif isinstance(answer, str):
-                text, _ = cut_at_stop(answer, params.stop)
+                text = cut_generated(answer, params)
                 out.append(Generation(text=text, finish_reason="stop"))
             else:
                 raise TypeError(

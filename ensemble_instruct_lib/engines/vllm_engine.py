@@ -7,7 +7,8 @@ temperature 0; sampling sends temperature, top_k (0 = off, sent as -1, which eve
 accepts), top_p and a per-request seed `params.seed + sample_index`, so a sample is reproducible
 and the samples of one prompt differ; `max_new_tokens` is `max_tokens`, `min_new_tokens` is
 `min_tokens` and stop strings are `stop` (vLLM drops the stop string from the text; the text is
-cut again with `cut_at_stop` in case an engine keeps it). Results come back in input order with
+cut again with `base.cut_generated` in case an engine keeps it; with `keep_after_stop` the text
+after stop strings seen before `min_tokens` is kept). Results come back in input order with
 vLLM's finish reason ("stop" for EOS or a stop string, "length"; anything else, e.g. "abort",
 becomes "error") and exact prompt and completion token counts.
 
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, cut_generated
 
 #: GiB of KV cache given to a CPU engine when VLLM_CPU_KVCACHE_SPACE is not set.
 DEFAULT_CPU_KVCACHE_GIB = 2
@@ -255,7 +256,7 @@ class VLLMBackend(Backend):
         results = []
         for out in outputs:
             comp = out.outputs[0]
-            text, _ = cut_at_stop(comp.text, params.stop)
+            text = cut_generated(comp.text, params)
             reason = finish_reason(comp.finish_reason)
             extra = {} if reason != "error" else {"finish_reason": comp.finish_reason}
             results.append(

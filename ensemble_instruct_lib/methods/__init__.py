@@ -22,7 +22,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import ConfigError
-from ..method.prompts import VERSIONS as OUTPUT_VERSIONS
+from ..method.prompts import SET_VERSIONS
 from . import alpaca, ensemble_instruct, self_instruct
 
 #: method name -> its module (stage1_instructions, stage2_instances, VERSIONS)
@@ -42,10 +42,15 @@ def get_method(method: str) -> ModuleType:
         raise ConfigError(f"unknown method {method!r}; known: {list(REGISTRY)}") from None
 
 
-def method_prompt_versions(method: str) -> dict[str, str]:
-    """The prompt versions a method's stages 1-2 use, with stage 3's (`prompts.VERSIONS`)."""
-    outputs = {k: v for k, v in OUTPUT_VERSIONS.items() if k.startswith("output")}
-    return {**get_method(method).VERSIONS, **outputs}
+def method_prompt_versions(method: str, prompts: str = "kit") -> dict[str, str]:
+    """The prompt versions a method's stages 1-2 use, with stage 3's, for prompt set `prompts`
+    (`prompts.SET_VERSIONS`; it sets stages 1-2 of `ensemble_instruct` and stage 3 of all)."""
+    versions = SET_VERSIONS[prompts]
+    own = get_method(method).VERSIONS
+    if method == "ensemble_instruct":
+        own = {k: versions[k] for k in own}
+    outputs = {k: v for k, v in versions.items() if k.startswith("output")}
+    return {**own, **outputs}
 
 
 __all__ = ["METHODS", "REGISTRY", "get_method", "method_prompt_versions"]

@@ -22,7 +22,7 @@ from ..engines.base import Backend, Generation, sampling_params
 from ..engines.isolation import is_failure
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.parsing import parse_instance_verbose, parse_instructions
-from ..method.prompts import END, Prompt, instance_demos, instance_prompt, instruction_prompt
+from ..method.prompts import END, SET_VERSIONS, Prompt, PromptSet, get_prompt_set, instance_demos
 from ..method.prompts import VERSIONS as _PROMPT_VERSIONS
 from ..method.records import harvested_instance, instance_record
 from .rounds import (
@@ -50,6 +50,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
         Per type, the accepted instruction records in acceptance order.
     """
     cfg, st = ctx.config, ctx.config.instruction
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     groups = [
         Group(
             name=t,
@@ -57,7 +58,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
             seeds=ctx.seeds[t],
             rng_key=f"{cfg.seed}-stage1-{t}",
             build_prompt=_instruction_builder(
-                t, st.num_seed_demos.get(t), st.num_generated_demos.get(t)
+                prompt_set, t, st.num_seed_demos.get(t), st.num_generated_demos.get(t)
             ),
         )
         for t in cfg.task_types
@@ -69,12 +70,14 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
 
 
 def _instruction_builder(
-    task_type: str, num_seed: int | None, num_generated: int | None
+    prompt_set: PromptSet, task_type: str, num_seed: int | None, num_generated: int | None
 ) -> PromptBuilder:
-    """The stage-1 prompt builder of one task type (the one call of `prompts.instruction_prompt`)."""
+    """The stage-1 prompt builder of one task type (the one call of `instruction_prompt`)."""
 
     def build(rng: random.Random, seeds: Sequence[SeedTask], generated: Sequence[str]) -> Prompt:
-        return instruction_prompt(task_type, seeds, generated, rng, num_seed, num_generated)
+        return prompt_set.instruction_prompt(
+            task_type, seeds, generated, rng, num_seed, num_generated
+        )
 
     return build
 
@@ -103,6 +106,7 @@ def stage2_instances(
     }
     stops = (END, "\n\n") if st.stop_at_blank_line else (END,)
     params = sampling_params(st, stops, cfg.seed)
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     todo = [r for r in instructions if r["id"] not in done_ids]
     harvest = _Harvester(ctx, instructions, done) if st.harvest_extra_blocks else None
     bar = progress_bar(len(instructions), "stage 2: instances", ctx.progress)
@@ -111,7 +115,7 @@ def stage2_instances(
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
             prompts = [
-                instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
+                prompt_set.instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
                 for r in chunk
             ]
             gens = generate_checked(backend, [p.text for p in prompts], params, budget)
@@ -161,6 +165,7 @@ class _Harvester:
         st = ctx.config.instruction
         types = ctx.config.task_types
         self.types = set(types)
+        self.version = SET_VERSIONS[ctx.config.prompts]["instance"]
         self.novelty = NoveltyFilter(
             {t: [s.instruction for s in ctx.seeds[t]] for t in types},
             threshold=st.novelty_threshold,
@@ -193,7 +198,7 @@ class _Harvester:
                     instruction=text,
                     input=b.get("input", ""),
                     output=b["output"],
-                    prompt_version=_PROMPT_VERSIONS["instance"],
+                    prompt_version=self.version,
                 )
             )
         return out

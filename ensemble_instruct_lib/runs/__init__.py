@@ -4,5 +4,6 @@
 chosen prompting method, then stages 3-4 (extra outputs and consensus), resumably, and writes the
 manifest; `metrics` turns a run dir into one row of metrics; `export` writes the Alpaca JSONL, the
 HF dataset and the dataset card; `sweep` runs grids of configs or notebooks; `notebooks` executes
-the ordered notebooks headlessly with papermill.
+the ordered notebooks headlessly with papermill; `keyvalue` reads the command line's ``KEY=VALUE``
+items (``-p``, ``--set``, ``--grid``) for every subcommand.
 """

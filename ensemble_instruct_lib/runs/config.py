@@ -1,10 +1,11 @@
 """Typed run configuration: dataclasses validated on construction, loaded from YAML or dicts.
 
-Every number defaults to METHOD.md's value; the options that deliberately differ from the paper
-(e.g. the reference code's blank-line stop in stage 2, harvesting invented blocks, the best-pair
-consensus rule) are named fields whose defaults keep the paper's behaviour. The same classes back
-the CLI, YAML files and the notebooks' parameter cells. Unknown keys are rejected with the list of
-allowed ones.
+Every number defaults to METHOD.md's value. Where the paper and the authors' code differ, or the
+kit departs from both, the choice is a named field (README "Deliberate differences"): e.g. the
+prompt set (`prompts`: kit or reference), the reference code's blank-line stop and forced minimum
+lengths, harvesting invented blocks, the consensus rule (`sum`, the authors' code, or `best_pair`,
+the paper's wording). The same classes back the CLI, YAML files and the notebooks' parameter
+cells. Unknown keys are rejected with the list of allowed ones.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 
 from ..engines.base import DecodingParams, sampling_params  # noqa: F401 - re-exported
 from ..errors import ConfigError
+from ..method.prompts import PROMPT_SETS
 
 TASK_TYPES = ("A", "B")
 BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted")
@@ -94,6 +96,9 @@ class InstructionStage:
     top_k: int = 50
     top_p: float = 1.0
     max_new_tokens: int = 256
+    #: the reference code forces 15: stop strings count only after that many new tokens, and the
+    #: text after an earlier stop string is kept for the parser (0 = the paper: stop at the first)
+    min_new_tokens: int = 0
     novelty_threshold: float = 0.7
     keep_top: int = 10
     with_mean_similarity: bool = True
@@ -116,6 +121,10 @@ class InstructionStage:
         )
         _check(0 < self.novelty_threshold <= 1, "instruction.novelty_threshold must be in (0, 1]")
         _check(self.max_new_tokens >= 1, "instruction.max_new_tokens must be >= 1")
+        _check(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            "instruction.min_new_tokens must be in [0, max_new_tokens]",
+        )
 
     def rounds_budget(self, target: int) -> int:
         """Rounds allowed per type: `max_rounds`, else 10x the rounds the target needs at best."""
@@ -133,8 +142,10 @@ class InstanceStage:
     top_k: int = 50
     top_p: float = 1.0
     max_new_tokens: int = 512
-    min_new_tokens: int = 0  # the reference code forces 50
-    stop_at_blank_line: bool = False  # the reference code stops at a blank line too
+    #: the reference code forces 50: stop strings count only after that many new tokens, and the
+    #: text after an earlier stop string is kept for the parser (harvest_extra_blocks sees it)
+    min_new_tokens: int = 0
+    stop_at_blank_line: bool = False  # the reference code also stops at a blank line
     harvest_extra_blocks: bool = False
     batch_size: int = 32
 
@@ -196,6 +207,8 @@ class RunConfig:
             self_instruct / alpaca baselines (stages 3-4 are shared).
         method_options: options of a baseline method (see methods/self_instruct.py and
             methods/alpaca.py; validated by the method, unknown keys rejected).
+        prompts: the prompt set of stages 1-3: kit (our wording) or reference (the authors'
+            exact templates, read from their pinned files; see method/prompts.py).
         seed: the run's random seed (same config and seed -> same prompts).
         num_instructions: accepted instructions to generate per task type.
         task_types: which types to generate.
@@ -216,6 +229,7 @@ class RunConfig:
     name: str = "run"
     method: str = "ensemble_instruct"
     method_options: dict[str, Any] = field(default_factory=dict)
+    prompts: str = "kit"
     seed: int = 0
     num_instructions: int = 20
     task_types: list[str] = field(default_factory=lambda: list(TASK_TYPES))
@@ -235,6 +249,10 @@ class RunConfig:
             f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}",
         )
         _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        _check(
+            self.prompts in PROMPT_SETS,
+            f"prompts must be one of {list(PROMPT_SETS)}, got {self.prompts!r}",
+        )
         _check(self.num_instructions >= 1, "num_instructions must be >= 1")
         _check(
             bool(self.task_types) and set(self.task_types) <= set(TASK_TYPES),

@@ -7,6 +7,8 @@ literal-only ``parameters`` cell, no def/class/for/while) for `scripts/check_not
 each notebook does lives in `steps/` (one module per notebook); figures in `plots.py`, widgets in
 `widgets.py`.
 
+The command line is ``python -m ensemble_instruct_lib notebook NAME OUT_DIR -p KEY=VALUE`` (``cli.py``).
+
 Relative paths given to a notebook are resolved against the repository root (`resolve_path`), not
 the kernel's working directory, so a notebook behaves the same from JupyterLab, papermill or CI.
 """
@@ -17,7 +19,7 @@ import ast
 import io
 import sys
 import tokenize
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -289,41 +291,3 @@ def run_notebook(
         execution_timeout=timeout,
     )
     return target
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ensemble_instruct_lib.runs.notebooks NAME OUT_DIR [-p KEY=VALUE ...]``: run one
-    notebook headlessly (VALUE is read as YAML: numbers, lists, dicts, null); ``--list`` names them."""
-    import argparse
-
-    import yaml
-
-    ap = argparse.ArgumentParser(description="Run a notebook twin with papermill.")
-    ap.add_argument("name", nargs="?", help="a notebook name (see --list) or a .py twin")
-    ap.add_argument("out_dir", nargs="?", help="where the executed notebook and its files go")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
-    ns = ap.parse_args(argv)
-    if ns.list:
-        for name in list_notebooks():
-            print(f"{name}: {', '.join(parameter_names(name))}")
-        return 0
-    if not ns.name or not ns.out_dir:
-        ap.error("give a notebook name and an output folder (or --list)")
-    params = {}
-    for item in ns.param:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"-p needs KEY=VALUE, got {item!r}")
-        params[key] = yaml.safe_load(value)
-    try:
-        path = run_notebook(ns.name, ns.out_dir, params)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

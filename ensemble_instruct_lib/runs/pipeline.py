@@ -49,7 +49,7 @@ from ..engines.isolation import is_failure
 from ..errors import ConfigError, TooManyFailures
 from ..method.consensus import select_consensus
 from ..method.parsing import parse_output
-from ..method.prompts import instance_demos, output_prompt
+from ..method.prompts import get_prompt_set, instance_demos
 from ..method.records import consensus_record, is_failed, output_record, single_output_record
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
@@ -65,7 +65,7 @@ from ..methods.rounds import (
     progress_bar,
     stage3_path,
 )
-from .config import RunConfig
+from .config import RunConfig, load_config
 
 log = logging.getLogger("ensemble_instruct")
 
@@ -94,6 +94,7 @@ def stage3_outputs(
         seed=cfg.seed,
         chat=bool(spec.chat),
     )
+    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     demos = {}
     if spec.prompt_style == "few_shot":
         demos = {
@@ -105,7 +106,7 @@ def stage3_outputs(
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
             prompts = [
-                output_prompt(
+                prompt_set.output_prompt(
                     r["instruction"],
                     r["input"],
                     style=spec.prompt_style,
@@ -282,6 +283,7 @@ _FROZEN = (
     "method",
     "method_options",
     "seed",
+    "prompts",
     "generator",
     "task_types",
     "instruction",
@@ -319,11 +321,11 @@ def _identities(cfg: RunConfig) -> dict[str, Any]:
     return {"generator": model_identity(d["generator"]), "seed_file": _path_identity(cfg.seed_file)}
 
 
-def _same_generator(old: dict[str, Any], new_cfg: RunConfig) -> bool:
+def _same_generator(old: dict[str, Any], before: dict[str, Any], new_cfg: RunConfig) -> bool:
     """Whether a run dir's generator is the config's, comparing what the model path resolves to
     (or, for a run that did not record it, the weights digest the backend reported) instead of
     the string written in the config."""
-    before, now = old.get("config", {}).get("generator", {}), new_cfg.to_dict()["generator"]
+    now = new_cfg.to_dict()["generator"]
     if {k: v for k, v in before.items() if k != "model"} != {
         k: v for k, v in now.items() if k != "model"
     }:
@@ -351,16 +353,19 @@ def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
         return None
     old = json.loads(path.read_text())
     new = cfg.to_dict()
-    before = old.get("config", {})
+    try:  # keys added since that run was made take their defaults (which kept the old behaviour)
+        before = load_config(old.get("config", {})).to_dict()
+    except ConfigError:
+        before = old.get("config", {})
     changed = []
     for k in _FROZEN:
         if before.get(k) == new.get(k):
             continue
-        if k == "generator" and _same_generator(old, cfg):
+        if k == "generator" and _same_generator(old, before.get("generator", {}), cfg):
             continue
         if k == "seed_file" and (
-            old.get("identities", {}).get("seed_file") == _path_identity(cfg.seed_file)
-            and "identities" in old
+            "identities" in old
+            and old["identities"].get("seed_file") == _path_identity(cfg.seed_file)
         ):
             continue
         changed.append(k)
@@ -436,6 +441,7 @@ def _load_seeds(config: RunConfig) -> tuple[Path, dict[str, list[Any]]]:
     """The seed file and its tasks by type; every type of the config must have seeds."""
     seed_path = Path(config.seed_file) if config.seed_file else seed_tasks_path(config.data_dir)
     seeds = split_by_type(load_seed_tasks(seed_path))
+    get_prompt_set(config.prompts, config.data_dir)  # missing template files fail before any model
     for t in config.task_types:
         if not seeds[t]:
             raise ConfigError(f"{seed_path} has no seed tasks of type {t}; drop it from task_types")
@@ -450,7 +456,7 @@ def _new_manifest(
     return {
         "config": config.to_dict(),
         "versions": _versions(),
-        "prompt_versions": method_prompt_versions(config.method),
+        "prompt_versions": method_prompt_versions(config.method, config.prompts),
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

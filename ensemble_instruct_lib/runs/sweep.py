@@ -21,12 +21,12 @@ its parameters and metric rows) exists with the same parameters; done points are
 A failing point is not fatal: it becomes a row with ``status="failed"`` and the error, its
 traceback goes to ``<slug>/error.txt``, and the next sweep runs it again.
 
-Not here: deciding what to sweep (`ablations.py` builds the grids) and plotting.
+The command line is ``python -m ensemble_instruct_lib sweep KIND TARGET --out DIR --grid K='[..]'``
+(``cli.py``). Not here: deciding what to sweep (`ablations.py` builds the grids) and plotting.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
@@ -37,7 +37,6 @@ import math
 import multiprocessing
 import os
 import re
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -352,44 +351,23 @@ def run_sweep(
     base = dict(base_params or {})
     if kind != "function" and not isinstance(target, Mapping):
         target = str(target)
-    specs = []
-    for p in points:
-        params = {**base, **p}
-        slug = point_slug(p)
-        specs.append(
-            {
-                "kind": kind,
-                "target": target,
-                "params": params,
-                "grid_params": p,
-                "point": slug,
-                "point_dir": str(out / slug),
-                "fake_lms": fake_lms,
-                "stages": list(stages),
-                "notebook_options": dict(notebook_options or {}),
-            }
-        )
-    write_json(
-        out / SPEC,
-        {
-            "kind": kind,
-            "target": target if isinstance(target, str | Mapping) else _qualname(target),
-            "grid": {k: list(v) for k, v in grid.items()},
-            "base_params": base,
-            "seeds": list(seeds) if seeds is not None else None,
-            "seed_param": seed_param,
-            "points": [s["point"] for s in specs],
-        },
-    )
-    results: dict[str, dict[str, Any]] = {}
-    todo = []
-    for s in specs:
-        prev = _done(Path(s["point_dir"]), s["params"])
-        if prev is None:
-            todo.append(s)
-        else:
-            results[s["point"]] = {**prev, "error": None, "resumed": True}
-    n = _workers(workers, len(todo))
+    options = {
+        "fake_lms": fake_lms,
+        "stages": list(stages),
+        "notebook_options": dict(notebook_options or {}),
+    }
+    specs = _point_specs(kind, target, points, base, out, options)
+    spec = {
+        "kind": kind,
+        "target": target if isinstance(target, str | Mapping) else _qualname(target),
+        "grid": {k: list(v) for k, v in grid.items()},
+        "base_params": base,
+        "seeds": list(seeds) if seeds is not None else None,
+        "seed_param": seed_param,
+        "points": [s["point"] for s in specs],
+    }
+    write_json(out / SPEC, spec)
+    results, todo = _resumed(specs)
 
     def report(s: dict[str, Any], r: dict[str, Any]) -> None:
         results[s["point"]] = {**r, "resumed": False}
@@ -398,12 +376,76 @@ def run_sweep(
             took = "" if r["duration_s"] is None else f" in {r['duration_s']}s"
             print(f"[{len(results)}/{len(specs)}] {s['point']}: {what}{took}")
 
-    if todo and n == 1:
+    _run_points(todo, _workers(workers, len(todo)), report)
+    table = _table(specs, results)
+    table.to_csv(out / CSV, index=False)
+    table.to_parquet(out / PARQUET, index=False)
+    if progress:
+        _print_summary(table, len(specs), len(specs) - len(todo), out)
+    return table
+
+
+def _print_summary(table: pd.DataFrame, n_points: int, n_resumed: int, out: Path) -> None:
+    failed = int((table["status"] == "failed").sum()) if len(table) else 0
+    print(f"sweep: {n_points} points ({n_resumed} already done, {failed} failed)")
+    print(f"  tables: {out / CSV}, {out / PARQUET}")
+
+
+def _point_specs(
+    kind: str,
+    target: Callable | str | Mapping[str, Any],
+    points: list[dict[str, Any]],
+    base: dict[str, Any],
+    out: Path,
+    options: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One spec per point for `run_point`: the point's parameters over `base`, its slug and
+    folder, and the run options (fake_lms, stages, notebook_options)."""
+    specs = []
+    for p in points:
+        slug = point_slug(p)
+        specs.append(
+            {
+                "kind": kind,
+                "target": target,
+                "params": {**base, **p},
+                "grid_params": p,
+                "point": slug,
+                "point_dir": str(out / slug),
+                **options,
+            }
+        )
+    return specs
+
+
+def _resumed(
+    specs: list[dict[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(results of the points already done, keyed by slug; the specs still to run)."""
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for s in specs:
+        prev = _done(Path(s["point_dir"]), s["params"])
+        if prev is None:
+            todo.append(s)
+        else:
+            results[s["point"]] = {**prev, "error": None, "resumed": True}
+    return results, todo
+
+
+def _run_points(
+    todo: list[dict[str, Any]],
+    workers: int,
+    report: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> None:
+    """Run the specs in this process (workers == 1) or in spawned worker processes, calling
+    `report(spec, result)` for each in order; a worker that dies is a failed point."""
+    if todo and workers == 1:
         for s in todo:
             report(s, run_point({**s, "in_process": True}))
     elif todo:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [(s, pool.submit(run_point, s)) for s in todo]
             for s, f in futures:
                 try:
@@ -411,16 +453,6 @@ def run_sweep(
                 except Exception as e:  # the worker process died (killed, out of memory)
                     r = {"status": "failed", "rows": [{}], "error": repr(e), "duration_s": None}
                 report(s, r)
-    table = _table(specs, results)
-    table.to_csv(out / CSV, index=False)
-    table.to_parquet(out / PARQUET, index=False)
-    if progress:
-        failed = int((table["status"] == "failed").sum()) if len(table) else 0
-        print(
-            f"sweep: {len(specs)} points ({len(specs) - len(todo)} already done, {failed} failed)"
-        )
-        print(f"  tables: {out / CSV}, {out / PARQUET}")
-    return table
 
 
 def _qualname(fn: Callable) -> str:
@@ -450,96 +482,13 @@ def _table(specs: list[dict[str, Any]], results: dict[str, dict[str, Any]]) -> p
     return _storable(pd.DataFrame(rows, columns=None))
 
 
-# ------------------------------------------------------------------------------------------
-# command line
-
-
-def _parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{what} {item!r}: expected KEY=VALUE (VALUE is YAML)")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ensemble_instruct_lib.runs.sweep",
-        description="Run a notebook, a pipeline config or a function once per grid point.",
-    )
-    p.add_argument("kind", choices=KINDS)
-    p.add_argument("target", help="notebook name/path, config YAML, or module:function")
-    p.add_argument("--out", required=True, help="the sweep folder")
-    p.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=LIST",
-        help="a swept parameter and its values as a YAML list, e.g. threshold='[0, 0.1]'",
-    )
-    p.add_argument("--grid-file", help="a YAML mapping of parameter -> list of values")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed parameter"
-    )
-    p.add_argument("--seeds", type=int, nargs="+", help="run every point once per seed")
-    p.add_argument("--seed-param", default="seed", help="the parameter the seed is passed as")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (0: all cores)")
-    p.add_argument("--fake-lms", action="store_true", help="pipeline: fake LMs instead of models")
-    p.add_argument("--stages", default="1,2,3,4", help="pipeline: comma-separated stages")
-    p.add_argument("--quiet", action="store_true")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ensemble_instruct_lib.runs.sweep KIND TARGET --out DIR --grid K='[..]' ...``.
-
-    Exit status: 0 when every point is done, 1 when some failed, 2 on a usage or config error.
-    """
-    import yaml
-
-    from ..errors import ConfigError
-
-    args = build_parser().parse_args(argv)
-    grid: dict[str, Any] = {}
-    if args.grid_file:
-        grid.update(yaml.safe_load(Path(args.grid_file).read_text()) or {})
-    for key, value in _parse_assignments(args.grid, "--grid").items():
-        grid[key] = value if isinstance(value, list) else [value]
-    try:
-        table = run_sweep(
-            args.target,
-            grid,
-            args.out,
-            kind=args.kind,
-            base_params=_parse_assignments(args.set, "--set"),
-            workers=args.workers,
-            seeds=args.seeds,
-            seed_param=args.seed_param,
-            fake_lms=args.fake_lms,
-            stages=[int(s) for s in args.stages.split(",") if s.strip()],
-            progress=not args.quiet,
-        )
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 1 if (table["status"] == "failed").any() else 0
-
-
 __all__ = [
     "KINDS",
     "flatten",
     "grid_points",
-    "main",
     "point_slug",
     "run_point",
     "run_sweep",
     "set_dotted",
     "write_metrics",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -123,7 +123,7 @@ def _stage1(prompt: str, index: int) -> str:
 
 def _stage2(prompt: str, index: int) -> str:
     instruction = prompt.rstrip("\n").rsplit("\ninstruction: ", 1)[1]
-    needs_input = "write an input" in prompt.split("\n", 1)[0]
+    needs_input = "\ninput:" in prompt  # type A demonstrations have inputs (either prompt set)
     rng = _rng("stage2", prompt, index)
     r = rng.random()
     inp = " ".join(rng.sample(_WORDS, 4)) if needs_input else ""

@@ -14,6 +14,7 @@ and scoring the result (`evaluate.py`). This module does that step with `transfo
 
 Defaults follow the Stanford Alpaca recipe (lr 2e-5, 3 epochs, cosine, 3% warmup, no weight
 decay, 512 tokens); the Ensemble-Instruct paper's own values are not restated in METHOD.md.
+The command line is ``python -m ensemble_instruct_lib finetune CONFIG.yaml --set key=value``.
 Not included: packing, multi-turn chat data, QLoRA, DeepSpeed/FSDP set-ups.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,34 +425,43 @@ def _checkpointing_field(training_args_cls: type) -> str:
     )
 
 
-def finetune(
-    config: FinetuneConfig | Mapping[str, Any], *, callbacks: Sequence[Any] = ()
-) -> FinetuneResult:
-    """Fine-tune `config.model` on `config.data` and save everything in `config.run_dir`.
+@dataclass
+class _Encoded:
+    """The tokenized splits of one run (step 2 of `finetune`)."""
 
-    Args:
-        config: a `FinetuneConfig` or a mapping accepted by `FinetuneConfig.from_dict`.
-        callbacks: extra `transformers.TrainerCallback`s (progress hooks, tests).
+    tokenizer: Any
+    n_records: int
+    train: list[dict[str, list[int]]]
+    val: list[dict[str, list[int]]]
+    dropped: int
 
-    Returns:
-        The run's paths, metrics and loss log.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+def _prepare_run_dir(cfg: FinetuneConfig) -> tuple[Path, str | None]:
+    """Check the run dir against a previous run, create it, save the config; return the run dir
+    and the latest checkpoint in it (None when there is none)."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     _check_run_dir(cfg, run_dir, last is not None)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "finetune_config.json", cfg.to_dict())
+    return run_dir, last
+
+
+def _encode_data(cfg: FinetuneConfig, run_dir: Path) -> _Encoded:
+    """Read and split the records (the held-out ones go to ``val.jsonl``), load the tokenizer
+    (pad = EOS when it has none) and tokenize both splits.
+
+    Raises:
+        DataError: no training example fits in `max_seq_len`.
+    """
+    from transformers import AutoTokenizer
 
     records = load_sft_records(cfg.data)
     train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_seed)
     write_jsonl(run_dir / "val.jsonl", val_recs)
-
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -464,15 +473,28 @@ def finetune(
             f"no training example fits in max_seq_len={cfg.max_seq_len} tokens",
             hint="raise max_seq_len or shorten the instructions/inputs",
         )
+    return _Encoded(tokenizer, len(records), train_ex, val_ex, dropped_train + dropped_val)
+
+
+def _device(cfg: FinetuneConfig) -> tuple[bool, bool, bool]:
+    """(use_cpu, bf16, fp16) for the config's device and precision on this machine."""
+    import torch
 
     use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device is 'cuda' but no CUDA GPU is visible")
     bf16, fp16 = _precision(cfg, use_cpu)
+    return use_cpu, bf16, fp16
+
+
+def _load_model(cfg: FinetuneConfig, pad_token_id: int) -> Any:
+    """The base model in fp32, wrapped with LoRA adapters in mode "lora"."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
     if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.pad_token_id = pad_token_id
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -486,12 +508,18 @@ def finetune(
         model = get_peft_model(model, lora)
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for p in model.parameters())
+    return model
 
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
+
+def _training_arguments(
+    cfg: FinetuneConfig, run_dir: Path, has_val: bool, use_cpu: bool, bf16: bool, fp16: bool
+) -> Any:
+    """The `TrainingArguments` of a run: the config's schedule, checkpoints under
+    ``checkpoints/``, held-out evaluation every `eval_steps` when there is a held-out split."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -506,8 +534,8 @@ def finetune(
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        eval_strategy="steps" if (val_ex and cfg.eval_steps) else "no",
-        eval_steps=cfg.eval_steps if val_ex else None,
+        eval_strategy="steps" if (has_val and cfg.eval_steps) else "no",
+        eval_steps=cfg.eval_steps if has_val else None,
         bf16=bf16,
         fp16=fp16,
         use_cpu=use_cpu,
@@ -518,19 +546,13 @@ def finetune(
         disable_tqdm=not cfg.progress,
         **{_checkpointing_field(TrainingArguments): cfg.gradient_checkpointing},
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        data_collator=SFTCollator(tokenizer.pad_token_id),
-        train_dataset=train_ex,
-        eval_dataset=val_ex or None,
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
-    resume_from = last if (last is not None and cfg.resume) else None
-    train_out = trainer.train(resume_from_checkpoint=resume_from)
-    eval_loss = trainer.evaluate()["eval_loss"] if val_ex else None
 
+
+def _save_model(
+    cfg: FinetuneConfig, trainer: Any, tokenizer: Any, run_dir: Path
+) -> tuple[Path | None, Path | None]:
+    """Save the final model (``model/``) and, for LoRA, the adapter (``adapter/``); return
+    (model_dir, adapter_dir), model_dir None for an unmerged LoRA run."""
     model_dir: Path | None = run_dir / "model"
     adapter_dir = None
     if cfg.mode == "lora":
@@ -545,18 +567,63 @@ def finetune(
     else:
         trainer.save_model(str(model_dir))
         tokenizer.save_pretrained(model_dir)
+    return model_dir, adapter_dir
 
-    history = trainer.state.log_history
+
+def _save_loss_log(history: Sequence[Mapping[str, Any]], run_dir: Path) -> pd.DataFrame:
+    """Write the loss table (``loss_log.csv``) and the raw log history (``loss_log.json``)."""
     loss_log = loss_log_frame(history)
     loss_log.to_csv(run_dir / "loss_log.csv", index=False)
     write_json(run_dir / "loss_log.json", history)
+    return loss_log
+
+
+def finetune(
+    config: FinetuneConfig | Mapping[str, Any], *, callbacks: Sequence[Any] = ()
+) -> FinetuneResult:
+    """Fine-tune `config.model` on `config.data` and save everything in `config.run_dir`.
+
+    Args:
+        config: a `FinetuneConfig` or a mapping accepted by `FinetuneConfig.from_dict`.
+        callbacks: extra `transformers.TrainerCallback`s (progress hooks, tests).
+
+    Returns:
+        The run's paths, metrics and loss log.
+    """
+    from transformers import Trainer
+
+    cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)
+    run_dir, last = _prepare_run_dir(cfg)
+    data = _encode_data(cfg, run_dir)
+    tokenizer = data.tokenizer
+    use_cpu, bf16, fp16 = _device(cfg)
+    model = _load_model(cfg, tokenizer.pad_token_id)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(cfg, run_dir, bool(data.val), use_cpu, bf16, fp16),
+        data_collator=SFTCollator(tokenizer.pad_token_id),
+        train_dataset=data.train,
+        eval_dataset=data.val or None,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    resume_from = last if (last is not None and cfg.resume) else None
+    train_out = trainer.train(resume_from_checkpoint=resume_from)
+    eval_loss = trainer.evaluate()["eval_loss"] if data.val else None
+
+    model_dir, adapter_dir = _save_model(cfg, trainer, tokenizer, run_dir)
+    loss_log = _save_loss_log(trainer.state.log_history, run_dir)
     metrics = {
         "format_version": FORMAT_VERSION,
         "mode": cfg.mode,
-        "n_records": len(records),
-        "n_train": len(train_ex),
-        "n_val": len(val_ex),
-        "n_dropped_too_long": dropped_train + dropped_val,
+        "n_records": data.n_records,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_dropped_too_long": data.dropped,
         "trainable_parameters": n_trainable,
         "total_parameters": n_total,
         "trainable_names": trainable if cfg.mode == "lora" else [],
@@ -576,39 +643,3 @@ def finetune(
         loss_log=loss_log,
         resumed_from=resume_from,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ensemble_instruct_lib.train.finetune CONFIG.yaml [--set key=value ...]``."""
-    import argparse
-
-    import yaml
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="a YAML file of FinetuneConfig keys")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one key (VALUE is read as YAML)",
-    )
-    ns = ap.parse_args(argv)
-    overrides = {}
-    for item in ns.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set needs KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    try:
-        cfg = FinetuneConfig.from_yaml(ns.config, **overrides)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    result = finetune(cfg)
-    print(json.dumps({k: v for k, v in result.metrics.items() if k != "trainable_names"}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The notebooks' config dataclasses (`nb.steps.configs`): each validates its fields with a
+`ConfigError` and anchors relative paths on the repository root."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from notebook_checks import REPO
+
+from ensemble_instruct_lib.errors import ConfigError
+from ensemble_instruct_lib.nb.steps import configs
+
+
+def test_prompt_design_config_validates(tmp_path):
+    ok = {"out_dir": str(tmp_path), "instance_instructions": {"A": "Do it.", "B": "Say it."}}
+    cfg = configs.PromptDesignConfig(**ok)
+    assert cfg.out_path == tmp_path
+    bad = [
+        {"task_type": "C"},
+        {"num_seed": -1},
+        {"num_instance_demos": 0},
+        {"instance_instructions": {"A": "x"}},
+        {"backend": {"model": "gpt2"}},
+        {"generated": "not a list"},
+        {"out_dir": ""},
+    ]
+    for b in bad:
+        with pytest.raises(ConfigError):
+            configs.PromptDesignConfig(**{**ok, **b})
+
+
+def test_ensembling_config_validates(tmp_path):
+    cfg = configs.EnsemblingConfig(out_dir=str(tmp_path), curve_max=0.5, curve_points=6)
+    assert cfg.thresholds == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    for b in [
+        {"models": ["davinci"]},
+        {"models": ["davinci", "gpt-4"]},
+        {"models": ["davinci", "davinci"]},
+        {"rule": "vote"},
+        {"threshold": 1.5},
+        {"stop": "all"},
+        {"run_dir": str(tmp_path / "missing")},
+        {"curve_points": 1},
+    ]:
+        with pytest.raises(ConfigError):
+            configs.EnsemblingConfig(out_dir=str(tmp_path), **b)
+
+
+def test_generation_config_loads_and_anchors(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        "generator: {kind: hf, model: outputs, name: gen}\n"  # a folder that exists in the repo
+        "extra_models: [{kind: hf, model: Org/hub-id, name: x}]\n"
+    )
+    cfg = configs.GenerationConfig(out_dir=str(tmp_path), config_path=str(conf),
+                                     overrides={"num_instructions": 3})  # fmt: skip
+    assert cfg.run_config.num_instructions == 3
+    assert cfg.run_config.generator.model == str(REPO / "outputs")
+    assert cfg.run_config.extra_models[0].model == "Org/hub-id"
+    assert cfg.run_path == tmp_path / "run"
+    with pytest.raises(ConfigError, match="no such file"):
+        configs.GenerationConfig(out_dir=str(tmp_path), config_path="configs/none.yaml")
+    with pytest.raises(ConfigError, match="unknown key"):
+        configs.GenerationConfig(out_dir=str(tmp_path), config_path=str(conf),
+                                   overrides={"num_instruction": 3})  # fmt: skip
+
+
+def test_finetune_eval_config_validates(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"instruction": "i", "input": "", "output": "o"}) + "\n")
+    ok = {"out_dir": str(tmp_path), "base_model": "gpt2", "datasets": {"ens": str(data)},
+          "finetune_overrides": {"max_steps": 2}}  # fmt: skip
+    cfg = configs.FinetuneEvalConfig(**ok)
+    ft = cfg.finetune_config_for("ens")
+    assert ft.max_steps == 2 and ft.run_dir == str(tmp_path / "finetune" / "ens")
+    for b in [
+        {"datasets": {}},
+        {"datasets": {"ens": str(tmp_path / "missing.jsonl")}},
+        {"datasets": {"bad name": str(data)}},
+        {"finetune_overrides": {"data": "x"}},
+        {"finetune_overrides": {"max_step": 2}},
+        {"benchmarks": ["mmlu"]},
+        {"reference_models": ["gpt-4"]},
+        {"max_items": 0},
+    ]:
+        with pytest.raises(ConfigError):
+            configs.FinetuneEvalConfig(**{**ok, **b})

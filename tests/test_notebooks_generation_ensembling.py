@@ -1,0 +1,103 @@
+"""Notebooks 02 (generation) and 03 (ensembling), executed (slow): 02 runs the pipeline with the
+kit's fake LMs, 03 ensembles that run and, separately, the recorded GPT-3-family answers; each
+test checks the tables the notebook wrote against the run or an independent computation."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from notebook_checks import assert_png, executed, outputs_of_type
+
+from ensemble_instruct_lib.runs import notebooks
+
+FAKE_CONFIG = """name: nb-test
+seed: 0
+num_instructions: 6
+generator: {kind: scripted, model: fake-generator, name: gen}
+extra_models:
+  - {kind: scripted, model: fake-a, name: extra-a}
+  - {kind: scripted, model: fake-b, name: extra-b}
+"""
+
+
+@pytest.mark.slow
+def test_notebooks_02_then_03_on_its_run(tmp_path):
+    conf = tmp_path / "fake.yaml"
+    conf.write_text(FAKE_CONFIG)
+    out = tmp_path / "02"
+    path = notebooks.run_notebook(
+        "02_generation",
+        out,
+        {"config_path": str(conf), "fake_lms": True, "overrides": {"num_instructions": 5}},
+    )
+    nb = executed(path)
+    assert outputs_of_type(nb, "image/png") == 4
+    counts = pd.read_csv(out / "stage_counts.csv").set_index("step")
+    assert counts.loc["1 accepted instructions", ["A", "B"]].tolist() == [5, 5]
+    valid = counts.loc["2 valid instances", "total"]
+    assert 0 < valid <= 10
+    assert counts.loc["3 outputs extra-a", "total"] == valid
+    assert counts.loc["3 outputs extra-b", "total"] == valid
+    assert counts.loc["1 candidate instructions", "total"] >= 10
+    rejected = pd.read_csv(out / "instruction_rejections.csv")
+    n_rejected = counts.loc["1 candidate instructions", "total"] - 10
+    assert rejected["total"].sum() <= n_rejected  # target_reached candidates are left out
+    for name in ("instruction_rejections", "instance_rejections", "novelty", "lengths"):
+        assert_png(out / f"{name}.png")
+    lengths = pd.read_csv(out / "lengths.csv")
+    assert set(lengths["field"]) == {"instruction", "input", "output"}
+    sample = pd.read_csv(out / "sample.csv", keep_default_na=False)
+    assert len(sample) == valid if valid < 10 else len(sample) == 10
+    assert (sample["output"].str.len() > 0).all()
+    manifest = json.loads((out / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "done" and "stage4" not in manifest["counts"]
+
+    out3 = tmp_path / "03"
+    path3 = notebooks.run_notebook("03_ensembling", out3, {"run_dir": str(out / "run")})
+    executed(path3)
+    reasons = pd.read_csv(out3 / "reasons.csv")
+    assert reasons["examples"].sum() == valid
+    examples = pd.read_csv(out3 / "examples.csv")
+    assert (
+        len(examples) == valid and examples["kept"].sum() == reasons.query("kept")["examples"].sum()
+    )
+    chosen = pd.read_csv(out3 / "chosen.csv")
+    assert chosen["model"].tolist() == ["gen", "extra-a", "extra-b"]
+    assert chosen["chosen"].sum() == examples["kept"].sum()
+    assert pd.read_csv(out3 / "gold.csv").empty  # a run has no gold outputs
+    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve", "gold"):
+        assert_png(out3 / f"{name}.png")
+    assert (out / "run" / "ensembled.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_notebook_03_on_recorded_outputs(tmp_path):
+    from ensemble_instruct_lib.analysis.recorded_ensemble import ensemble_recorded
+
+    out = tmp_path / "03"
+    models = ["text-davinci-003", "davinci-self-instruct", "davinci-t0-ft"]
+    path = notebooks.run_notebook(
+        "03_ensembling", out, {"models": models, "curve_points": 11, "threshold": 0.05}
+    )
+    nb = executed(path)
+    assert outputs_of_type(nb, "image/png") >= 6
+    ref = ensemble_recorded(models, threshold=0.05)
+    reasons = pd.read_csv(out / "reasons.csv").set_index("reason")
+    assert reasons.loc[["exact_match", "consensus"], "examples"].sum() == ref.kept
+    assert reasons["examples"].sum() == 252
+    curve = pd.read_csv(out / "threshold_curve.csv")
+    assert len(curve) == 11 and curve["kept"].is_monotonic_decreasing
+    assert curve.loc[curve["threshold"] == 0.05, "kept"].item() == ref.kept
+    gold = pd.read_csv(out / "gold.csv").set_index("system")
+    assert gold.loc["consensus", "kept_mean"] == pytest.approx(
+        ref.summary.set_index("system").loc["consensus", "kept_mean"]
+    )
+    assert (gold.loc["oracle", "all_mean"] >= gold.loc[models, "all_mean"]).all()
+    chosen = pd.read_csv(out / "chosen.csv")
+    assert chosen["model"].tolist() == models and chosen["chosen"].sum() == ref.kept
+    pairs = pd.read_csv(out / "pairwise.csv")
+    assert len(pairs) == 3 * 252 and pairs["score"].between(0, 1).all()
+    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve", "gold"):
+        assert_png(out / f"{name}.png")
