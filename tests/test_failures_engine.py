@@ -208,6 +208,19 @@ def test_isolated_precheck_marks_too_long_prompts_before_the_call():
     assert inner.calls == ["ok", "fine"]
 
 
+def test_isolated_precheck_goes_through_the_cache(tmp_path):
+    inner = ScriptedBackend(lambda p, params, i: p)
+    inner.check_prompts = lambda prompts, params: [  # type: ignore[attr-defined]
+        "too long" if len(p) > 5 else None for p in prompts
+    ]
+    be = CachedBackend(inner, tmp_path / "c.sqlite")
+    out = generate_isolated(be, ["ok", "much too long"], GREEDY)
+    assert [is_failure(g) for g in out] == [False, True] and inner.calls == ["ok"]
+    assert CachedBackend(ScriptedBackend({}), tmp_path / "d.sqlite").check_prompts(
+        ["a"], GREEDY
+    ) == [None]
+
+
 def test_isolated_lets_interrupts_through():
     def answer(p, params, i):
         raise KeyboardInterrupt

@@ -268,6 +268,11 @@ class CachedBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
+    def check_prompts(self, prompts: Sequence[str], params: DecodingParams) -> list[str | None]:
+        """The wrapped engine's pre-call check (over-long prompts), if it has one."""
+        check = getattr(self.inner, "check_prompts", None)
+        return list(check(prompts, params)) if check else [None] * len(prompts)
+
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
 
