@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, TooManyFailures
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Handler = Callable[[argparse.Namespace], int]
@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(only=first if first in SUBCOMMANDS else "").parse_args(argv)
     try:
         return SUBCOMMANDS[args.command].run(args)
-    except (DataError, ConfigError, ValueError, FileNotFoundError) as e:
+    except (DataError, ConfigError, ValueError, FileNotFoundError, TooManyFailures) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

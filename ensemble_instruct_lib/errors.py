@@ -38,3 +38,8 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message names the key and the allowed values."""
+
+
+class TooManyFailures(RuntimeError):
+    """Too many calls of a stage failed for good: the run stopped rather than go on making an
+    empty or mostly-failed dataset (a dead server, a wrong model name, a bad API key)."""

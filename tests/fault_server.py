@@ -10,6 +10,11 @@ Faults are queued with `inject(kind, count)` and consumed one per request, in or
 - "drop": close the connection without any response;
 - "malformed": HTTP 200 with a body that is not JSON.
 
+Beyond the queue: `poison(substring)` makes every request whose prompt contains the substring fail
+for good (HTTP 400 with a "too long" message by default, as vLLM answers an over-long prompt) until
+`cure()`; `stop()` then `start()` brings the server back on the same port (a server that dies and
+comes back).
+
 Every request is recorded (path, headers, JSON body, the fault served) and the largest number of
 requests in flight at once is tracked, so tests can check headers, bodies, round-robin and the
 concurrency bound.
@@ -58,6 +63,8 @@ class FaultServer:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
+        self._poison: dict[str, tuple[int, str]] = {}
 
     # -- control ---------------------------------------------------------------------------
 
@@ -67,6 +74,31 @@ class FaultServer:
             raise ValueError(f"unknown fault {kind!r}; choose from {FAULTS}")
         with self._lock:
             self._faults.extend(Fault(kind, **opts) for _ in range(count))
+
+    def poison(
+        self,
+        substring: str,
+        status: int = 400,
+        message: str = "This model's maximum context length is 2048 tokens; the prompt is too long",
+    ) -> None:
+        """Answer every request whose prompt contains `substring` with `status` and `message`."""
+        with self._lock:
+            self._poison[substring] = (status, message)
+
+    def cure(self) -> None:
+        """Forget every poisoned substring."""
+        with self._lock:
+            self._poison.clear()
+
+    def _poisoned(self, body: dict[str, Any] | None) -> tuple[int, str] | None:
+        if not body:
+            return None
+        text = str(body.get("prompt", "")) + json.dumps(body.get("messages", []))
+        with self._lock:
+            for sub, answer in self._poison.items():
+                if sub in text:
+                    return answer
+        return None
 
     def pending_faults(self) -> int:
         with self._lock:
@@ -84,7 +116,8 @@ class FaultServer:
         class Handler(_Handler):
             server_owner = owner
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._port = self._server.server_address[1]
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
@@ -187,7 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
             if self.path not in ("/v1/completions", "/v1/chat/completions"):
                 self._send(404, json.dumps({"error": f"no route {self.path}"}).encode())
                 return
-            if fault is None:
+            poisoned = owner._poisoned(body)
+            if poisoned is not None:
+                status, message = poisoned
+                self._send(status, json.dumps({"error": {"message": message}}).encode())
+            elif fault is None:
                 self._send(200, json.dumps(_fake_completion(self.path, body or {})).encode())
             elif fault.kind == "429":
                 headers = (

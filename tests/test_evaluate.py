@@ -217,7 +217,7 @@ def test_evaluate_backend_scores_gold_answers_100():
 
 
 class _Flaky(Backend):
-    """Answers one batch, then fails, like a crashed job."""
+    """Answers one batch, then stops like a killed job (a failed call would be isolated)."""
 
     name = "flaky"
     model_id = "flaky"
@@ -228,13 +228,13 @@ class _Flaky(Backend):
 
     def _generate(self, prompts, params, sample_indices):
         if len(self.seen) >= self.fail_after:
-            raise RuntimeError("killed")
+            raise KeyboardInterrupt("killed")
         self.seen += prompts
         return [Generation(text="out") for _ in prompts]
 
 
 def test_generation_run_resumes_and_refuses_other_settings(tmp_path):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KeyboardInterrupt):
         generate_predictions(_Flaky(fail_after=2), ITEMS, batch_size=2, run_dir=tmp_path)
     lines = read_jsonl(tmp_path / "predictions.jsonl")
     assert len(lines) == 2 and lines[0]["format_version"] == FORMAT_VERSION

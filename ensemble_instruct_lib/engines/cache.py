@@ -8,7 +8,12 @@ backend: it looks every prompt up, sends only the misses to the model in one bat
 stores their results and commits, so an interrupted run resumes where it stopped and a re-run with
 the same settings costs no model call.
 
-Results whose `finish_reason` is "error" are returned but never stored. Left out: eviction and
+Results whose `finish_reason` is "error" or "failed" (a failure marker, engines/isolation.py) are
+returned but never stored, so a later run asks again. A backend with `generate_streaming` (the HTTP
+one) hands each answer over as it arrives and it is committed at once, so a chunk that fails part-way
+(or a killed process) loses no finished call; when some calls of a chunk fail for good
+(`PartialFailure`) the answered ones are stored, the next chunks still run, and `PartialFailure` is
+raised at the end over the whole batch (cache hits included). Left out: eviction and
 sharing one file between several writing processes (SQLite serialises them, slowly).
 """
 
@@ -20,11 +25,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .base import Backend, DecodingParams, Generation
+from .isolation import FAILED, PartialFailure
+
+#: finish reasons that are never stored
+UNSTORED = frozenset({"error", FAILED})
 
 KEY_VERSION = 1
 _SQL_CHUNK = 500
@@ -167,7 +176,7 @@ class CallCache:
         """Store results (replacing any with the same key) and commit once.
 
         Returns:
-            How many were stored ("error" results are skipped).
+            How many were stored ("error" and "failed" results are skipped).
         """
         rows = [
             (
@@ -186,7 +195,7 @@ class CallCache:
                 time.time(),
             )
             for e in entries
-            if e.result.finish_reason != "error"
+            if e.result.finish_reason not in UNSTORED
         ]
         if not rows:
             return 0
@@ -259,6 +268,11 @@ class CachedBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
+    def check_prompts(self, prompts: Sequence[str], params: DecodingParams) -> list[str | None]:
+        """The wrapped engine's pre-call check (over-long prompts), if it has one."""
+        check = getattr(self.inner, "check_prompts", None)
+        return list(check(prompts, params)) if check else [None] * len(prompts)
+
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
 
@@ -283,33 +297,63 @@ class CachedBackend(Backend):
             if key not in found and key not in todo:
                 todo[key] = pos
         fresh: dict[str, Generation] = {}
+        errors: dict[str, BaseException] = {}
         positions = list(todo.values())
         step = self.chunk_size or max(1, len(positions))
+        stream: Callable[..., list[Generation]] | None = getattr(
+            self.inner, "generate_streaming", None
+        )
+
+        def entry(p: int, g: Generation) -> CacheEntry:
+            return CacheEntry(
+                key=keys[p],
+                backend=name,
+                model_id=model_id,
+                revision=revision,
+                params=params,
+                sample_index=sample_indices[p] if params.do_sample else None,
+                prompt=prompts[p],
+                result=g,
+            )
+
         for start in range(0, len(positions), step):
             chunk = positions[start : start + step]
-            results = self.inner.generate(
-                [prompts[p] for p in chunk], params, [sample_indices[p] for p in chunk]
-            )
-            entries = []
-            for p, g in zip(chunk, results, strict=True):
-                fresh[keys[p]] = g
-                entries.append(
-                    CacheEntry(
-                        key=keys[p],
-                        backend=name,
-                        model_id=model_id,
-                        revision=revision,
-                        params=params,
-                        sample_index=sample_indices[p] if params.do_sample else None,
-                        prompt=prompts[p],
-                        result=g,
-                    )
+            args = ([prompts[p] for p in chunk], params, [sample_indices[p] for p in chunk])
+            stored: set[int] = set()
+
+            def on_result(j: int, g: Generation, chunk: list[int] = chunk, stored=stored) -> None:
+                fresh[keys[chunk[j]]] = g
+                self.cache.put_many([entry(chunk[j], g)])
+                stored.add(j)
+
+            try:
+                results: list[Generation | None] = (
+                    stream(*args, on_result=on_result) if stream else self.inner.generate(*args)
                 )
-            self.cache.put_many(entries)
-        out = []
+                failed: list[BaseException | None] = [None] * len(chunk)
+            except PartialFailure as e:
+                results, failed = e.results, e.errors
+            except BaseException:
+                self.misses += start + len(chunk)  # asked, whether answered or not
+                raise
+            for p, g, err in zip(chunk, results, failed, strict=True):
+                if err is not None or g is None:
+                    errors[keys[p]] = err or RuntimeError("no answer")
+                else:
+                    fresh[keys[p]] = g
+            self.cache.put_many(
+                [
+                    entry(p, fresh[keys[p]])
+                    for j, p in enumerate(chunk)
+                    if keys[p] in fresh and j not in stored
+                ]
+            )
+        out: list[Generation | None] = []
         for pos, key in enumerate(keys):
             if key in found:
                 out.append(dataclasses.replace(found[key], extra=dict(found[key].extra)))
+            elif key in errors:
+                out.append(None)
             elif todo[key] == pos:
                 out.append(fresh[key])
             else:
@@ -317,4 +361,6 @@ class CachedBackend(Backend):
                 out.append(dataclasses.replace(g, cached=True, extra=dict(g.extra)))
         self.misses += len(todo)
         self.hits += len(prompts) - len(todo)
-        return out
+        if errors:
+            raise PartialFailure(out, [errors.get(k) for k in keys])
+        return [g for g in out if g is not None]

@@ -42,6 +42,7 @@ from transformers import (
 )
 
 from .base import Backend, DecodingParams, Generation, cut_generated
+from .isolation import PromptTooLong
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".py")
@@ -221,6 +222,35 @@ class HFBackend(Backend):
         )
         return d
 
+    def check_prompts(self, prompts: Sequence[str], params: DecodingParams) -> list[str | None]:
+        """Per prompt, why it cannot fit the model's context (one line), or None when it fits.
+
+        The limit is the config's context length, else (decoder-only) the tokenizer's
+        `model_max_length` when it is a real number; the prompt's tokens plus `max_new_tokens`
+        must fit it (encoder-decoder: the prompt alone). Used before a call by
+        `engines.isolation.generate_isolated`, so an over-long prompt is never sent.
+        """
+        limit = self.context_length
+        if limit is None and not self.is_encoder_decoder:
+            n = getattr(self.tokenizer, "model_max_length", None)
+            limit = n if isinstance(n, int) and 0 < n < 1_000_000 else None
+        if not limit:
+            return [None] * len(prompts)
+        texts = [self.render(p, params.chat) for p in prompts]
+        ids = self.tokenizer(texts, add_special_tokens=not params.chat)["input_ids"]
+        extra = 0 if self.is_encoder_decoder else params.max_new_tokens
+        return [
+            None
+            if len(t) + extra <= limit
+            else (
+                f"prompt_too_long: the prompt has {len(t)} tokens"
+                + (f" + max_new_tokens={extra}" if extra else "")
+                + f", over {self.model_id}'s context of {limit} tokens (use fewer "
+                "demonstrations, a smaller max_new_tokens, or a model with a longer context)"
+            )
+            for t in ids
+        ]
+
     # ----------------------------------------------------------------------------------------
 
     def render(self, prompt: str, chat: bool) -> str:
@@ -256,7 +286,7 @@ class HFBackend(Backend):
             budget = self.context_length - (0 if self.is_encoder_decoder else params.max_new_tokens)
             longest = max(lengths)
             if longest > budget:
-                raise ValueError(
+                raise PromptTooLong(
                     f"a prompt of {longest} tokens does not fit {self.model_id}'s context of "
                     f"{self.context_length} tokens"
                     + (

@@ -9,7 +9,11 @@ and top_p, plus vLLM's `top_k` and `min_tokens` as extra fields (the OpenAI API 
 Requests run on a thread pool bounded by `max_concurrency`, spread round-robin over one or more
 base URLs. 429, 408, 5xx, timeouts, dropped connections and malformed JSON are retried with
 exponential backoff and full jitter (a server's Retry-After of up to 60 s is honoured instead); a
-retry goes to the next URL. Other 4xx answers fail at once. The API key is read from an environment
+retry goes to the next URL. Other 4xx answers fail at once (a 400 saying the prompt is too long for
+the model is reported with reason `prompt_too_long`). A request that fails for good does not stop
+the others of its batch: they all finish, `generate_streaming` hands each answer to a callback as it
+arrives (the call cache stores it at once), and the batch then raises `PartialFailure` carrying the
+answers and the per-request errors (engines/isolation.py turns them into failure markers). The API key is read from an environment
 variable, sent as a Bearer header and never written to `describe()`, `repr()`, logs or errors.
 
 Left out: streaming, logprobs, n > 1 per request, tool calls.
@@ -21,16 +25,25 @@ import email.utils
 import itertools
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from .base import Backend, DecodingParams, Generation, cut_generated
+from .isolation import CallFailed, PartialFailure, PromptTooLong
+
+#: How servers say a prompt does not fit (vLLM, OpenAI, TGI, llama.cpp, transformers serve).
+TOO_LONG_RE = re.compile(
+    r"too long|maximum context length|context length|context window|context size"
+    r"|must be <= ?\d+|exceeds? (?:the )?(?:model'?s? )?(?:max|maximum|context)",
+    re.IGNORECASE,
+)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: A Retry-After longer than this is treated as absent (our own backoff applies).
@@ -225,17 +238,18 @@ class OpenAICompatBackend(Backend):
                 raise _Retryable(
                     message, resp.status_code, _parse_retry_after(resp.headers.get("retry-after"))
                 )
+            too_long = resp.status_code in (400, 413, 422) and bool(TOO_LONG_RE.search(snippet))
             hint = {
                 401: "check the API key in $" + self.api_key_env,
                 403: "check the API key's permissions",
                 404: f"check the base URL and that the server serves model {self.model_id!r}",
             }.get(resp.status_code, "check the request parameters against the server's docs")
-            raise RuntimeError(
-                self._redact(
-                    f"request to {_redact_url(url)} was rejected with {message} ({hint}; "
-                    "not retried)"
-                )
+            if too_long:
+                hint = "shorten the prompt (fewer demonstrations) or lower max_new_tokens"
+            text = self._redact(
+                f"request to {_redact_url(url)} was rejected with {message} ({hint}; not retried)"
             )
+            raise PromptTooLong(text) if too_long else CallFailed(text, "rejected")
         try:
             data = resp.json()
             choice = data["choices"][0]
@@ -279,30 +293,76 @@ class OpenAICompatBackend(Backend):
             )
         status = last.status if last and last.status is not None else "none (no HTTP response)"
         urls = ", ".join(_redact_url(u) for u in self.base_urls)
-        raise RuntimeError(
+        raise CallFailed(
             self._redact(
                 f"request for model {self.model_id!r} failed after {self.max_retries + 1} attempts; "
                 f"last URL {_redact_url(url)}, last status {status}, last error: {last}. "
                 f"Check that the server(s) at {urls} are up and not overloaded, or raise "
                 "max_retries / timeout."
-            )
+            ),
+            "retries_exhausted",
         )
 
     def _generate(
         self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
     ) -> list[Generation]:
+        return self._run(prompts, params, sample_indices, None)
+
+    def generate_streaming(
+        self,
+        prompts: Sequence[str],
+        params: DecodingParams,
+        sample_indices: Sequence[int] | None = None,
+        on_result: Callable[[int, Generation], None] | None = None,
+    ) -> list[Generation]:
+        """`generate`, calling `on_result(position, generation)` in this thread as each answer
+        arrives (before the batch ends), so a caller can persist finished calls at once.
+
+        Raises:
+            PartialFailure: some requests failed for good (the others were all answered and
+                handed to `on_result`); with one prompt, that prompt's `CallFailed` instead.
+        """
+        if not prompts:
+            return []
+        indices = [0] * len(prompts) if sample_indices is None else list(sample_indices)
+        if len(indices) != len(prompts):
+            raise ValueError("sample_indices must have one entry per prompt")
+        return self._run(list(prompts), params, indices, on_result)
+
+    def _run(
+        self,
+        prompts: list[str],
+        params: DecodingParams,
+        sample_indices: list[int],
+        on_result: Callable[[int, Generation], None] | None,
+    ) -> list[Generation]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.max_concurrency, thread_name_prefix="openai-compat"
             )
-        futures: list[Future[Generation]] = [
-            self._pool.submit(self._one, p, params, i)
-            for p, i in zip(prompts, sample_indices, strict=True)
-        ]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in futures:
-            if f in done and f.exception() is not None:
-                for g in futures:
-                    g.cancel()
-                raise f.exception()  # type: ignore[misc]
-        return [f.result() for f in futures]
+        futures: dict[Future[Generation], int] = {
+            self._pool.submit(self._one, p, params, i): pos
+            for pos, (p, i) in enumerate(zip(prompts, sample_indices, strict=True))
+        }
+        results: list[Generation | None] = [None] * len(prompts)
+        errors: list[BaseException | None] = [None] * len(prompts)
+        try:
+            for f in as_completed(futures):
+                pos = futures[f]
+                err = f.exception()
+                if err is not None:
+                    errors[pos] = err
+                    continue
+                results[pos] = f.result()
+                if on_result is not None:
+                    on_result(pos, results[pos])  # type: ignore[arg-type]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        failed = [e for e in errors if e is not None]
+        if failed:
+            if len(prompts) == 1:
+                raise failed[0]
+            raise PartialFailure(results, errors)
+        return [g for g in results if g is not None]

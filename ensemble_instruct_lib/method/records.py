@@ -93,11 +93,14 @@ def instance_record(
     prompt_version: str,
     harvested_from: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    status: str = "ok",
+    error: str | None = None,
 ) -> dict[str, Any]:
     """A stage-2 instance: the instruction with its parsed input/output, or why it is invalid.
 
     `extra` holds a method's own fields, after the shared ones (Self-Instruct: the
-    classification answer and the instance format).
+    classification answer and the instance format). A call that failed for good has
+    ``status="failed"``, its failure reason in `reason` and the one-line `error`.
     """
     return {
         "id": id,
@@ -111,6 +114,8 @@ def instance_record(
         "finish_reason": finish_reason,
         "prompt_version": prompt_version,
         "harvested_from": harvested_from,
+        "status": status,
+        "error": error,
         **(extra or {}),
     }
 
@@ -150,8 +155,13 @@ def output_record(
     raw: str,
     finish_reason: str | None,
     prompt_version: str,
+    status: str = "ok",
+    reason: str | None = None,
+    error: str | None = None,
 ) -> dict[str, Any]:
-    """One extra LM's stage-3 output for an instance (`output` is `raw` cut and stripped)."""
+    """One extra LM's stage-3 output for an instance (`output` is `raw` cut and stripped); a
+    call that failed for good has ``status="failed"``, ``output=None``, the failure `reason` and
+    the one-line `error`."""
     return {
         "id": id,
         "model": model,
@@ -159,6 +169,9 @@ def output_record(
         "raw": raw,
         "finish_reason": finish_reason,
         "prompt_version": prompt_version,
+        "status": status,
+        "reason": reason,
+        "error": error,
     }
 
 
@@ -174,6 +187,7 @@ def consensus_record(
     models: Sequence[str],
     rule: str | None,
     threshold: float,
+    missing_models: Sequence[str] = (),
     **selection: Any,
 ) -> dict[str, Any]:
     """One stage-4 decision over an instance's candidate outputs.
@@ -183,6 +197,8 @@ def consensus_record(
         output, reason, chosen_index, min_score, scores: the consensus result.
         candidates: the outputs compared, in `models` order (the generator's first).
         rule, threshold: the selection rule and the threshold it applied.
+        missing_models: extra models whose stage-3 call failed for good for this instance (not
+            among `models`; empty when every member answered, the paper's case).
         selection: the selector's own fields, after these (selector, utility, candidate_scores,
             score_details, why).
     """
@@ -201,6 +217,7 @@ def consensus_record(
         "models": list(models),
         "rule": rule,
         "threshold": threshold,
+        "missing_models": list(missing_models),
         **selection,
     }
 
@@ -210,7 +227,13 @@ def single_output_record(instance: Mapping[str, Any]) -> dict[str, Any]:
     return {k: instance[k] for k in ("id", "task_type", "instruction", "input", "output")}
 
 
+def is_failed(record: Mapping[str, Any]) -> bool:
+    """True for a stage-2/3 record whose call failed for good."""
+    return record.get("status") == "failed"
+
+
 __all__ = [
+    "is_failed",
     "candidate_id",
     "consensus_record",
     "harvested_instance",

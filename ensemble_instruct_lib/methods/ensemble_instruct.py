@@ -16,9 +16,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.jsonl import JsonlAppender, read_jsonl
+from ..data.jsonl import JsonlAppender
 from ..data.public import SeedTask
 from ..engines.base import Backend, Generation, sampling_params
+from ..engines.isolation import is_failure
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.parsing import parse_instance_verbose, parse_instructions
 from ..method.prompts import END, SET_VERSIONS, Prompt, PromptSet, get_prompt_set, instance_demos
@@ -31,6 +32,9 @@ from .rounds import (
     PromptBuilder,
     RunContext,
     chunks,
+    failed_instance,
+    generate_checked,
+    load_records,
     progress_bar,
     run_rounds,
 )
@@ -94,8 +98,9 @@ def stage2_instances(
     """Generate and parse one instance per accepted instruction; returns every stage-2 record."""
     cfg, st = ctx.config, ctx.config.instance
     path = ctx.out / STAGE2
-    done = read_jsonl(path) if path.exists() else []
+    done = load_records(path, cfg.retry_failed)
     done_ids = {r["id"] for r in done}
+    budget = ctx.budget(f"stage 2 ({cfg.generator.name})")
     demos = {
         t: instance_demos(t, ctx.seeds[t], st.num_demos.get(t), cfg.seed) for t in cfg.task_types
     }
@@ -113,7 +118,7 @@ def stage2_instances(
                 prompt_set.instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
                 for r in chunk
             ]
-            gens = backend.generate([p.text for p in prompts], params)
+            gens = generate_checked(backend, [p.text for p in prompts], params, budget)
             for r, p, g in zip(chunk, prompts, gens, strict=True):
                 records = _instance_records(r, p, g, harvest)
                 out.extend(records)
@@ -121,7 +126,9 @@ def stage2_instances(
                 valid += sum(x["valid"] for x in records)
                 bar.update(1)
             bar.set_postfix({"valid": valid, "invalid": len(done) - valid}, refresh=False)
+            budget.check()
     bar.close()
+    budget.check(final=True)
     return done
 
 
@@ -129,6 +136,8 @@ def _instance_records(
     asked: dict[str, Any], prompt: Prompt, gen: Generation, harvest: _Harvester | None
 ) -> list[dict[str, Any]]:
     """The stage-2 record of one answer, then the instances harvested from it (if asked to)."""
+    if is_failure(gen):
+        return [failed_instance(asked, prompt, gen)]
     inst, reason = parse_instance_verbose(gen.text, asked["task_type"], asked["instruction"])
     rec = instance_record(
         id=asked["id"],

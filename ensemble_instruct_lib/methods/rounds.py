@@ -23,10 +23,11 @@ from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..engines.cache import CachedBackend, CallCache
+from ..engines.isolation import FailureBudget, generate_isolated
 from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt
-from ..method.records import candidate_id, stage1_candidate
+from ..method.records import candidate_id, instance_record, is_failed, stage1_candidate
 
 if TYPE_CHECKING:
     from ..runs.config import RunConfig
@@ -87,6 +88,64 @@ class RunContext:
             "hits": sum(b.hits for b in self.used),
             "misses": sum(b.misses for b in self.used),
         }
+
+    def budget(self, what: str) -> FailureBudget:
+        """The failure budget of one stage and model (`config.max_failed_fraction`)."""
+        return FailureBudget(what, getattr(self.config, "max_failed_fraction", 1.0))
+
+
+# ------------------------------------------------------------------------------------------
+# stages 2-3: calls that may fail one by one
+
+
+def load_records(path: Path, retry_failed: bool) -> list[dict[str, Any]]:
+    """A stage-2/3 file's records; with `retry_failed`, records of calls that failed for good
+    are dropped from the file (rewritten atomically) so their ids are asked again and the file
+    never holds two lines for one id."""
+    records = read_jsonl(path) if path.exists() else []
+    if retry_failed and any(is_failed(r) for r in records):
+        records = [r for r in records if not is_failed(r)]
+        write_jsonl(path, records)
+    return records
+
+
+def failed_instance(
+    asked: dict[str, Any],
+    prompt: Prompt,
+    gen: Generation,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The stage-2 record of an instruction whose call failed for good (a failure marker)."""
+    return instance_record(
+        id=asked["id"],
+        task_type=asked["task_type"],
+        instruction=asked["instruction"],
+        valid=False,
+        reason=str(gen.extra.get("reason", "error")),
+        input=None,
+        output=None,
+        raw="",
+        finish_reason=gen.finish_reason,
+        prompt_version=prompt.version,
+        extra=extra,
+        status="failed",
+        error=str(gen.extra.get("error", "")),
+    )
+
+
+def generate_checked(
+    backend: Backend,
+    prompts: Sequence[str],
+    params: DecodingParams,
+    budget: FailureBudget,
+    sample_indices: Sequence[int] | None = None,
+) -> list[Generation]:
+    """`engines.isolation.generate_isolated` (a failed call becomes a failure marker), counted
+    in `budget`; the caller writes the records, then calls `budget.check()`, which stops the run
+    when too many calls failed."""
+    gens = generate_isolated(backend, prompts, params, sample_indices)
+    budget.add(gens)
+    return gens
 
 
 # ------------------------------------------------------------------------------------------

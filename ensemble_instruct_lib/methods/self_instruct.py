@@ -30,9 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.jsonl import JsonlAppender, read_jsonl
+from ..data.jsonl import JsonlAppender
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
+from ..engines.isolation import FailureBudget, is_failure
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
 from .rounds import (
@@ -42,7 +43,10 @@ from .rounds import (
     baseline_group,
     check_count,
     chunks,
+    failed_instance,
+    generate_checked,
     instruction_params,
+    load_records,
     method_options,
     progress_bar,
     run_rounds,
@@ -299,10 +303,11 @@ def stage2_instances(
     cfg, st = ctx.config, ctx.config.instance
     opts = method_options(cfg, SelfInstructOptions)
     path = ctx.out / STAGE2
-    done = read_jsonl(path) if path.exists() else []
+    done = load_records(path, cfg.retry_failed)
     done_ids = {r["id"] for r in done}
+    budget = ctx.budget(f"stage 2 ({cfg.generator.name})")
     seeds = seed_pool(ctx)
-    classify = _classifier(backend, opts, seeds, cfg.seed)
+    classify = _classifier(backend, opts, seeds, cfg.seed, budget)
     demos = {
         flag: instance_demos(seeds, flag, opts.instance_demos, cfg.seed) for flag in (True, False)
     }
@@ -316,56 +321,73 @@ def stage2_instances(
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
             answers = classify(chunk)
-            flags = [bool(a is not None and parse_classification(a)) for a in answers]
+            texts = [None if a is None or is_failure(a) else a.text for a in answers]
+            flags = [bool(t is not None and parse_classification(t)) for t in texts]
             # output-first needs classification seeds to show; without any, input-first it is
             firsts = [f and bool(demos[True]) for f in flags]
             prompts = [
                 instance_prompt(r["instruction"], demos[o], o)
                 for r, o in zip(chunk, firsts, strict=True)
             ]
-            gens = backend.generate([p.text for p in prompts], params)
-            for r, a, f, o, p, g in zip(chunk, answers, flags, firsts, prompts, gens, strict=True):
-                inp, output, reason = parse_example(g.text, o)
-                rec = instance_record(
-                    id=r["id"],
-                    task_type="A" if inp else "B",
-                    instruction=r["instruction"],
-                    valid=output is not None,
-                    reason=reason,
-                    input=inp,
-                    output=output,
-                    raw=g.text,
-                    finish_reason=g.finish_reason,
-                    prompt_version=p.version,
-                    extra={
-                        "is_classification": f,
-                        "classification_raw": a,
-                        "classification_version": cls_version,
-                        "instance_format": "output_first" if o else "input_first",
-                    },
-                )
+            # an instruction whose classification call failed for good is not asked further
+            ask = [k for k, a in enumerate(answers) if a is None or not is_failure(a)]
+            got = generate_checked(backend, [prompts[k].text for k in ask], params, budget)
+            gens: dict[int, Generation] = dict(zip(ask, got, strict=True))
+            for k, (r, t, f, o, p) in enumerate(
+                zip(chunk, texts, flags, firsts, prompts, strict=True)
+            ):
+                extra = {
+                    "is_classification": f,
+                    "classification_raw": t,
+                    "classification_version": cls_version,
+                    "instance_format": "output_first" if o else "input_first",
+                }
+                g = gens.get(k) or answers[k]
+                if g is None or is_failure(g):
+                    rec = failed_instance(r, p, g, extra)  # type: ignore[arg-type]
+                else:
+                    inp, output, reason = parse_example(g.text, o)
+                    rec = instance_record(
+                        id=r["id"],
+                        task_type="A" if inp else "B",
+                        instruction=r["instruction"],
+                        valid=output is not None,
+                        reason=reason,
+                        input=inp,
+                        output=output,
+                        raw=g.text,
+                        finish_reason=g.finish_reason,
+                        prompt_version=p.version,
+                        extra=extra,
+                    )
                 out.append(rec)
                 done.append(rec)
                 bar.update(1)
+            budget.check()
     bar.close()
+    budget.check(final=True)
     return done
 
 
 def _classifier(
-    backend: Backend, opts: SelfInstructOptions, seeds: Sequence[SeedTask], seed: int
-) -> Callable[[Sequence[dict[str, Any]]], list[str | None]]:
-    """The LM's raw Yes/No answers for a batch of instruction records (all None when
-    ``classification`` is "none": no question is asked)."""
+    backend: Backend,
+    opts: SelfInstructOptions,
+    seeds: Sequence[SeedTask],
+    seed: int,
+    budget: FailureBudget,
+) -> Callable[[Sequence[dict[str, Any]]], list[Generation | None]]:
+    """The LM's Yes/No answers for a batch of instruction records (failure markers where the
+    call failed for good; all None when ``classification`` is "none": no question is asked)."""
     demos = classification_demos(seeds, opts.classification_demos, seed)
     params = DecodingParams(
         do_sample=False, max_new_tokens=opts.classification_max_tokens, stop=("\n",), seed=seed
     )
 
-    def classify(chunk: Sequence[dict[str, Any]]) -> list[str | None]:
+    def classify(chunk: Sequence[dict[str, Any]]) -> list[Generation | None]:
         if opts.classification != "lm":
             return [None] * len(chunk)
         prompts = [classification_prompt(r["instruction"], demos).text for r in chunk]
-        return [g.text for g in backend.generate(prompts, params)]
+        return list(generate_checked(backend, prompts, params, budget))
 
     return classify
 

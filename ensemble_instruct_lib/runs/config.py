@@ -326,6 +326,11 @@ class RunConfig:
         seed_file: a seed-task JSONL (default: the Self-Instruct seeds in the data dir).
         data_dir: the data folder (default: EI_DATA_DIR or the fetched copy).
         cache: SQLite call cache path; "" puts it in the run dir as cache.sqlite.
+        retry_failed: on a re-run, ask again the stage-2/3 calls that failed for good before
+            (records with ``status: failed``); False keeps them as failed.
+        max_failed_fraction: stop the run when more than this fraction of a stage's calls fail
+            for good (judged after 10 calls, and at the end of a stage where every call failed);
+            1.0 never stops.
     """
 
     generator: ModelSpec
@@ -344,8 +349,14 @@ class RunConfig:
     seed_file: str | None = None
     data_dir: str | None = None
     cache: str = ""
+    retry_failed: bool = True
+    max_failed_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        _check(
+            0.0 <= self.max_failed_fraction <= 1.0,
+            f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}",
+        )
         _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         _check(
             self.prompts in PROMPT_SETS,
@@ -430,6 +441,32 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _check_method_options(cfg: RunConfig) -> None:
+    """Validate `method_options` now (the method would only at its stage 1), so the error names
+    the config file; a method without options takes none."""
+    from ..methods import alpaca, self_instruct
+    from ..methods.rounds import method_options
+
+    classes = {"self_instruct": self_instruct.SelfInstructOptions, "alpaca": alpaca.AlpacaOptions}
+    if cfg.method in classes:
+        method_options(cfg, classes[cfg.method])
+    elif cfg.method_options:
+        raise ConfigError(
+            f"method_options: method {cfg.method!r} takes no options, got "
+            f"{sorted(cfg.method_options)}; remove method_options or choose another method"
+        )
+
+
+def _yaml_error(path: Path, e: Exception) -> str:
+    """One line for a YAML syntax error: file, line, column, what is wrong."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = " ".join(str(getattr(e, "problem", None) or e).split())
+    context = getattr(e, "context", None)
+    what = f"{' '.join(str(context).split())}: {problem}" if context else problem
+    return f"{where}: not valid YAML ({what}); fix the syntax there (quote values with ':' or '#')"
+
+
 def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:
     """A `RunConfig` from a YAML file or a dict, with top-level keys overridden.
 
@@ -446,10 +483,17 @@ def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunCon
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(_yaml_error(path, e)) from None
         where = str(path)
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of config keys (name: ..., generator: "
+                f"...), got a {type(data).__name__}; see configs/quickstart.yaml"
+            )
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return _build(RunConfig, data, "")
+        cfg = _build(RunConfig, data, "")
+        _check_method_options(cfg)
+        return cfg
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None

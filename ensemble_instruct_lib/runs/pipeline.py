@@ -45,10 +45,11 @@ from ..data.jsonl import JsonlAppender, read_jsonl, write_json, write_jsonl
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend, DecodingParams
 from ..engines.cache import CallCache
-from ..errors import ConfigError
+from ..engines.isolation import is_failure
+from ..errors import ConfigError, TooManyFailures
 from ..method.parsing import parse_output
 from ..method.prompts import get_prompt_set, instance_demos
-from ..method.records import consensus_record, output_record, single_output_record
+from ..method.records import consensus_record, is_failed, output_record, single_output_record
 from ..method.selectors import select
 from ..methods import get_method, method_prompt_versions
 from ..methods.rounds import (
@@ -59,6 +60,8 @@ from ..methods.rounds import (
     STAGE2,
     RunContext,
     chunks,
+    generate_checked,
+    load_records,
     progress_bar,
     stage3_path,
 )
@@ -91,7 +94,10 @@ def candidate_names(config: RunConfig) -> list[str]:
 def stage3_outputs(
     ctx: RunContext, spec, backend: Backend, instances: list[dict[str, Any]]
 ) -> dict[str, str]:
-    """One extra LM's greedy output for every valid instance; returns {id: output}.
+    """One extra LM's greedy output for every valid instance; returns {id: output} of the
+    answered ones. A call that fails for good is written with ``status: failed`` and the error,
+    and the stage goes on (`config.max_failed_fraction` bounds how many may fail); a re-run asks
+    failed ones again when `config.retry_failed`.
 
     With ``output.self_ensemble`` naming this model, it writes one file per sample instead
     (``stage3_outputs_<model>-s<k>.jsonl``, sampled with the run's seed and sample index k,
@@ -152,9 +158,11 @@ def _stage3_file(
     st = ctx.config.output
     prompt_set = get_prompt_set(ctx.config.prompts, ctx.config.data_dir)
     path = stage3_path(ctx.out, name)
-    done = read_jsonl(path) if path.exists() else []
-    outputs = {r["id"]: r["output"] for r in done}
-    todo = [r for r in instances if r["valid"] and r["id"] not in outputs]
+    done = load_records(path, ctx.config.retry_failed)
+    outputs = {r["id"]: r["output"] for r in done if not is_failed(r)}
+    asked = {r["id"] for r in done}
+    todo = [r for r in instances if r["valid"] and r["id"] not in asked]
+    budget = ctx.budget(f"stage 3 ({name})")
     n_valid = sum(r["valid"] for r in instances)
     bar = progress_bar(n_valid, f"stage 3: {name}", ctx.progress)
     bar.update(n_valid - len(todo))
@@ -171,8 +179,24 @@ def _stage3_file(
                 for r in chunk
             ]
             indices = None if sample_index is None else [sample_index] * len(prompts)
-            gens = backend.generate([p.text for p in prompts], params, indices)
+            gens = generate_checked(backend, [p.text for p in prompts], params, budget, indices)
             for r, p, g in zip(chunk, prompts, gens, strict=True):
+                if is_failure(g):
+                    out.append(
+                        output_record(
+                            id=r["id"],
+                            model=spec.name,
+                            output=None,
+                            raw="",
+                            finish_reason=g.finish_reason,
+                            prompt_version=p.version,
+                            status="failed",
+                            reason=str(g.extra.get("reason", "error")),
+                            error=str(g.extra.get("error", "")),
+                        )
+                    )
+                    bar.update(1)
+                    continue
                 text = parse_output(g.text, st.stop)
                 rec = output_record(
                     id=r["id"],
@@ -194,7 +218,9 @@ def _stage3_file(
                 out.append(rec)
                 outputs[r["id"]] = text
                 bar.update(1)
+            budget.check()
     bar.close()
+    budget.check(final=True)
     return outputs
 
 
@@ -227,45 +253,74 @@ def stage4_consensus(
         backend_for: builds a judge's backend from its model spec (the run's cached backends).
         seed: the judges' decoding seed.
 
+    An instance for which an extra model's stage-3 call failed for good is ensembled over the
+    candidates that exist (``missing_models`` names the absent members; with every member
+    present the paper's rule applies unchanged); with no extra candidate left it is dropped with
+    reason ``too_few_candidates``.
+
     Returns:
-        Counts: instances, kept, dropped, and per reason.
+        Counts: instances, kept, dropped, per reason, and ``with_missing`` (ensembled with a
+        member missing).
 
     Records (``ensembled.jsonl`` / ``dropped.jsonl``): id, task_type, instruction, input, output,
     reason, chosen_index, chosen_model, min_score, scores, candidates, models, rule, threshold,
-    then the selector's fields: selector, utility, candidate_scores (what the pick maximized, per
-    candidate), score_details (e.g. each judge's scores), why (one sentence).
+    missing_models, then the selector's fields: selector, utility, candidate_scores (what the
+    pick maximized, per candidate), score_details (e.g. each judge's scores), why (one sentence).
     """
     from .config import ConsensusStage
     from .selection import JudgeItem, candidate_scorer, embedder_for
 
     cs = consensus or ConsensusStage(threshold=threshold, selector=rule)
-    instances = [r for r in read_jsonl(out / STAGE2) if r["valid"]]
+    # id order is the order stage 2 asks in; it also puts an instance retried on a re-run
+    # (appended at the end of the file) back in its place
+    instances = sorted((r for r in read_jsonl(out / STAGE2) if r["valid"]), key=lambda r: r["id"])
     from_files = list(model_names[1:] if first_from_stage2 else model_names)
-    extra = {}
+    extra: dict[str, dict[str, dict[str, Any]]] = {}
     for name in from_files:
         p = stage3_path(out, name)
         if not p.exists():
             raise ConfigError(f"{p} is missing: run stage 3 for {name!r} first")
-        extra[name] = {r["id"]: r["output"] for r in read_jsonl(p)}
+        extra[name] = {r["id"]: r for r in read_jsonl(p)}  # the last line of an id wins
     ready = [i for i in instances if all(i["id"] in extra[n] for n in extra)]  # stage 3 done
-    cand_lists = [
-        ([inst["output"]] if first_from_stage2 else []) + [extra[n][inst["id"]] for n in extra]
-        for inst in ready
-    ]
+    members = []  # per instance: (candidate names, candidates, missing members)
+    for inst in ready:
+        present = [n for n in extra if not is_failed(extra[n][inst["id"]])]
+        names = ([model_names[0]] if first_from_stage2 else []) + present
+        cands = ([inst["output"]] if first_from_stage2 else []) + [
+            extra[n][inst["id"]]["output"] for n in present
+        ]
+        members.append((names, cands, [n for n in extra if n not in present]))
     scorer = candidate_scorer(cs, backend_for, seed=seed)
-    scored = (
-        scorer(
-            [
-                JudgeItem(i["instruction"], i["input"], c)
-                for i, c in zip(ready, cand_lists, strict=True)
-            ]
+    scorable = [k for k, (_, cands, _) in enumerate(members) if len(cands) >= 2]
+    scored: list[tuple[Any, Any]] = [(None, None)] * len(ready)
+    if scorer is not None and scorable:
+        results = scorer(
+            [JudgeItem(ready[k]["instruction"], ready[k]["input"], members[k][1]) for k in scorable]
         )
-        if scorer is not None and ready
-        else [(None, None)] * len(ready)
-    )
+        for k, r in zip(scorable, results, strict=True):
+            scored[k] = r
     embed = embedder_for(cs)
     kept, dropped = [], []
-    for inst, cands, (cand_scores, details) in zip(ready, cand_lists, scored, strict=True):
+    for inst, (names, cands, missing), (cand_scores, details) in zip(
+        ready, members, scored, strict=True
+    ):
+        if len(cands) < 2:  # every other member failed: nothing to agree with
+            dropped.append(
+                consensus_record(
+                    inst,
+                    output=None,
+                    reason="too_few_candidates",
+                    chosen_index=None,
+                    min_score=None,
+                    scores=[[1.0]] * len(cands),
+                    candidates=cands,
+                    models=names,
+                    rule=cs.rule,
+                    threshold=cs.threshold,
+                    missing_models=missing,
+                )
+            )
+            continue
         sel = select(
             cands,
             cs.selector,
@@ -285,9 +340,10 @@ def stage4_consensus(
             min_score=fields.pop("min_score"),
             scores=fields.pop("scores"),
             candidates=cands,
-            models=model_names,
+            models=names,
             rule=fields.pop("rule"),
             threshold=fields.pop("threshold"),
+            missing_models=missing,
             **fields,
         )
         (kept if sel.kept else dropped).append(rec)
@@ -301,6 +357,9 @@ def stage4_consensus(
     }
     for r in kept + dropped:
         counts[f"reason:{r['reason']}"] = counts.get(f"reason:{r['reason']}", 0) + 1
+    with_missing = sum(bool(r["missing_models"]) for r in kept + dropped)
+    if with_missing:
+        counts["with_missing"] = with_missing
     return counts
 
 
@@ -354,6 +413,61 @@ _FROZEN = (
 )
 
 
+#: backend kinds whose `model` may be a local folder or file
+_LOCAL_KINDS = ("hf", "vllm", "ray", "llama_cpp")
+
+
+def model_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a model spec (as in ``config.to_dict()``) loads, independent of how it was written:
+    a local path resolved to an absolute one (relative paths against the current folder), else
+    the hub id / served name as given, with the pinned revision."""
+    model = str(spec.get("model", ""))
+    local = Path(model).expanduser()
+    if spec.get("kind") in _LOCAL_KINDS and local.exists():
+        model = str(local.resolve())
+    return {
+        "kind": spec.get("kind"),
+        "model": model,
+        "revision": (spec.get("options") or {}).get("revision"),
+    }
+
+
+def _path_identity(value: str | None) -> str | None:
+    return None if value is None else str(Path(value).expanduser().resolve())
+
+
+def _identities(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved identities of the frozen keys that may be written several ways."""
+    d = cfg.to_dict()
+    return {"generator": model_identity(d["generator"]), "seed_file": _path_identity(cfg.seed_file)}
+
+
+def _same_generator(old: dict[str, Any], before: dict[str, Any], new_cfg: RunConfig) -> bool:
+    """Whether a run dir's generator is the config's, comparing what the model path resolves to
+    (or, for a run that did not record it, the weights digest the backend reported) instead of
+    the string written in the config."""
+    now = new_cfg.to_dict()["generator"]
+    if {k: v for k, v in before.items() if k != "model"} != {
+        k: v for k, v in now.items() if k != "model"
+    }:
+        return False
+    if before.get("model") == now.get("model"):
+        return True
+    ident = model_identity(now)
+    recorded = old.get("identities", {}).get("generator")
+    if recorded is not None and recorded == ident:
+        return True
+    # a run that recorded its weights digest: the same weights moved, copied or written
+    # differently are the same model
+    digest = str(old.get("models", {}).get(before.get("name"), {}).get("revision") or "")
+    folder = Path(ident["model"])
+    if digest.startswith("local-") and folder.is_dir():
+        from ..engines.hf import local_digest  # torch: only when a digest must be compared
+
+        return local_digest(folder) == digest
+    return False
+
+
 def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
     path = out / MANIFEST
     if not path.exists():
@@ -364,10 +478,27 @@ def _check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
         before = load_config(old.get("config", {})).to_dict()
     except ConfigError:
         before = old.get("config", {})
-    changed = [k for k in _FROZEN if before.get(k) != new.get(k)]
+    changed = []
+    for k in _FROZEN:
+        if before.get(k) == new.get(k):
+            continue
+        if k == "generator" and _same_generator(old, before.get("generator", {}), cfg):
+            continue
+        if k == "seed_file" and (
+            "identities" in old
+            and old["identities"].get("seed_file") == _path_identity(cfg.seed_file)
+        ):
+            continue
+        changed.append(k)
     if changed:
+        detail = ""
+        if "generator" in changed:
+            detail = (
+                f" (generator model {before.get('generator', {}).get('model')!r} there, "
+                f"{new['generator']['model']!r} now)"
+            )
         raise ConfigError(
-            f"{out} holds a run made with a different {', '.join(changed)}; "
+            f"{out} holds a run made with a different {', '.join(changed)}{detail}; "
             "resume it with the same config, or choose another --out"
         )
     return old
@@ -414,6 +545,10 @@ def run(
             from .export import export_run
 
             export_run(out)
+    except TooManyFailures as e:
+        manifest["stopped_because"] = str(e)
+        _close_manifest(ctx, manifest, "stopped")
+        raise
     except BaseException:
         _close_manifest(ctx, manifest, "interrupted")
         raise
@@ -446,6 +581,7 @@ def _new_manifest(
         "seed_file": str(seed_path),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "identities": _identities(config),
         "invocations": previous.get("invocations", 0) + 1,
         "counts": previous.get("counts", {}),
         "timings_s": {},
@@ -473,6 +609,8 @@ def _generator_stages(
     spec = ctx.config.generator
     gen = ctx.backend(spec)
     ctx.models[spec.name]["role"] = "generator"
+    manifest["models"].update(ctx.models)  # its weights digest, for a later resume's check
+    write_json(ctx.out / MANIFEST, manifest)
     try:
         if 1 in stages:
             with _timed(ctx, manifest, "stage1"):
@@ -534,10 +672,31 @@ def _close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> N
     if status == "done":
         manifest["models"].update(ctx.models)
     manifest["cache"] = ctx.cache_stats()
+    manifest["failures"] = failure_counts(ctx.out, ctx.config)
     manifest["status"] = status
     if status == "done":
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(ctx.out / MANIFEST, manifest)
+
+
+def failure_counts(out: Path, config: RunConfig) -> dict[str, Any]:
+    """Calls that failed for good, per stage and model, from the run dir's files:
+    ``{"stage2": {generator: {"failed": n, "reasons": {...}}}, "stage3": {model: {...}}}``."""
+
+    def count(path: Path) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for r in read_jsonl(path) if path.exists() else []:
+            if is_failed(r):
+                reasons[r.get("reason") or "error"] = reasons.get(r.get("reason") or "error", 0) + 1
+        return {"failed": sum(reasons.values()), "reasons": reasons}
+
+    counts: dict[str, Any] = {}
+    if (out / STAGE2).exists():
+        counts["stage2"] = {config.generator.name: count(out / STAGE2)}
+    for spec in config.extra_models:
+        if stage3_path(out, spec.name).exists():
+            counts.setdefault("stage3", {})[spec.name] = count(stage3_path(out, spec.name))
+    return counts
 
 
 def run_stage4(
@@ -663,6 +822,18 @@ def _print_summary(out: Path, manifest: dict[str, Any]) -> None:
         s4 = c["stage4"]
         lines.append(f"  stage 4: kept {s4['kept']} of {s4['instances']} examples")
     lines.append(f"  cache: {manifest['cache']['hits']} hits, {manifest['cache']['misses']} misses")
+    failed = [
+        f"{stage.replace('stage', 'stage ')} {name}: {c['failed']} ({json.dumps(c['reasons'])})"
+        for stage, per_model in manifest.get("failures", {}).items()
+        for name, c in per_model.items()
+        if c["failed"]
+    ]
+    if failed:
+        lines.append("  calls that failed for good: " + "; ".join(failed))
+        lines.append(
+            "  (see the records with status 'failed'; run the same command again to ask them "
+            "again, retry_failed: true)"
+        )
     print("\n".join(lines))
 
 
@@ -712,7 +883,9 @@ __all__ = [
     "RunContext",
     "RunResult",
     "RunTables",
+    "failure_counts",
     "load_run",
+    "model_identity",
     "run",
     "run_stage4",
     "candidate_names",

@@ -29,9 +29,10 @@ from typing import Any
 import pandas as pd
 
 from ..data.eval_items import EvalItem
-from ..data.jsonl import JsonlAppender, read_jsonl
+from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import PREDICTION_MODELS, load_predictions, user_oriented_path
 from ..engines.base import Backend, DecodingParams
+from ..engines.isolation import FailureBudget, generate_isolated, is_failure
 from ..errors import DataError
 from ..method.rouge import rouge_l
 from .formats import FORMAT_VERSION, STOP_STRINGS, build_prompt
@@ -327,8 +328,15 @@ def generate_predictions(
     batch_size: int = 8,
     run_dir: str | Path | None = None,
     progress: bool = False,
+    retry_failed: bool = True,
+    max_failed_fraction: float = 0.2,
 ) -> dict[str, str]:
     """Greedy answers of `backend` to `items`, in the documented prompt format.
+
+    A call that fails for good (after the engine's retries; an over-long prompt) does not stop
+    the run: its item gets no prediction (scored as "" and counted in `n_missing`), and with a
+    `run_dir` a record ``{"id", "prediction": None, "status": "failed", "reason", "error"}`` is
+    written, which a later run asks again when `retry_failed`.
 
     Args:
         backend: any `Backend` (wrap it in `CachedBackend` to reuse calls across runs).
@@ -339,12 +347,17 @@ def generate_predictions(
         run_dir: when given, every answer is appended to ``<run_dir>/predictions.jsonl`` as it
             arrives and answers already there are reused, so an interrupted run resumes.
         progress: show a progress bar.
+        retry_failed: ask again the items whose call failed in an earlier run of `run_dir`.
+        max_failed_fraction: stop (`TooManyFailures`) when more than this fraction of the calls
+            fail, judged after 10 calls, or when every call failed; 1.0 never stops.
 
     Returns:
-        ``{item id: answer}`` for every item, the answer stripped of surrounding whitespace.
+        ``{item id: answer}`` for every answered item, the answer stripped of surrounding
+        whitespace (items whose call failed are absent).
 
     Raises:
         ValueError: the run dir holds predictions from another model or prompt setting.
+        TooManyFailures: too many calls failed for good (a dead server, a wrong model name).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -358,18 +371,30 @@ def generate_predictions(
         "model": model,
     }
     done: dict[str, str] = {}
+    failed: set[str] = set()
     path = Path(run_dir) / PREDICTIONS_FILE if run_dir is not None else None
     if path is not None and path.exists():
-        for k, rec in enumerate(read_jsonl(path), start=1):
+        records = read_jsonl(path)
+        for k, rec in enumerate(records, start=1):
             mismatch = [key for key, v in meta.items() if rec.get(key) != v]
             if mismatch:
                 raise ValueError(
                     f"{path}, record {k}: made with {mismatch[0]}={rec.get(mismatch[0])!r}, "
                     f"this run uses {meta[mismatch[0]]!r}; use a new run_dir for another setting"
                 )
-            done[str(rec["id"])] = str(rec["prediction"])
+            if rec.get("status") == "failed":
+                failed.add(str(rec["id"]))
+            else:
+                done[str(rec["id"])] = str(rec["prediction"])
+        if retry_failed and failed:  # drop them from the file: they are asked again below
+            write_jsonl(path, [r for r in records if r.get("status") != "failed"])
+            failed = set()
     prompts = {it.id: eval_prompt(it, with_definition=with_definition) for it in items}
-    todo = sorted((it.id for it in items if it.id not in done), key=lambda i: -len(prompts[i]))
+    todo = sorted(
+        (it.id for it in items if it.id not in done and it.id not in failed),
+        key=lambda i: -len(prompts[i]),
+    )
+    budget = FailureBudget(f"evaluation ({model['model_id']})", max_failed_fraction)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -379,19 +404,32 @@ def generate_predictions(
     try:
         for start in range(0, len(todo), batch_size):
             ids = todo[start : start + batch_size]
-            gens = backend.generate([prompts[i] for i in ids], params)
+            gens = generate_isolated(backend, [prompts[i] for i in ids], params)
+            budget.add(gens)
             for i, g in zip(ids, gens, strict=True):
-                done[i] = g.text.strip()
+                if is_failure(g):
+                    rec = {
+                        "id": i,
+                        "prediction": None,
+                        "status": "failed",
+                        "reason": g.extra.get("reason"),
+                        "error": g.extra.get("error"),
+                    }
+                else:
+                    done[i] = g.text.strip()
+                    rec = {"id": i, "prediction": done[i]}
                 if out is not None:
-                    out.append({"id": i, "prediction": done[i], **meta})
+                    out.append({**rec, **meta})
             if bar is not None:
                 bar.update(len(ids))
+            budget.check()
+        budget.check(final=True)
     finally:
         if out is not None:
             out.close()
         if bar is not None:
             bar.close()
-    return {it.id: done[it.id] for it in items}
+    return {it.id: done[it.id] for it in items if it.id in done}
 
 
 def evaluate_backend(
