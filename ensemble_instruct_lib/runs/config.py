@@ -22,7 +22,7 @@ from ..engines.base import DecodingParams, sampling_params  # noqa: F401 - re-ex
 from ..errors import ConfigError
 
 TASK_TYPES = ("A", "B")
-BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted")
+BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted", "llama_cpp")
 METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
 PROMPT_STYLES = ("zero_shot", "few_shot")
 
@@ -38,8 +38,10 @@ class ModelSpec:
 
     Attributes:
         name: label used in file names and tables (default: derived from `model`).
-        kind: backend kind: hf, openai, recorded, vllm, ray (scripted: tests only).
-        model: hub id, local path, served model name, or recorded model name.
+        kind: backend kind: hf, openai, recorded, vllm, ray, llama_cpp (scripted: tests only).
+        model: hub id, local path, served model name, recorded model name, or a known model name
+            (`gemma-3-270m`: the converted folder for hf/vllm/ray, the GGUF for llama_cpp;
+            see engines/models.py).
         prompt_style: stage-3 prompt: zero_shot (instruction-tuned LMs) or few_shot (vanilla LMs).
         chat: send stage-3 prompts through the chat template / chat endpoint (chat models).
         options: extra keyword arguments for the backend (batch_size, base_urls, dtype, ...).
@@ -51,6 +53,9 @@ class ModelSpec:
     prompt_style: str = "zero_shot"
     chat: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+
+    #: Where `model` was set (file and field), for error messages; not a config key.
+    where = "model"
 
     def __post_init__(self) -> None:
         _check(
@@ -224,6 +229,14 @@ class RunConfig:
         _check(
             len(names) == len(set(names)), f"model names must be distinct, got {names}: set `name`"
         )
+        self.locate_models()
+
+    def locate_models(self, source: str = "") -> None:
+        """Tell each ModelSpec which file and field its `model` came from (for its errors)."""
+        prefix = f"{source}: " if source else ""
+        self.generator.where = f"{prefix}generator.model"
+        for i, m in enumerate(self.extra_models):
+            m.where = f"{prefix}extra_models[{i}].model"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -308,6 +321,8 @@ def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunCon
         where = str(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return _build(RunConfig, data, "")
+        cfg = _build(RunConfig, data, "")
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+    cfg.locate_models(where)
+    return cfg
