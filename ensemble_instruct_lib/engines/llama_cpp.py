@@ -102,9 +102,9 @@ class LlamaCppBackend(Backend):
                 f"llama.cpp cannot load model {model!r} ({self.path}): {e}; is it a GGUF file "
                 "this llama-cpp-python version supports?"
             ) from None
-        self._eog = [
-            t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(self._vocab, t)
-        ]
+        is_eog = llama_cpp.llama_vocab_is_eog
+        self._eog = [t for t in range(self.llm.n_vocab()) if is_eog(self._vocab, t)]
+        self._eog_set = frozenset(self._eog)
 
     @property
     def _vocab(self) -> Any:
@@ -129,9 +129,9 @@ class LlamaCppBackend(Backend):
     # ----------------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
-        """The prompt's token ids as llama.cpp evaluates them (BOS included when the model
-        wants one)."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        """The prompt's token ids as llama.cpp evaluates them: BOS when the model wants one, and
+        special tokens written in the text parsed as such (as `llama_cpp.server` and HF do)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     def _generate(
         self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
@@ -180,7 +180,7 @@ class LlamaCppBackend(Backend):
             logits_processor=processors,
             **sampling,
         ):
-            if token in self._eog:
+            if token in self._eog_set:
                 finish = "stop"
                 break
             out.append(token)

