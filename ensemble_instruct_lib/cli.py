@@ -409,6 +409,44 @@ def _notebook(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# known models
+
+
+def _models_arguments(p: argparse.ArgumentParser) -> None:
+    msub = p.add_subparsers(dest="models_command", required=True)
+    lst = msub.add_parser("list", help="known models and what is installed of each")
+    fet = msub.add_parser("fetch", help="assemble the GGUF, check it, convert it (once)")
+    fet.add_argument("name", help="a known model name (see `models list`)")
+    fet.add_argument("--gguf-only", action="store_true", help="skip the transformers conversion")
+    for q in (lst, fet):
+        q.add_argument(
+            "--cache-dir", help="default: $EI_MODEL_CACHE or ~/.cache/ensemble_instruct/models"
+        )
+
+
+@subcommand(
+    "models",
+    "list known models, or fetch one (e.g. `models fetch gemma-3-270m`)",
+    _models_arguments,
+)
+def _models(args: argparse.Namespace) -> int:
+    from .engines.models import KNOWN_MODELS, fetch_model, model_status
+
+    if args.models_command == "list":
+        for name in KNOWN_MODELS:
+            st = model_status(name, args.cache_dir)
+            print(f"{name}: {st['summary']}")
+            for key in ("package", "gguf", "transformers", "licence"):
+                print(f"  {key:<12} {st[key]}")
+        return 0
+    paths = fetch_model(args.name, args.cache_dir, convert=not args.gguf_only)
+    for kind, path in paths.items():
+        print(f"{kind:>12}  {path}")
+    print(f"use it in a config as `model: {args.name}` (kinds hf, vllm, ray, llama_cpp)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # the program
 
 
@@ -435,7 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(only=first if first in SUBCOMMANDS else "").parse_args(argv)
     try:
         return SUBCOMMANDS[args.command].run(args)
-    except (DataError, ConfigError, ValueError, FileNotFoundError, TooManyFailures) as e:
+    except (
+        DataError,
+        ConfigError,
+        ValueError,
+        FileNotFoundError,
+        ImportError,
+        TooManyFailures,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

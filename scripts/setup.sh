@@ -14,4 +14,15 @@ python -m pip install -q --upgrade pip
 python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 python -m pip install -q -r requirements.txt
 python -m pip install -q -e . --no-deps
+# llama.cpp backend and server (the `llama-cpp` extra). llama-cpp-python has no binary wheel for
+# this platform on the registry: the first install compiles llama.cpp from source (~10 min on
+# 2 cores); pip caches the built wheel, so later installs on this machine take seconds.
+# SKIP_LLAMA_CPP=1 skips it (the llama_cpp backend and its tests then say how to install it).
+if [ "${SKIP_LLAMA_CPP:-0}" != 1 ]; then
+  echo "installing llama-cpp-python (first time on this machine: a ~10 min compile, then cached)"
+  python -m pip install -q "llama-cpp-python[server]==0.3.36"
+fi
+# Gemma 3 270M: assemble the GGUF, check its sha256 and convert it once into a transformers folder
+# under $EI_MODEL_CACHE (default ~/.cache/ensemble_instruct/models); reused when already there.
+python -m ensemble_instruct_lib models fetch gemma-3-270m
 python -m ipykernel install --sys-prefix --name python3 >/dev/null

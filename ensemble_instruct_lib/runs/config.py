@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..method.prompts import PROMPT_SETS
 
 TASK_TYPES = ("A", "B")
-BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted")
+BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted", "llama_cpp")
 METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
 PROMPT_STYLES = ("zero_shot", "few_shot")
 
@@ -40,8 +40,10 @@ class ModelSpec:
 
     Attributes:
         name: label used in file names and tables (default: derived from `model`).
-        kind: backend kind: hf, openai, recorded, vllm, ray (scripted: tests only).
-        model: hub id, local path, served model name, or recorded model name.
+        kind: backend kind: hf, openai, recorded, vllm, ray, llama_cpp (scripted: tests only).
+        model: hub id, local path, served model name, recorded model name, or a known model name
+            (`gemma-3-270m`: the converted folder for hf/vllm/ray, the GGUF for llama_cpp;
+            see engines/models.py).
         prompt_style: stage-3 prompt: zero_shot (instruction-tuned LMs) or few_shot (vanilla LMs).
         chat: send stage-3 prompts through the chat template / chat endpoint (chat models).
         options: extra keyword arguments for the backend (batch_size, base_urls, dtype, ...).
@@ -53,6 +55,9 @@ class ModelSpec:
     prompt_style: str = "zero_shot"
     chat: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+
+    #: Where `model` was set (file and field), for error messages; not a config key.
+    where = "model"
 
     def __post_init__(self) -> None:
         _check(
@@ -377,6 +382,14 @@ class RunConfig:
             f"output.self_ensemble.model must be one of the config's models {names}, "
             f"got {se.model if se else None!r}",
         )
+        self.locate_models()
+
+    def locate_models(self, source: str = "") -> None:
+        """Tell each ModelSpec which file and field its `model` came from (for its errors)."""
+        prefix = f"{source}: " if source else ""
+        self.generator.where = f"{prefix}generator.model"
+        for i, m in enumerate(self.extra_models):
+            m.where = f"{prefix}extra_models[{i}].model"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -494,6 +507,7 @@ def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunCon
     try:
         cfg = _build(RunConfig, data, "")
         _check_method_options(cfg)
-        return cfg
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+    cfg.locate_models(where)
+    return cfg

@@ -48,6 +48,17 @@ def save_hf_dataset(rows: list[dict[str, Any]], path: str | Path) -> Path | None
     return path
 
 
+def _model_licences(specs: list[dict[str, Any]]) -> dict[str, str]:
+    """Known models (engines/models.py) among the run's model specs -> their licence."""
+    from ..engines.models import KNOWN_MODELS
+
+    return {
+        s["model"]: KNOWN_MODELS[s["model"]].licence
+        for s in specs
+        if s.get("model") in KNOWN_MODELS
+    }
+
+
 def dataset_card(manifest: dict[str, Any], n_rows: int, n_single: int) -> str:
     """A README.md for the run: what made the data and how much of it there is."""
     cfg = manifest["config"]
@@ -82,6 +93,10 @@ def dataset_card(manifest: dict[str, Any], n_rows: int, n_single: int) -> str:
         lines.append(
             f"| {role} | {spec['name']} | {spec['kind']} | {spec['model']} | {m.get('revision', '')} |"
         )
+    licences = _model_licences(specs)
+    if licences:
+        lines += ["", "Model licences (the generated data is subject to them):", ""]
+        lines += [f"- {name}: {licence}" for name, licence in licences.items()]
     lines += ["", "## Counts", ""]
     for t, s1 in c.get("stage1", {}).items():
         s2 = c.get("stage2", {}).get(t, {})

