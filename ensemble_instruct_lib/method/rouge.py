@@ -159,13 +159,19 @@ _SHARED_VOCAB = Vocab()
 _SHARED_CODES = {False: _Codes(_SHARED_VOCAB, False), True: _Codes(_SHARED_VOCAB, True)}
 
 
+def clear_memos() -> None:
+    """Forget every memoized stem and word code (benchmarks use it to time a cold start)."""
+    _STEMS.clear()
+    _SHARED_VOCAB.clear()
+    for c in _SHARED_CODES.values():
+        c.clear()
+
+
 def _codes(stem: bool) -> _Codes:
     """The process-wide memo of word codes, emptied between calls once it grows large (codes
     are only ever compared within one call)."""
     if len(_SHARED_VOCAB) > 500_000:
-        _SHARED_VOCAB.clear()
-        for c in _SHARED_CODES.values():
-            c.clear()
+        clear_memos()
     return _SHARED_CODES[bool(stem)]
 
 
