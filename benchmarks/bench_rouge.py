@@ -1,18 +1,26 @@
-"""Rouge-L speed, as ratios against rouge-score measured in the same run (issue: foundation).
+"""Rouge-L speed, as ratios against references measured in the same run (issues: foundation,
+performance).
 
 Three measurements, each on real-like text built from the public data (seed instructions, the 252
 user-oriented instructions, sentences of the recorded GPT-3 outputs, and recombinations of them):
 
 1. novelty: one new instruction against a 50k pool. rouge-score scores every pair; the kit scores
-   every pair exactly (`NoveltyIndex.scores`) and also decides "best > 0.7?" with the overlap bound
-   (`NoveltyIndex.exceeds`). Scores are checked identical. rouge-score-rs (Rust, batch on all cores)
-   is the second reference column.
-2. consensus: stemmed pairwise Rouge-L for 10k triples of recorded outputs (`select_consensus` does
-   normalization, exact matching and the pairwise matrix) against rouge-score scoring the same pairs.
-3. growth: building a 50k-instruction set incrementally with the novelty filter (decision + 10 most
-   similar), time at 1k/5k/10k/50k, next to rouge-score's cost extrapolated from its per-pair time.
+   every pair exactly (`NoveltyIndex.scores`), decides "best > 0.7?" (`exceeds`) and finds the
+   decision, maximum and 10 most similar at once (`match`). rouge-score-rs (Rust, batch on all
+   cores) is the second reference column. Scores and lists are checked identical.
+2. consensus: stemmed pairwise Rouge-L for 10k triples of recorded outputs. rouge-score (timed on
+   a sample of triples, scaled to all) and rouge-score-rs score the 3 pairs of every triple; the
+   kit rows are `pairwise_rouge_l` per triple (normalize + scores, nothing shared between
+   triples), `select_consensus` (the whole decision) and `pairwise_rouge_l_batch` (each distinct
+   text and pair once). Every score is checked equal to rouge-score's.
+3. growth: building a 50k-instruction set incrementally with the novelty filter, (a) decision +
+   10 most similar (`NoveltyFilter.check`, as stage 1 runs it) and (b) decisions alone
+   (`NoveltyIndex.exceeds`), against a brute-force exact kernel (rapidfuzz's bit-parallel LCS of
+   the candidate against every pool text, one candidate at a time as growth needs) timed on every
+   `--every`-th candidate and scaled, and rouge-score extrapolated from its per-pair time. On the
+   sampled candidates the decision, maximum and top-10 list are checked equal to brute force's.
 
-Run: python benchmarks/bench_rouge.py [--pool 50000] [--growth 50000] [--triples 10000]
+Run: python benchmarks/bench_rouge.py [--quick] [--pool 50000] [--growth 50000] [--triples 10000]
 """
 
 from __future__ import annotations
@@ -27,11 +35,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rapidfuzz.distance import LCSseq
+from rapidfuzz.process import cdist
 from rouge_score import rouge_scorer
 
+from ensemble_instruct_lib.method import rouge
 from ensemble_instruct_lib.method.consensus import normalize, select_consensus
 from ensemble_instruct_lib.method.filters import NoveltyFilter
-from ensemble_instruct_lib.method.rouge import NoveltyIndex
+from ensemble_instruct_lib.method.rouge import (
+    NoveltyIndex,
+    _f_measure_array,
+    pairwise_rouge_l,
+    pairwise_rouge_l_batch,
+)
 
 try:
     from rouge_score_rs import rouge_scorer as rs_scorer
@@ -71,6 +87,27 @@ def real_like_texts(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+def _table(title: str, rows: list[tuple[str, float, object]], t_ref: float, fmt: str) -> None:
+    print(title)
+    print(f"{'method':<50}{'seconds':>10}{'speed-up vs rouge-score':>26}{'identical':>11}")
+    for name, sec, same in rows:
+        print(f"{name:<50}{sec:>10{fmt}}{t_ref / sec:>25.0f}x{str(same):>11}")
+
+
+def _brute(idx: NoveltyIndex, text: str, k: int = 10) -> tuple[bool, float, list[int], np.ndarray]:
+    """Every pair scored exactly (one rapidfuzz cdist row), then the decision and the top k."""
+    q = idx._codes.encode(text)
+    n = len(idx)
+    if not q or n == 0:
+        return False, 0.0, [], np.zeros(n)
+    lcs = cdist([q], idx._enc, scorer=LCSseq.similarity, dtype=np.int32)[0]
+    sc = _f_measure_array(lcs, len(q), idx._lens[:n])
+    cand = np.flatnonzero(sc >= np.partition(sc, n - k)[n - k]) if n > k else np.arange(n)
+    cand = cand[sc[cand] > 0]
+    top = cand[np.lexsort((cand, -sc[cand]))[:k]].tolist()
+    return bool((sc > 0.7).any()), float(sc.max()), top, sc
+
+
 def bench_novelty(pool_size: int) -> None:
     texts = real_like_texts(pool_size + 20, seed=1)
     pool, queries = texts[:pool_size], texts[pool_size:]
@@ -83,7 +120,7 @@ def bench_novelty(pool_size: int) -> None:
     t = time.perf_counter()
     ref = np.array([scorer.score(p, q)["rougeL"].fmeasure for p in pool])
     t_ref = time.perf_counter() - t
-    rows = [("rouge-score (pure Python)", t_ref, True)]
+    rows: list[tuple[str, float, object]] = [("rouge-score (pure Python)", t_ref, True)]
     if rs_scorer is not None:
         rs = rs_scorer.RougeScorer(["rougeL"], use_stemmer=False)
         t = time.perf_counter()
@@ -102,33 +139,32 @@ def bench_novelty(pool_size: int) -> None:
             bool((ours == ref).all()),
         )
     )
+    full = {x: idx.scores(x) for x in queries}
     idx.stats = {"pairs": 0, "exact": 0}
     t = time.perf_counter()
     decisions = [idx.exceeds(x, 0.7) for x in queries]
     t_dec = (time.perf_counter() - t) / len(queries)
-    exact_ok = all(
-        d == bool((idx.scores(x) > 0.7).any()) for d, x in zip(decisions, queries, strict=True)
+    frac = idx.stats["exact"] / max(idx.stats["pairs"], 1)
+    same = all(d == bool((full[x] > 0.7).any()) for d, x in zip(decisions, queries, strict=True))
+    rows.append(("kit NoveltyIndex.exceeds (decision)", t_dec, same))
+    t = time.perf_counter()
+    matches = [idx.match(x, 0.7, 10) for x in queries]
+    t_match = (time.perf_counter() - t) / len(queries)
+    same = True
+    for m, x in zip(matches, queries, strict=True):
+        ex, best, top, _ = _brute(idx, x)
+        same &= (m.exceeds, m.max_score) == (ex, best) and (ex or m.indices.tolist() == top)
+    rows.append(("kit NoveltyIndex.match (decision, max, top-10)", t_match, same))
+    _table(
+        f"\n## novelty: one new instruction vs a {pool_size:,} pool (index built in {build:.1f} s)",
+        rows,
+        t_ref,
+        ".4f",
     )
-    rows.append(("kit NoveltyIndex.exceeds (decision, bound)", t_dec, exact_ok))
-    print(
-        f"\n## novelty: one new instruction vs a {pool_size:,} pool (index built in {build:.1f} s)"
-    )
-    print(f"{'method':<46}{'seconds':>10}{'speed-up vs rouge-score':>26}{'identical':>11}")
-    for name, sec, same in rows:
-        print(f"{name:<46}{sec:>10.4f}{t_ref / sec:>25.0f}x{str(same):>11}")
-    print(
-        f"pairs needing an exact LCS in the bounded decision: {_exact_fraction(idx, queries):.2%}"
-    )
+    print(f"pairs needing an exact LCS in the decision: {frac:.2%}")
 
 
-def _exact_fraction(idx: NoveltyIndex, queries: list[str]) -> float:
-    idx.stats = {"pairs": 0, "exact": 0}
-    for x in queries:
-        idx.exceeds(x, 0.7)
-    return idx.stats["exact"] / max(idx.stats["pairs"], 1)
-
-
-def bench_consensus(n_triples: int) -> None:
+def _triples(n_triples: int) -> list[list[str]]:
     si = DATA / "self_instruct" / "user_oriented_predictions"
     models = sorted(p.name.replace("_predictions.jsonl", "") for p in si.glob("*.jsonl"))
     resp = {
@@ -138,91 +174,178 @@ def bench_consensus(n_triples: int) -> None:
     for combo in itertools.combinations(models, 3):
         for i in range(len(resp[models[0]])):
             triples.append([resp[m][i] for m in combo])
-    triples = random.Random(0).sample(triples, min(n_triples, len(triples)))
+    return random.Random(0).sample(triples, min(n_triples, len(triples)))
+
+
+PAIRS3 = ((0, 1), (0, 2), (1, 2))
+
+
+def bench_consensus(n_triples: int, ref_sample: int) -> None:
+    triples = _triples(n_triples)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    sample = triples[: min(ref_sample, len(triples))]
     t = time.perf_counter()
     ref = []
-    for c in triples:
+    for c in sample:
         n = [normalize(x) for x in c]
-        ref.append(
-            [scorer.score(n[j], n[i])["rougeL"].fmeasure for i, j in ((0, 1), (0, 2), (1, 2))]
-        )
-    t_ref = time.perf_counter() - t
-    rows = [("rouge-score (3 pairs per triple)", t_ref, True)]
+        ref.append([scorer.score(n[j], n[i])["rougeL"].fmeasure for i, j in PAIRS3])
+    t_ref = (time.perf_counter() - t) * len(triples) / len(sample)
+    name = "rouge-score, 3 pairs per triple"
+    if len(sample) < len(triples):
+        name += f" (est. from {len(sample):,})"
+    rows: list[tuple[str, float, object]] = [(name, t_ref, True)]
+    ref_flat = [x for r in ref for x in r]
+    n_ref = len(ref_flat)
     if rs_scorer is not None:
         rs = rs_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         preds, targs = [], []
         for c in triples:
             n = [normalize(x) for x in c]
-            for i, j in ((0, 1), (0, 2), (1, 2)):
+            for i, j in PAIRS3:
                 preds.append(n[i])
                 targs.append(n[j])
         t = time.perf_counter()
         got = [s["rougeL"].fmeasure for s in rs.score_batch(targs, preds)]
         rows.append(
             (
-                "rouge-score-rs (Rust, all cores)",
+                "rouge-score-rs (Rust, all cores; normalized before)",
                 time.perf_counter() - t,
-                got == [x for r in ref for x in r],
+                got[:n_ref] == ref_flat,
             )
         )
+    # every kit row starts with an empty word memo, so each pays for stemming its words once
+    rouge.clear_memos()
+    t = time.perf_counter()
+    mats = [pairwise_rouge_l([normalize(x) for x in c], stem=True) for c in triples]
+    t_pw = time.perf_counter() - t
+    flat = [float(m[i, j]) for m in mats[: len(sample)] for i, j in PAIRS3]
+    rows.append(("kit pairwise_rouge_l per triple (+ normalize)", t_pw, flat == ref_flat))
+    rouge.clear_memos()
     t = time.perf_counter()
     res = [select_consensus(c) for c in triples]
-    t_ours = time.perf_counter() - t
-    same = all(
-        [r.scores[0, 1], r.scores[0, 2], r.scores[1, 2]] == e for r, e in zip(res, ref, strict=True)
-    )
-    rows.append(("kit select_consensus (whole decision)", t_ours, same))
+    t_sel = time.perf_counter() - t
+    flat = [float(r.scores[i, j]) for r in res[: len(sample)] for i, j in PAIRS3]
+    rows.append(("kit select_consensus (the whole decision)", t_sel, flat == ref_flat))
+    rouge.clear_memos()
+    t = time.perf_counter()
+    batch = pairwise_rouge_l_batch([[normalize(x) for x in c] for c in triples], stem=True)
+    t_batch = time.perf_counter() - t
+    same = all((a == b).all() for a, b in zip(batch, mats, strict=True))
+    rows.append(("kit pairwise_rouge_l_batch (shared texts, pairs)", t_batch, same))
     kept = sum(r.kept for r in res) / len(res)
-    print(f"\n## consensus: {len(triples):,} triples of recorded outputs (kept {kept:.1%})")
-    print(f"{'method':<46}{'seconds':>10}{'speed-up vs rouge-score':>26}{'identical':>11}")
-    for name, sec, ok in rows:
-        print(f"{name:<46}{sec:>10.3f}{t_ref / sec:>25.0f}x{str(ok):>11}")
+    _table(
+        f"\n## consensus: {len(triples):,} triples of recorded outputs (kept {kept:.1%})",
+        rows,
+        t_ref,
+        ".3f",
+    )
+    if rs_scorer is not None:
+        print(f"kit pairwise_rouge_l per triple vs rouge-score-rs: {rows[1][1] / t_pw:.2f}x")
 
 
-def bench_growth(target: int) -> None:
+def bench_growth(target: int, every: int) -> None:
     texts = real_like_texts(target * 3, seed=2)
     seeds = texts[:175]
-    f = NoveltyFilter({"A": seeds}, with_mean=False)
-    checkpoints = [c for c in (1_000, 5_000, 10_000, 50_000) if c <= target] or [target]
+    checkpoints = [c for c in (1_000, 5_000, 10_000, 50_000) if c < target] + [target]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     sample = texts[-200:]
     t = time.perf_counter()
     for a, b in zip(sample[:100], sample[100:], strict=True):
         scorer.score(a, b)
     per_pair = (time.perf_counter() - t) / 100
-    print("\n## growth: building a novel set incrementally (decision + 10 most similar)")
-    print(f"{'accepted':>10}{'candidates':>12}{'seconds':>10}{'rouge-score, estimated':>26}")
-    accepted, pairs = 0, 0
-    t = time.perf_counter()
+
+    # (a) decision + 10 most similar, with the brute-force kernel on every `every`-th candidate
+    f = NoveltyFilter({"A": seeds}, with_mean=False)
+    pool = f.pools["A"]
+    accepted, pairs, t_kit, t_brute, n_brute, mismatches = 0, 0, 0.0, 0.0, 0, 0
+    at: dict[int, tuple[int, float, float, int]] = {}
+    decisions = []
     for seen, text in enumerate(texts[175:], start=1):
-        pairs += 175 + accepted
+        pairs += len(pool)
+        t = time.perf_counter()
         d = f.check(text, "A")
+        t_kit += time.perf_counter() - t
+        if seen % every == 0:
+            t = time.perf_counter()
+            ex, best, top, sc = _brute(pool, text)
+            t_brute += time.perf_counter() - t
+            n_brute += 1
+            ok = (not d.accepted, d.max_score) == (ex, best)
+            if ok and d.accepted:
+                ok = d.most_similar == [(pool.texts[i], float(sc[i])) for i in top]
+            mismatches += not ok
+        decisions.append(d.accepted)
         if d.accepted:
             f.add(text, "A")
             accepted += 1
             if accepted in checkpoints:
-                est = pairs * per_pair
-                print(
-                    f"{accepted:>10,}{seen:>12,}{time.perf_counter() - t:>10.1f}"
-                    f"{est:>20.0f} s ({est / 86400:.2f} days)"
-                )
+                at[accepted] = (seen, t_kit, t_brute * every, pairs)
                 if accepted == checkpoints[-1]:
                     break
+    # (b) decisions alone, same candidates
+    idx = NoveltyIndex()
+    idx.extend(seeds)
+    t_dec = 0.0
+    same = True
+    dec_at: dict[int, float] = {}
+    acc = 0
+    for text, want in zip(texts[175:], decisions, strict=False):
+        t = time.perf_counter()
+        ok = not idx.exceeds(text, 0.7)
+        t_dec += time.perf_counter() - t
+        same &= ok == want
+        if ok:
+            idx.add(text)
+            acc += 1
+            if acc in checkpoints:
+                dec_at[acc] = t_dec
+    print("\n## growth: building a novel set incrementally (threshold 0.7)")
+    print(
+        f"{'accepted':>9}{'seen':>9}{'kit: decision+top-10 s':>24}{'kit: decisions s':>18}"
+        f"{'brute-force kernel s':>22}{'rouge-score s (est.)':>22}"
+    )
+    for c in checkpoints:
+        seen, tk, tb, pr = at[c]
+        print(
+            f"{c:>9,}{seen:>9,}{tk:>24.1f}{dec_at.get(c, float('nan')):>18.1f}"
+            f"{tb:>15.1f} (est.){pr * per_pair:>22.0f}"
+        )
+    seen, tk, tb, pr = at[checkpoints[-1]]
+    td = dec_at.get(checkpoints[-1], float("nan"))
+    print(
+        f"kit vs brute-force kernel: decision+top-10 {tk / tb:.3f}x of its time "
+        f"({tb / tk:.1f}x faster), decisions alone {td / tb:.3f}x ({tb / td:.1f}x faster); "
+        f"vs rouge-score: {pr * per_pair / tk:,.0f}x"
+    )
+    print(
+        f"brute force timed on {n_brute:,} of {seen:,} candidates (every {every}th) and scaled; "
+        f"checked equal there: {mismatches == 0}; decisions alone equal: {same}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--pool", type=int, default=50_000)
-    ap.add_argument("--triples", type=int, default=10_000)
-    ap.add_argument("--growth", type=int, default=50_000)
+    ap.add_argument("--quick", action="store_true", help="5k pool, 1k triples, 5k growth")
+    ap.add_argument("--pool", type=int, default=None)
+    ap.add_argument("--triples", type=int, default=None)
+    ap.add_argument("--ref-sample", type=int, default=None, help="triples rouge-score scores")
+    ap.add_argument("--growth", type=int, default=None)
+    ap.add_argument("--every", type=int, default=None, help="brute force on every n-th candidate")
     args = ap.parse_args()
-    print(f"data: {DATA}; cores: {os.cpu_count()}")
-    bench_novelty(args.pool)
-    bench_consensus(args.triples)
-    bench_growth(args.growth)
+    q = args.quick
+    pool = args.pool or (5_000 if q else 50_000)
+    triples = args.triples or (1_000 if q else 10_000)
+    ref_sample = args.ref_sample or (500 if q else 2_000)
+    growth = args.growth or (5_000 if q else 50_000)
+    every = args.every or (10 if q else 50)
+    print(f"data: {DATA}; cores: {os.cpu_count()}; load average: {os.getloadavg()}")
+    t = time.perf_counter()
+    bench_novelty(pool)
+    bench_consensus(triples, ref_sample)
+    bench_growth(growth, every)
+    print(f"\ntotal {time.perf_counter() - t:.0f} s; load average: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from ensemble_instruct_lib.engines.base import DecodingParams, cut_at_stop  # noqa: E402
-from ensemble_instruct_lib.engines.hf import HFBackend, local_digest  # noqa: E402
+from ensemble_instruct_lib.engines.hf import (  # noqa: E402  # noqa: E402
+    HFBackend,
+    local_digest,
+    token_budget_batches,
+)
 
 pytestmark = pytest.mark.slow  # real (tiny) models: ~15 s for the file on 2 idle cores
 
@@ -217,9 +221,39 @@ def test_hub_id_loads_through_the_same_path(tmp_path, model_dirs, backends, prom
     assert pinned.revision == FAKE_COMMIT  # a branch name is pinned to the commit it points to
 
 
+def test_token_budget_batches_hand_worked():
+    # sorted longest first: 3000, 1500, 1400, 1400, 1300, 100 (indices 2, 0, 3, 5, 1, 4)
+    lengths = [1500, 1300, 3000, 1400, 100, 1400]
+    assert token_budget_batches(lengths, 8, None) == [[2, 0, 3, 5, 1, 4]]
+    # 2 rows x 3000 = 6000 fits 6000; a third row would make 9000
+    assert token_budget_batches(lengths, 8, 6000) == [[2, 0], [3, 5, 1, 4]]
+    # one long prompt does not set the padding of the others
+    assert token_budget_batches(lengths, 8, 4500) == [[2], [0, 3, 5], [1, 4]]
+    assert token_budget_batches(lengths, 2, 10**6) == [[2, 0], [3, 5], [1, 4]]
+    # a prompt over the budget runs alone; every index appears exactly once
+    assert token_budget_batches(lengths, 8, 1000) == [[2], [0], [3], [5], [1], [4]]
+    assert token_budget_batches([], 8, 100) == []
+
+
+def test_token_budget_keeps_greedy_results(model_dirs, prompts, greedy_batched):
+    """A budget that splits the batches of 4 into smaller ones changes no greedy result."""
+    for arch in ("llama", "t5"):
+        be = HFBackend(str(model_dirs[arch]), batch_size=4, max_batch_tokens=100)
+        lengths = [len(x) for x in be.tokenizer(prompts)["input_ids"]]
+        batches = token_budget_batches(lengths, 4, 100)
+        assert len(batches) > len(token_budget_batches(lengths, 4, None))
+        assert any(len(b) > 1 for b in batches)  # still batched, with padding
+        out = be.generate(prompts, GREEDY)
+        assert [g.text for g in out] == [g.text for g in greedy_batched[arch]]
+        assert [g.prompt_tokens for g in out] == lengths
+        assert be.describe()["max_batch_tokens"] == 100
+
+
 def test_bad_arguments(model_dirs):
     with pytest.raises(ValueError, match="batch_size"):
         HFBackend(str(model_dirs["gpt2"]), batch_size=0)
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        HFBackend(str(model_dirs["gpt2"]), max_batch_tokens=0)
     with pytest.raises(ValueError, match="dtype"):
         HFBackend(str(model_dirs["gpt2"]), dtype="float8")
 

@@ -64,3 +64,45 @@ def test_novelty_filter_matches_rouge_score(data_root):
         f.add(cands[2], "A")
         assert not f.check("Compose a limerick about a cat who loves jazz.", "A").accepted
         assert f.check("Compose a limerick about a cat who loves jazz.", "B").accepted
+
+
+def test_growing_novelty_filter_equals_brute_force(data_root):
+    """Build a novel set incrementally: every decision, maximum and top-10 list of the bounded
+    search equals the brute-force one (every pair scored; rouge-score itself on a sample)."""
+    import json
+    import random
+
+    from ensemble_instruct_lib.method.rouge import rouge_l_many
+
+    si = data_root / "self_instruct"
+    with open(si / "seed_tasks.jsonl") as f:
+        seeds = [json.loads(line)["instruction"] for line in f if line.strip()]
+    with open(si / "user_oriented_instructions.jsonl") as f:
+        user = [json.loads(line)["instruction"] for line in f if line.strip()]
+    rng = random.Random(0)
+    cands = list(user)
+    for _ in range(150):  # recombinations: many near-duplicates of accepted texts
+        a, b = rng.sample(seeds + user, 2)
+        wa, wb = a.split(), b.split()
+        cands.append(" ".join(wa[: len(wa) // 2] + wb[len(wb) // 2 :]))
+    cands += [seeds[3], seeds[3] + " Now.", "", "Ünïcödé text with émphasis and ＦＵＬＬ width"]
+    rng.shuffle(cands)
+    f = NoveltyFilter({"A": seeds}, with_mean=False)
+    pool = list(seeds)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    accepted = 0
+    for n, c in enumerate(cands):
+        exp = rouge_l_many(c, pool)
+        if n % 10 == 0:
+            assert (exp == [scorer.score(p, c)["rougeL"].fmeasure for p in pool]).all()
+        d = f.check(c, "A")
+        assert d.max_score == exp.max()
+        assert d.accepted == (exp.max() <= 0.7)
+        if d.accepted:
+            order = np.lexsort((np.arange(len(exp)), -exp))
+            order = order[exp[order] > 0][:10]
+            assert d.most_similar == [(pool[i], float(exp[i])) for i in order]
+            f.add(c, "A")
+            pool.append(c)
+            accepted += 1
+    assert 200 < accepted < len(cands)  # both outcomes occur

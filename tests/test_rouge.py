@@ -13,6 +13,7 @@ from ensemble_instruct_lib import rouge_l
 from ensemble_instruct_lib.method.rouge import (
     NoveltyIndex,
     pairwise_rouge_l,
+    pairwise_rouge_l_batch,
     rouge_l_many,
     rouge_l_pairs,
     tokenize,
@@ -185,3 +186,112 @@ def test_tokenizer_matches_rouge_score_on_adversarial_text():
         text = rng.choice(["", " ", "\n"]).join(parts)
         assert tokenize(text, False) == ref_plain.tokenize(text), text
         assert tokenize(text, True) == ref_stem.tokenize(text), text
+
+
+def _brute_match(scores: np.ndarray, threshold: float, k: int):
+    """The reference for `NoveltyIndex.match`: every score, sorted by (score desc, index asc)."""
+    exceeds = bool((scores > threshold).any())
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    order = order[scores[order] > 0]
+    best = float(scores.max()) if len(scores) else 0.0
+    return exceeds, best, ([] if exceeds else order[:k].tolist())
+
+
+def _check_match(idx: NoveltyIndex, pool: list[str], q: str, expected: np.ndarray) -> None:
+    for t in (0.0, 0.2, 0.5, 0.7, 0.9, 1.0):
+        for k in (1, 3, 10):
+            m = idx.match(q, t, k)
+            exceeds, best, top = _brute_match(expected, t, k)
+            assert (m.exceeds, m.max_score) == (exceeds, best), (q, t, k)
+            assert m.indices.tolist() == top, (q, t, k)
+            assert (m.scores == expected[top]).all()
+            assert idx.exceeds(q, t) == exceeds
+    top_i, top_s = idx.top_k(q, 10)
+    assert top_i.tolist() == _brute_match(expected, 2.0, 10)[2]
+    assert idx.max_score(q) == (float(expected.max()) if len(expected) else 0.0)
+
+
+def test_match_equals_brute_force_on_seed_instructions(seed_instructions):
+    """Decisions, maxima and top-k lists of a growing index equal rouge-score's over every pair."""
+    idx = NoveltyIndex()
+    pool: list[str] = []
+    rng = random.Random(3)
+    queries = seed_instructions[::9] + [
+        " ".join(rng.sample(s.split(), len(s.split()))) for s in seed_instructions[1::11]
+    ]
+    for i, s in enumerate(seed_instructions):
+        if i % 25 == 0 and pool:
+            for q in queries[i // 25 :: 7]:
+                _check_match(idx, pool, q, np.array([_reference(q, p, False) for p in pool]))
+        idx.add(s)
+        pool.append(s)
+
+
+def test_match_adversarial_ties_duplicates_empty_and_unicode():
+    # 14 exact duplicates tie for every place; near-duplicates tie at the 10th place; empty and
+    # punctuation-only pool texts never enter a list; unicode folds as rouge-score folds it
+    pool = (
+        ["", "!!!"]
+        + ["the cat sat on the mat"] * 14
+        + ["a cat sat on a mat", "the dog sat on the mat", "the cat sat on the rug"] * 4
+        + ["Café naïve ÉCOLE 漢字 straße", "cafe naive ecole strasse", "ＦＵＬＬ width Kelvin K"]
+        + ["the the the the cat", "cat the", "mat on sat cat the"]
+    )
+    idx = NoveltyIndex()
+    idx.extend(pool)
+    queries = [
+        "the cat sat on the mat",
+        "The cat sat on the mat, again!",
+        "the the cat",
+        "cat",
+        "café école naïve",
+        "full width kelvin k",
+        "",
+        "...",
+        "sat sat sat sat sat sat",
+        "unrelated words only here",
+    ]
+    for q in queries:
+        expected = np.array([_reference(q, p, False) for p in pool])
+        _check_match(idx, pool, q, expected)
+
+
+def test_match_random_small_vocabulary_against_rouge_score():
+    """Random texts over 6 words: many equal scores, repeated tokens, varied lengths."""
+    rng = random.Random(11)
+    words = ["a", "b", "c", "d", "e", "f"]
+    pool = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(120)]
+    idx = NoveltyIndex()
+    idx.extend(pool)
+    for _ in range(40):
+        q = " ".join(rng.choices(words, k=rng.randint(0, 14)))
+        _check_match(idx, pool, q, np.array([_reference(q, p, False) for p in pool]))
+
+
+def test_pairwise_batch_equals_per_group_and_rouge_score(recorded):
+    rng = random.Random(5)
+    by_example: dict[str, list[str]] = {}
+    for r in recorded:
+        by_example.setdefault(r["instruction"], []).append(r["response"])
+    groups = []
+    for outs in list(by_example.values())[:40]:
+        for n in (2, 3, 5):
+            groups.append(rng.sample(outs, n))
+    groups += [["", "", "x"], ["same text", "same text", "Same text!"]]
+    got = pairwise_rouge_l_batch(groups, stem=True)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for g, m in zip(groups, got, strict=True):
+        assert (m == pairwise_rouge_l(g, stem=True)).all()
+        exp = [[scorer.score(target=b, prediction=a)["rougeL"].fmeasure for b in g] for a in g]
+        for i in range(len(g)):
+            for j in range(len(g)):
+                if i != j:
+                    assert m[i, j] == exp[i][j]
+
+
+def test_small_and_large_pairwise_paths_agree(seed_instructions):
+    # groups of up to 12 texts take the pure-Python path, larger ones rapidfuzz's cdist
+    big = pairwise_rouge_l(seed_instructions[:40], stem=True)
+    for s in (0, 9, 17):
+        small = pairwise_rouge_l(seed_instructions[s : s + 12], stem=True)
+        assert (small == big[s : s + 12, s : s + 12]).all()

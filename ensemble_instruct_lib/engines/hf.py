@@ -4,7 +4,8 @@ Runs decoder-only LMs (falcon, llama, gpt-neox, ...) and encoder-decoder LMs (Fl
 through `generate` with the settings measured in ../shared/docs/TRANSFORMERS-NOTES.md: a pad token
 (EOS when the tokenizer has none), left padding for decoder-only batches, the attention mask and
 `max_new_tokens` always passed, only generated ids decoded, prompts sorted by token length and
-batched. Stop strings are matched with transformers' own `StopStringCriteria` (it needs the
+batched under a row cap and a token budget (rows x longest prompt, padding included), so one long
+prompt does not pad a whole batch to its length. Stop strings are matched with transformers' own `StopStringCriteria` (it needs the
 tokenizer), wrapped in a criterion that also honours `min_new_tokens` (a stop string cannot end
 generation before that many tokens, as in vLLM) and records where each sequence ended, which gives
 `finish_reason` and exact completion token counts; the text is then cut before the first stop
@@ -181,6 +182,42 @@ def _load_errors(model: str) -> Iterator[None]:
         ) from None
 
 
+#: Default cap on prompt tokens per `generate` call: rows x the longest prompt (padding included).
+DEFAULT_MAX_BATCH_TOKENS = 16384
+
+
+def token_budget_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None
+) -> list[list[int]]:
+    """Group prompt indices into batches, longest prompts first.
+
+    Prompts are sorted by token length (longest first, ties in input order) and cut into runs of
+    at most `batch_size`; with `max_batch_tokens`, a run also ends before rows x its first (longest)
+    length would exceed the budget. A prompt longer than the budget gets a batch of its own.
+
+    Args:
+        lengths: token count of each prompt.
+        batch_size: most rows per batch.
+        max_batch_tokens: most padded prompt tokens per batch (None: no token cap).
+
+    Returns:
+        Lists of indices into `lengths`, in the order they run.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        b = batches[-1] if batches else None
+        if (
+            b is None
+            or len(b) >= batch_size
+            or (max_batch_tokens is not None and (len(b) + 1) * lengths[b[0]] > max_batch_tokens)
+        ):
+            batches.append([i])
+        else:
+            b.append(i)
+    return batches
+
+
 class HFBackend(Backend):
     """A `transformers` model loaded in this process.
 
@@ -190,7 +227,10 @@ class HFBackend(Backend):
         revision: a branch, tag or commit of the hub repo (None: the default branch).
         device: "auto" (cuda, else mps, else cpu) or a torch device string.
         dtype: "auto" (bfloat16 on CUDA when supported, float32 on CPU), a name or a torch.dtype.
-        batch_size: prompts per `generate` call; prompts are sorted by length before batching.
+        batch_size: most prompts per `generate` call; prompts are sorted by length before batching.
+        max_batch_tokens: most prompt tokens per `generate` call, counted as rows x the longest
+            prompt of the batch (padding included); None: only `batch_size` limits a batch. A
+            prompt longer than this runs alone. Greedy results do not depend on it.
         trust_remote_code: passed to `from_pretrained` (needed by some older hub models).
         cache_dir: the hub cache to read and download to (None: the default one).
     """
@@ -205,13 +245,17 @@ class HFBackend(Backend):
         device: str = "auto",
         dtype: str | torch.dtype = "auto",
         batch_size: int = 8,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
         trust_remote_code: bool = False,
         cache_dir: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1 or None, got {max_batch_tokens}")
         self.model_id = str(model)
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         load = {
@@ -250,6 +294,7 @@ class HFBackend(Backend):
             dtype=str(self.dtype).removeprefix("torch."),
             encoder_decoder=self.is_encoder_decoder,
             batch_size=self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
         )
         return d
 
@@ -328,10 +373,8 @@ class HFBackend(Backend):
                     + ": use fewer demonstrations (instruction.num_seed_demos, instance.num_demos), "
                     "a smaller max_new_tokens, or a model with a longer context"
                 )
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         results: list[Generation | None] = [None] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in token_budget_batches(lengths, self.batch_size, self.max_batch_tokens):
             batch = self._generate_batch(
                 [texts[i] for i in idx], params, [sample_indices[i] for i in idx], add_special
             )

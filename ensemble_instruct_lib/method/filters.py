@@ -117,11 +117,11 @@ class NoveltyFilter:
             order = np.lexsort((np.arange(len(scores)), -scores))[: self.keep_top]
             top = [(pool.texts[i], float(scores[i])) for i in order]
             return NoveltyDecision(best <= self.threshold, best, top, float(scores.mean()))
-        if pool.exceeds(text, self.threshold):
-            return NoveltyDecision(False, pool.max_score(text))
-        idx, sc = pool.top_k(text, self.keep_top)
-        top = [(pool.texts[i], float(s)) for i, s in zip(idx, sc, strict=True)]
-        return NoveltyDecision(True, top[0][1] if top else 0.0, top, None)
+        m = pool.match(text, self.threshold, self.keep_top)
+        if m.exceeds:
+            return NoveltyDecision(False, m.max_score)
+        top = [(pool.texts[i], float(s)) for i, s in zip(m.indices.tolist(), m.scores, strict=True)]
+        return NoveltyDecision(True, m.max_score, top, None)
 
     def add(self, text: str, task_type: str) -> None:
         """Add an accepted instruction to its type's pool."""

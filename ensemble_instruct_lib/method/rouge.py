@@ -4,24 +4,34 @@ Implements the similarity used by METHOD.md stage 1 (novelty: Rouge-L F, no stem
 best match is > 0.7) and stage 4 (consensus: pairwise Rouge-L F with Porter stemming).
 
 How it stays identical to `rouge_score.rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)`:
-tokens come from `rouge_score.tokenize.tokenize` itself (lowercase, non-alphanumerics to spaces,
-NLTK Porter stemming of tokens longer than 3 characters), with the stemmer memoized; the LCS length
-is an integer, so any exact algorithm gives the same one; precision, recall and F are then computed
-with the same floating-point operations in the same order as `rouge_score.scoring.fmeasure`.
+tokens are those of `rouge_score.tokenize.tokenize` (lowercase, non-alphanumerics to spaces, NLTK
+Porter stemming of tokens longer than 3 characters, invalid tokens dropped); the LCS length is an
+integer, so any exact algorithm gives the same one; precision, recall and F are then computed with
+the same floating-point operations in the same order as `rouge_score.scoring.fmeasure`.
 
-How it is fast: each text is tokenized once and its tokens are mapped to integer ids, stored as a
-string of code points, so rapidfuzz's bit-parallel C++ LCS (`LCSseq`) runs on whole token
-sequences. `NoveltyIndex` adds an inverted index of token counts: the LCS of two sequences is at
-most their token-multiset overlap, which bounds F from above, so most pool entries are ruled out
-without computing any LCS, and the decision "is any score above the threshold?" stays exact.
+How it is fast: a word's rouge token (stemmed or not) is looked up once per process and memoized as
+one character of a token vocabulary, so a text becomes a short string of code points with one
+`str.translate`, one `split` and one `join` (ASCII text; other text goes through rouge-score's own
+regex). rapidfuzz's bit-parallel C++ LCS (`LCSseq`) then runs on whole token sequences. F is
+symmetric in its two arguments, so each pair's LCS is computed once. `pairwise_rouge_l_batch`
+tokenizes each distinct text of many groups once and computes each distinct pair once.
+
+`NoveltyIndex` adds an inverted index over token occurrences ("the 2nd 'a'" is its own key, so
+shared keys count the token-multiset overlap, an upper bound on the LCS). A query walks its keys
+from the rarest: a pool text sharing none of the first m keys has LCS <= len(query) - m, so once
+that bound is below the threshold (or the current k-th best score) the common keys need not be read
+at all, and only the texts found so far whose bound can still reach it get an exact LCS. Decisions,
+maxima and top-k lists are exact (ties broken by insertion order).
 
 Not included: Rouge-1/2 and Rouge-Lsum (the method does not use them).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from nltk.stem import porter
@@ -30,6 +40,12 @@ from rapidfuzz.process import cdist
 from rouge_score.tokenize import NON_ALPHANUM_RE, VALID_TOKEN_RE
 
 _PORTER = porter.PorterStemmer()
+# ASCII text: lowercase A-Z, every other non-[a-z0-9] character becomes a separator
+_ASCII_TABLE = str.maketrans(
+    {chr(i): (chr(i).lower() if chr(i).isalnum() else " ") for i in range(128)}
+)
+_NO_IDS = np.zeros(0, dtype=np.int64)
+_EPS = 1e-9  # slack on every pruning bound: float F may exceed the exact rational by a few ulps
 
 
 class _StemCache(dict):
@@ -45,6 +61,13 @@ class _StemCache(dict):
 _STEMS = _StemCache()
 
 
+def _words(text: str) -> list[str]:
+    """rouge-score's tokens before stemming: lowercase, runs of non-[a-z0-9] split."""
+    if text.isascii():
+        return text.translate(_ASCII_TABLE).split()
+    return NON_ALPHANUM_RE.sub(" ", text.lower()).split()
+
+
 def tokenize(text: str, stem: bool = False) -> list[str]:
     """The exact tokens `rouge-score`'s default tokenizer produces for `text`.
 
@@ -53,7 +76,7 @@ def tokenize(text: str, stem: bool = False) -> list[str]:
     that are not [a-z0-9]+. Splitting the substituted text on spaces leaves only [a-z0-9]+
     tokens, so only stemmed tokens need the validity check, which is memoized with the stem.
     """
-    tokens = NON_ALPHANUM_RE.sub(" ", text.lower()).split()
+    tokens = _words(text)
     if not stem:
         return tokens
     stems = _STEMS
@@ -86,22 +109,70 @@ def _f_measure_array(
     return np.where(ok, f, 0.0)
 
 
+_MAX_CODE = 0x10FFFF - 0x800  # code points available to a Vocab (surrogates skipped)
+
+
 class Vocab(dict):
     """Maps tokens to single characters so a token sequence becomes a str for rapidfuzz.
 
     Each new token gets the next code point (surrogates skipped); `encode` runs at C speed.
+    Holds at most 1,112,063 - 2,048 distinct tokens.
     """
 
     def __missing__(self, token: str) -> str:
         cp = len(self) + 1
         if cp >= 0xD800:
             cp += 0x800  # skip the surrogate block
+        if cp > 0x10FFFF:
+            raise ValueError(f"Vocab is full: more than {_MAX_CODE:,} distinct tokens")
         c = chr(cp)
         self[token] = c
         return c
 
     def encode(self, tokens: Sequence[str]) -> str:
         return "".join(map(self.__getitem__, tokens))
+
+
+class _Codes(dict):
+    """word (before stemming) -> the code of its rouge token in `vocab`, "" when it is dropped."""
+
+    def __init__(self, vocab: Vocab, stem: bool) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.stem = stem
+
+    def __missing__(self, word: str) -> str:
+        if self.stem:
+            token = _STEMS[word]
+            code = "" if token is None else self.vocab[token]
+        else:
+            code = self.vocab[word]
+        self[word] = code
+        return code
+
+    def encode(self, text: str) -> str:
+        """`text`'s rouge tokens as a string, one character per token."""
+        return "".join(map(self.__getitem__, _words(text)))
+
+
+_SHARED_VOCAB = Vocab()
+_SHARED_CODES = {False: _Codes(_SHARED_VOCAB, False), True: _Codes(_SHARED_VOCAB, True)}
+
+
+def clear_memos() -> None:
+    """Forget every memoized stem and word code (benchmarks use it to time a cold start)."""
+    _STEMS.clear()
+    _SHARED_VOCAB.clear()
+    for c in _SHARED_CODES.values():
+        c.clear()
+
+
+def _codes(stem: bool) -> _Codes:
+    """The process-wide memo of word codes, emptied between calls once it grows large (codes
+    are only ever compared within one call)."""
+    if len(_SHARED_VOCAB) > 500_000:
+        clear_memos()
+    return _SHARED_CODES[bool(stem)]
 
 
 def rouge_l(prediction: str, reference: str, stem: bool = False) -> float:
@@ -111,8 +182,9 @@ def rouge_l(prediction: str, reference: str, stem: bool = False) -> float:
     ``RougeScorer(["rougeL"], use_stemmer=stem).score(target=reference, prediction=prediction)
     ["rougeL"].fmeasure``.
     """
-    p = tokenize(prediction, stem)
-    r = tokenize(reference, stem)
+    codes = _codes(stem)
+    p = codes.encode(prediction)
+    r = codes.encode(reference)
     if not p or not r:
         return 0.0
     return _f_measure(int(LCSseq.similarity(p, r)), len(p), len(r))
@@ -122,15 +194,16 @@ def rouge_l_many(
     prediction: str, references: Sequence[str], stem: bool = False, workers: int = 1
 ) -> np.ndarray:
     """Rouge-L F of one prediction against each reference (one-against-many form)."""
-    vocab = Vocab()
-    q = vocab.encode(tokenize(prediction, stem))
-    refs = [vocab.encode(tokenize(r, stem)) for r in references]
+    codes = _codes(stem)
+    q = codes.encode(prediction)
+    refs = [codes.encode(r) for r in references]
     return _scores_encoded(q, refs, workers)
 
 
 def _lcs_row(q: str, pool: Sequence[str], workers: int = 1) -> np.ndarray:
-    if not pool:
-        return np.zeros(0, dtype=np.int64)
+    if len(pool) <= 32:  # cdist's own overhead is larger
+        sim = LCSseq.similarity
+        return np.array([sim(q, s) for s in pool], dtype=np.int64)
     return cdist([q], pool, scorer=LCSseq.similarity, dtype=np.int32, workers=workers)[0]
 
 
@@ -140,23 +213,89 @@ def _scores_encoded(q: str, pool: Sequence[str], workers: int = 1) -> np.ndarray
     return _f_measure_array(lcs, len(q), lens)
 
 
+def _pairwise_encoded(enc: Sequence[str]) -> np.ndarray:
+    """The all-pairs F matrix of encoded texts (each LCS once; F is symmetric)."""
+    n = len(enc)
+    if n > 12:
+        lens = np.array([len(e) for e in enc], dtype=np.int64)
+        lcs = cdist(enc, enc, scorer=LCSseq.similarity, dtype=np.int32)
+        return _f_measure_array(lcs, lens[:, None], lens[None, :])
+    sim = LCSseq.similarity
+    rows = [[0.0] * n for _ in range(n)]
+    for i, a in enumerate(enc):
+        if not a:
+            continue
+        row = rows[i]
+        row[i] = 1.0
+        la = len(a)
+        for j in range(i + 1, n):
+            b = enc[j]
+            if b:
+                lcs = sim(a, b)
+                if lcs:
+                    p = lcs / la
+                    r = lcs / len(b)
+                    row[j] = rows[j][i] = 2 * p * r / (p + r)
+    return np.array(rows, dtype=np.float64).reshape(n, n)
+
+
 def pairwise_rouge_l(texts: Sequence[str], stem: bool = True) -> np.ndarray:
     """N x N matrix M with M[i, j] = rouge_l(texts[i], texts[j], stem) (all-pairs form).
 
-    Each LCS is computed once (it is symmetric); F is then computed for both argument orders, as
-    rouge-score would. The diagonal is each text against itself (1.0, or 0.0 for a text with no
+    Each LCS is computed once (it is symmetric, and so is F: 2PR/(P+R) with P and R swapped
+    rounds the same). The diagonal is each text against itself (1.0, or 0.0 for a text with no
     tokens).
     """
-    vocab = Vocab()
-    enc = [vocab.encode(tokenize(t, stem)) for t in texts]
-    n = len(enc)
-    lens = np.array([len(e) for e in enc], dtype=np.int64)
-    lcs = np.zeros((n, n), dtype=np.int64)
-    for i in range(n):
-        lcs[i, i] = lens[i]
-        for j in range(i + 1, n):
-            lcs[i, j] = lcs[j, i] = LCSseq.similarity(enc[i], enc[j])
-    return _f_measure_array(lcs, lens[:, None], lens[None, :])
+    codes = _codes(stem)
+    return _pairwise_encoded([codes.encode(t) for t in texts])
+
+
+def pairwise_rouge_l_batch(groups: Iterable[Sequence[str]], stem: bool = True) -> list[np.ndarray]:
+    """`pairwise_rouge_l` of every group, tokenizing each distinct text and scoring each
+    distinct pair of texts once across all groups (e.g. every ordered member list of an ablation
+    grid over the same examples).
+
+    Returns:
+        One N x N matrix per group, in order; equal to ``[pairwise_rouge_l(g, stem) for g in
+        groups]``.
+    """
+    codes = _codes(stem)
+    encoded: dict[str, str] = {}
+    pair_f: dict[tuple[str, str], float] = {}
+    sim = LCSseq.similarity
+    out = []
+    for group in groups:
+        enc = []
+        for t in group:
+            e = encoded.get(t)
+            if e is None:
+                e = encoded[t] = codes.encode(t)
+            enc.append(e)
+        n = len(enc)
+        rows = [[0.0] * n for _ in range(n)]
+        for i, a in enumerate(enc):
+            if not a:
+                continue
+            row = rows[i]
+            row[i] = 1.0
+            for j in range(i + 1, n):
+                b = enc[j]
+                if not b:
+                    continue
+                key = (a, b) if a <= b else (b, a)
+                f = pair_f.get(key)
+                if f is None:
+                    lcs = sim(a, b)
+                    if lcs:
+                        p = lcs / len(a)
+                        r = lcs / len(b)
+                        f = 2 * p * r / (p + r)
+                    else:
+                        f = 0.0
+                    pair_f[key] = f
+                row[j] = rows[j][i] = f
+        out.append(np.array(rows, dtype=np.float64).reshape(n, n))
+    return out
 
 
 def rouge_l_pairs(
@@ -165,32 +304,208 @@ def rouge_l_pairs(
     """Rouge-L F of predictions[i] against references[i] for every i (paired form)."""
     if len(predictions) != len(references):
         raise ValueError("predictions and references must have the same length")
-    vocab = Vocab()
-    p = [vocab.encode(tokenize(t, stem)) for t in predictions]
-    r = [vocab.encode(tokenize(t, stem)) for t in references]
+    codes = _codes(stem)
+    p = [codes.encode(t) for t in predictions]
+    r = [codes.encode(t) for t in references]
     lcs = np.fromiter(
         (LCSseq.similarity(a, b) for a, b in zip(p, r, strict=True)), dtype=np.int64, count=len(p)
     )
     return _f_measure_array(lcs, [len(a) for a in p], [len(b) for b in r])
 
 
-class _Postings:
-    """Growable (doc id, count) arrays for one token of the inverted index."""
+def _keys(enc: str) -> list[str]:
+    """The occurrence keys of an encoded text: token c once as "c", its 2nd occurrence as "cc",
+    ... Two texts share min(count_a, count_b) keys per token: their multiset overlap."""
+    out = []
+    for c, n in Counter(enc).items():
+        out.append(c)
+        if n > 1:
+            out.extend(c * j for j in range(2, n + 1))
+    return out
 
-    __slots__ = ("ids", "counts", "n")
 
-    def __init__(self) -> None:
-        self.ids = np.empty(4, dtype=np.int32)
-        self.counts = np.empty(4, dtype=np.int32)
-        self.n = 0
+def _unseen_keys_for(tau: float, lq: int) -> int:
+    """Largest r such that a text sharing at most r of the query's lq keys scores below `tau`
+    for sure: max over its length lp of 2 min(r, lp) / (lq + lp) is 2r / (lq + r) < tau - eps.
+    """
+    t = tau - _EPS
+    if t <= 0:
+        return -1
+    if t >= 1:
+        return lq
+    r = min(lq, int(t * lq / (2 - t)) + 1)
+    while r >= 0 and 2 * r / (lq + r) >= t:
+        r -= 1
+    return r
 
-    def append(self, doc: int, count: int) -> None:
-        if self.n == len(self.ids):
-            self.ids = np.resize(self.ids, 2 * self.n)
-            self.counts = np.resize(self.counts, 2 * self.n)
-        self.ids[self.n] = doc
-        self.counts[self.n] = count
-        self.n += 1
+
+class Match(NamedTuple):
+    """`NoveltyIndex.match`'s answer for one query.
+
+    Attributes:
+        exceeds: whether some pool text scores > the threshold.
+        max_score: the highest score against the pool (0.0 when nothing is shared).
+        indices, scores: the k most similar pool texts (score > 0), best first, ties by insertion
+            order; empty when `exceeds` (a rejected text needs no list).
+    """
+
+    exceeds: bool
+    max_score: float
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+class _Query:
+    """One query's walk over its keys, rarest first, with exact scores of the texts reached.
+
+    A text that shares at least one key with the query (a "candidate") has LCS >= 1, so every
+    score computed here is > 0.
+    """
+
+    def __init__(self, index: NoveltyIndex, text: str) -> None:
+        self.ix = index
+        self.q = index._codes.encode(text)
+        self.lq = len(self.q)
+        posts = index._post
+        present = []
+        for k in _keys(self.q):
+            p = posts.get(k)
+            if p is not None:
+                present.append(p)
+        present.sort(key=len)
+        self.present = [np.frombuffer(p, dtype=np.intc) for p in present]
+        self.missing = self.lq - len(present)  # keys no pool text has: read for free
+        self.m = -1  # keys read so far
+        self.cand = self.cnt = _NO_IDS
+        self.sc_idx: list[np.ndarray] = []
+        self.sc_val: list[np.ndarray] = []
+        self.n_scored = 0
+
+    def read(self, m: int) -> np.ndarray:
+        """Candidates = texts sharing one of the first m keys, with how many of them they share;
+        returns each candidate's upper bound on F: its LCS is at most (shared keys read) + (keys
+        not read), and at most its length."""
+        m = min(max(m, self.missing), self.lq)
+        if m != self.m:
+            self.m = m
+            chunks = self.present[: m - self.missing]
+            if not chunks:
+                self.cand = self.cnt = _NO_IDS
+            else:
+                ids = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+                n = len(self.ix._enc)
+                if len(ids) * 64 > n:
+                    counts = np.bincount(ids, minlength=n)
+                    self.cand = np.flatnonzero(counts)
+                    self.cnt = counts[self.cand]
+                else:
+                    self.cand, self.cnt = np.unique(ids, return_counts=True)
+        lens = self.ix._lens[self.cand]
+        o = np.minimum(self.cnt + (self.lq - self.m), lens)
+        return 2.0 * o / (self.lq + lens)
+
+    def score(self, idx: np.ndarray) -> np.ndarray:
+        """Exact F of the query against candidates `idx` (recorded and marked as scored); the
+        same float operations as `_f_measure`, with LCS >= 1 for every candidate."""
+        ix = self.ix
+        enc = ix._enc
+        lcs = _lcs_row(self.q, [enc[i] for i in idx.tolist()], ix.workers)
+        p = lcs / self.lq
+        r = lcs / ix._lens[idx]
+        sc = 2 * p * r / (p + r)
+        ix._mark[idx] = True
+        self.sc_idx.append(idx)
+        self.sc_val.append(sc)
+        self.n_scored += len(idx)
+        return sc
+
+    def score_down(self, idx: np.ndarray, ub: np.ndarray, k: int, tau: float) -> float:
+        """Score candidates `idx` (bounds `ub`) from the highest bound while it can reach the
+        k-th best score `tau`, raising `tau` as scores come in; returns the final `tau`."""
+        if len(idx) > 96:
+            order = np.argsort(-ub, kind="stable")
+            idx, ub = idx[order], ub[order]
+            self.score(idx[:64])
+            tau = self.kth(k)
+            keep = ub[64:] >= tau - _EPS
+            idx = idx[64:][keep]
+        if len(idx):
+            self.score(idx)
+            tau = self.kth(k)
+        return tau
+
+    def scored(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.sc_idx:
+            return _NO_IDS, np.zeros(0)
+        if len(self.sc_idx) > 1:
+            self.sc_idx = [np.concatenate(self.sc_idx)]
+            self.sc_val = [np.concatenate(self.sc_val)]
+        return self.sc_idx[0], self.sc_val[0]
+
+    def kth(self, k: int) -> float:
+        """The k-th best score so far (0.0 while fewer than k)."""
+        _, sc = self.scored()
+        if len(sc) < k:
+            return 0.0
+        return float(np.partition(sc, len(sc) - k)[len(sc) - k])
+
+    def exceeds(self, threshold: float) -> bool:
+        """Whether some text scores > threshold (0 < threshold): texts sharing none of the keys
+        read cannot, nor can candidates whose bound is below it."""
+        ub = self.read(self.lq - _unseen_keys_for(threshold, self.lq))
+        keep = ub >= threshold - _EPS
+        idx = self.cand[keep]
+        if len(idx) > 256:
+            idx = idx[np.argsort(-ub[keep], kind="stable")]
+        chunks = (idx[s : s + 256] for s in range(0, len(idx), 256))
+        return any(bool((self.score(c) > threshold).any()) for c in chunks)
+
+    def top_k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (index, score), best first, ties by index; texts sharing no key excluded."""
+        tau = self.kth(k)
+        m = max(self.m, self.missing + 1)
+        while tau == 0.0:  # fewer than k scores: the most promising candidates give a first k-th
+            ub = self.read(m)
+            free = ~self.ix._mark[self.cand]
+            idx, b = self.cand[free], ub[free]
+            need = k - len(self.scored()[0]) + 32
+            if len(idx) > need:
+                idx = idx[np.argpartition(-b, need - 1)[:need]]
+            if len(idx):
+                self.score(idx)
+                tau = self.kth(k)
+            if self.m >= self.lq:
+                break
+            m = self.m + max(1, self.m - self.missing)
+        if tau == 0.0:  # fewer than k texts share a key with the query: all are scored
+            return self.best(k)
+        ub = self.read(max(self.m, self.lq - _unseen_keys_for(tau, self.lq)))
+        keep = (ub >= tau - _EPS) & ~self.ix._mark[self.cand]
+        self.score_down(self.cand[keep], ub[keep], k, tau)
+        return self.best(k)
+
+    def best(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, sc = self.scored()
+        sel = np.lexsort((idx, -sc))[:k]
+        return idx[sel].astype(np.int64), sc[sel]
+
+    def max_score(self) -> float:
+        """The best score, after `exceeds` has scored at least one text above the threshold."""
+        _, sc = self.scored()
+        best = float(sc.max())
+        ub = self.read(self.m)
+        keep = (ub >= best - _EPS) & ~self.ix._mark[self.cand]
+        if keep.any():
+            best = max(best, float(self.score(self.cand[keep]).max()))
+        return best
+
+    def close(self) -> None:
+        self.present = []  # release the views on the postings (they block appends)
+        ix = self.ix
+        for idx in self.sc_idx:
+            ix._mark[idx] = False
+        ix.stats["pairs"] += len(ix._enc)
+        ix.stats["exact"] += self.n_scored
 
 
 class NoveltyIndex:
@@ -200,19 +515,21 @@ class NoveltyIndex:
         stem: Porter-stem tokens (METHOD.md's novelty filter uses no stemming).
         workers: threads for rapidfuzz's batch LCS (-1 = all cores).
 
-    `scores(text)` gives every exact score; `max_score`, `top_k` and `exceeds` use the
-    token-overlap bound to compute exact LCS only where it can matter. `stats` counts pairs
-    considered and pairs whose LCS was computed.
+    `scores(text)` gives every exact score; `match`, `max_score`, `top_k` and `exceeds` walk the
+    inverted index from the rarest key and compute an exact LCS only where the overlap bound
+    says it can matter. `stats` counts pairs considered and pairs whose LCS was computed.
     """
 
     def __init__(self, stem: bool = False, workers: int = 1) -> None:
         self.stem = stem
         self.workers = workers
         self._vocab = Vocab()
+        self._codes = _Codes(self._vocab, stem)
         self._texts: list[str] = []
         self._enc: list[str] = []
         self._lens = np.zeros(1024, dtype=np.int64)
-        self._postings: dict[str, _Postings] = {}
+        self._mark = np.zeros(1024, dtype=bool)
+        self._post: dict[str, array] = {}
         self.stats = {"pairs": 0, "exact": 0}
 
     def __len__(self) -> int:
@@ -222,24 +539,22 @@ class NoveltyIndex:
     def texts(self) -> list[str]:
         return self._texts
 
-    def _encode(self, text: str) -> tuple[list[str], str]:
-        toks = tokenize(text, self.stem)
-        return toks, self._vocab.encode(toks)
-
     def add(self, text: str) -> int:
         """Add a text to the pool; returns its index."""
-        toks, enc = self._encode(text)
+        enc = self._codes.encode(text)
         i = len(self._enc)
         self._texts.append(text)
         self._enc.append(enc)
         if i == len(self._lens):
             self._lens = np.resize(self._lens, 2 * i)
+            self._mark = np.zeros(2 * i, dtype=bool)
         self._lens[i] = len(enc)
-        for tok, c in Counter(toks).items():
-            post = self._postings.get(tok)
-            if post is None:
-                post = self._postings[tok] = _Postings()
-            post.append(i, c)
+        posts = self._post
+        for k in _keys(enc):
+            p = posts.get(k)
+            if p is None:
+                p = posts[k] = array("i")
+            p.append(i)
         return i
 
     def extend(self, texts: Iterable[str]) -> None:
@@ -251,36 +566,45 @@ class NoveltyIndex:
 
         Pairs sharing at most one token need no LCS: it equals their overlap (0 or 1).
         """
-        toks, q = self._encode(text)
+        qy = _Query(self, text)
         n = len(self._enc)
-        self.stats["pairs"] += n
-        if not q or n == 0:
-            return np.zeros(n)
-        lcs = self._overlap(toks)
-        need = np.flatnonzero(lcs >= 2)
-        if need.size:
-            enc = self._enc
-            lcs[need] = _lcs_row(q, [enc[i] for i in need], self.workers)
-        self.stats["exact"] += int(need.size)
-        return _f_measure_array(lcs, len(q), self._lens[:n])
+        try:
+            if not qy.q or n == 0:
+                return np.zeros(n)
+            qy.read(qy.lq)
+            lcs = np.zeros(n, dtype=np.int64)
+            lcs[qy.cand] = qy.cnt
+            need = qy.cand[qy.cnt >= 2]
+            if need.size:
+                enc = self._enc
+                lcs[need] = _lcs_row(qy.q, [enc[i] for i in need.tolist()], self.workers)
+            qy.n_scored += int(need.size)
+            return _f_measure_array(lcs, qy.lq, self._lens[:n])
+        finally:
+            qy.close()
 
-    def _overlap(self, toks: list[str]) -> np.ndarray:
-        """Token-multiset overlap of `toks` with every pool text (an upper bound on the LCS)."""
-        overlap = np.zeros(len(self._enc), dtype=np.int64)
-        for tok, c in Counter(toks).items():
-            post = self._postings.get(tok)
-            if post is not None:
-                overlap[post.ids[: post.n]] += np.minimum(post.counts[: post.n], c)
-        return overlap
-
-    def _upper_bounds(self, toks: list[str], q_len: int) -> np.ndarray:
-        """Upper bound on F per pool text: F <= 2 * overlap / (len_q + len_pool)."""
-        n = len(self._enc)
-        overlap = self._overlap(toks)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ub = 2.0 * overlap / (q_len + self._lens[:n])
-        # guard against rounding: the bound only prunes, so make it err upward
-        return np.nan_to_num(ub, nan=0.0) + 1e-12
+    def match(self, text: str, threshold: float, k: int = 10) -> Match:
+        """Exactly: does any pool text score > `threshold`; the best score; and the k most
+        similar pool texts (score > 0; best first, ties by insertion order), unless the threshold
+        is exceeded (a rejected text needs no list)."""
+        if threshold < _EPS:  # a text sharing nothing can exceed it: score every pair
+            sc = self.scores(text)
+            exceeds = bool((sc > threshold).any())
+            order = np.lexsort((np.arange(len(sc)), -sc))
+            order = order[sc[order] > 0][: 0 if exceeds else max(k, 0)]
+            return Match(exceeds, float(sc.max()) if len(sc) else 0.0, order, sc[order])
+        qy = _Query(self, text)
+        try:
+            if not qy.q or not self._enc:
+                return Match(False, 0.0, _NO_IDS, np.zeros(0))
+            if qy.exceeds(threshold):
+                best = qy.max_score()
+                return Match(True, best, _NO_IDS, np.zeros(0))
+            idx, sc = qy.top_k(max(k, 1))
+            best = float(sc[0]) if len(sc) else 0.0
+            return Match(False, best, idx[: max(k, 0)], sc[: max(k, 0)])
+        finally:
+            qy.close()
 
     def top_k(self, text: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k pool texts most similar to `text`, exactly scored, best first.
@@ -289,37 +613,13 @@ class NoveltyIndex:
             (indices, scores); ties are broken by insertion order. Fewer than k when the pool is
             smaller or other texts share no token with `text`.
         """
-        toks, q = self._encode(text)
-        n = len(self._enc)
-        self.stats["pairs"] += n
-        if n == 0 or not q or k <= 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        ub = self._upper_bounds(toks, len(q))
-        order = np.argsort(-ub, kind="stable")
-        order = order[ub[order] > 1e-12]  # texts sharing no token score 0
-        best_idx: list[np.ndarray] = []
-        best_sc: list[np.ndarray] = []
-        kth = -1.0
-        chunk = max(64, 2 * k)
-        start = 0
-        while start < len(order):
-            if kth >= 0 and ub[order[start]] < kth:
-                break  # no remaining text can beat (or tie) the current k-th best
-            idx = order[start : start + chunk]
-            start += chunk
-            lcs = _lcs_row(q, [self._enc[i] for i in idx], self.workers)
-            self.stats["exact"] += len(idx)
-            best_idx.append(idx)
-            best_sc.append(_f_measure_array(lcs, len(q), self._lens[idx]))
-            all_sc = np.concatenate(best_sc)
-            if len(all_sc) >= k:
-                kth = float(np.sort(all_sc)[-k])
-        if not best_idx:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        idx = np.concatenate(best_idx)
-        sc = np.concatenate(best_sc)
-        sel = np.lexsort((idx, -sc))[:k]
-        return idx[sel], sc[sel]
+        qy = _Query(self, text)
+        try:
+            if not qy.q or not self._enc or k <= 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0)
+            return qy.top_k(k)
+        finally:
+            qy.close()
 
     def max_score(self, text: str) -> float:
         """The highest exact Rouge-L F of `text` against the pool (0.0 for an empty pool)."""
@@ -327,20 +627,11 @@ class NoveltyIndex:
         return float(sc[0]) if len(sc) else 0.0
 
     def exceeds(self, text: str, threshold: float) -> bool:
-        """Exactly whether any pool text scores > `threshold`, computing LCS only where the
-        overlap bound allows a score above it."""
-        toks, q = self._encode(text)
-        n = len(self._enc)
-        self.stats["pairs"] += n
-        if n == 0 or not q:
-            return False
-        ub = self._upper_bounds(toks, len(q))
-        cand = np.flatnonzero(ub > threshold)
-        cand = cand[np.argsort(-ub[cand], kind="stable")]
-        for s in range(0, len(cand), 256):
-            idx = cand[s : s + 256]
-            lcs = _lcs_row(q, [self._enc[i] for i in idx], self.workers)
-            self.stats["exact"] += len(idx)
-            if np.any(_f_measure_array(lcs, len(q), self._lens[idx]) > threshold):
-                return True
-        return False
+        """Exactly whether any pool text scores > `threshold` (no maximum, no list)."""
+        if threshold < _EPS:
+            return bool((self.scores(text) > threshold).any())
+        qy = _Query(self, text)
+        try:
+            return bool(qy.q) and bool(self._enc) and qy.exceeds(threshold)
+        finally:
+            qy.close()
