@@ -408,6 +408,19 @@ def _notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a pipeline run dir")
+    p.add_argument("-n", "--examples", type=int, default=5, help="kept examples to print")
+
+
+@subcommand("show", "print a run's counts per stage and a few of its examples", _show_arguments)
+def _show(args: argparse.Namespace) -> int:
+    from .runs.show import describe_run
+
+    print(describe_run(args.run_dir, args.examples))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # known models
 

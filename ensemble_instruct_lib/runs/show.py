@@ -1,0 +1,74 @@
+"""What a finished run made, as plain text for a terminal: counts per stage and a few examples.
+
+The quickstart prints it at the end (`python -m ensemble_instruct_lib show RUN_DIR`). It reads the
+run dir's files only (manifest, ensembled and dropped examples); model text is shown as written,
+cut to a width, so a long output cannot flood the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from ..data.jsonl import read_jsonl
+from ..errors import ConfigError
+from ..methods.rounds import DROPPED, ENSEMBLED, MANIFEST
+
+
+def _clip(text: str | None, limit: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _block(label: str, text: str | None, limit: int) -> list[str]:
+    clipped = _clip(text, limit)
+    if not clipped:
+        return []
+    lines = textwrap.wrap(
+        clipped, width=92, initial_indent=f"  {label:<12}", subsequent_indent=" " * 14
+    )
+    return lines
+
+
+def describe_run(run_dir: str | Path, examples: int = 5, limit: int = 300) -> str:
+    """Counts of every stage and the first `examples` kept examples of a run dir.
+
+    Args:
+        run_dir: a pipeline run dir (with ``manifest.json``).
+        examples: how many kept examples to show (then, if none was kept, dropped ones).
+        limit: characters shown per field.
+    """
+    out = Path(run_dir)
+    if not (out / MANIFEST).exists():
+        raise ConfigError(f"{out} is not a run dir (no {MANIFEST}): run the pipeline first")
+    manifest: dict[str, Any] = json.loads((out / MANIFEST).read_text())
+    counts = manifest.get("counts", {})
+    lines = [f"run dir {out} ({manifest.get('status', '?')})"]
+    for group, c in counts.get("stage1", {}).items():
+        lines.append(
+            f"  stage 1, {group}: {c['accepted']} accepted of {c['candidates']} candidates"
+        )
+    for group, c in counts.get("stage2", {}).items():
+        lines.append(f"  stage 2, {group}: {c['valid']} valid instances of {c['instructions']}")
+    for name, n in counts.get("stage3", {}).items():
+        lines.append(f"  stage 3, {name}: {n} outputs")
+    s4 = counts.get("stage4")
+    if s4:
+        lines.append(f"  stage 4: kept {s4['kept']} of {s4['instances']} examples")
+    kept = read_jsonl(out / ENSEMBLED) if (out / ENSEMBLED).exists() else []
+    shown, title = kept, "kept examples"
+    if not kept and (out / DROPPED).exists():
+        shown, title = read_jsonl(out / DROPPED), "no example was kept; dropped ones"
+    if shown and examples > 0:
+        lines.append(f"\n{title} (first {min(examples, len(shown))} of {len(shown)}):")
+        for rec in shown[:examples]:
+            lines.append(f"- {rec['id']} ({rec.get('reason')}, chosen: {rec.get('chosen_model')})")
+            lines += _block("instruction", rec.get("instruction"), limit)
+            lines += _block("input", rec.get("input"), limit)
+            lines += _block("output", rec.get("output"), limit)
+    return "\n".join(lines)
+
+
+__all__ = ["describe_run"]
