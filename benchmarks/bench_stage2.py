@@ -438,7 +438,7 @@ def _fmt_ratio(x: float | None) -> str:
 
 
 def _fmt_pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    return "-" if x is None else f"{100 * x:.3f}%"
 
 
 def report(rows: list[Row], tokenize: Callable[[str], list[int]] | None = None) -> str:
@@ -461,9 +461,10 @@ def report(rows: list[Row], tokenize: Callable[[str], list[int]] | None = None) 
         )
     lines += ["", "greedy agreement (identical outputs; first differing token where not):"]
     for r in rows:
-        for other in (RAW_OF.get(r.engine), ANCHOR if r.engine != ANCHOR else None):
-            o = by.get((other or "", r.prompt_set))
-            if o is None or o is r:
+        others = dict.fromkeys(x for x in (RAW_OF.get(r.engine), ANCHOR) if x and x != r.engine)
+        for other in others:
+            o = by.get((other, r.prompt_set))
+            if o is None:
                 continue
             frac, div = agreement(r.outputs, o.outputs, tokenize)
             lines.append(

@@ -58,11 +58,12 @@ def test_report_ratios_and_overhead_by_hand():
     t = _table(out)
     assert set(t) == {("hf-raw", "kit"), ("hf", "kit"), ("llama-raw", "kit"), ("llama", "kit")}
     # hf: 4 prompts in 60 s = 4.00/min; raw 2.00/min -> 2.00x of its raw engine and of the anchor
-    assert t[("hf", "kit")][4:9] == ["4.00", "2.00x", "2.00x", "1.01%", "0.10%"]
+    assert t[("hf", "kit")][4:9] == ["4.00", "2.00x", "2.00x", "1.010%", "0.100%"]
     # llama: 30/31 of raw llama = 0.97x; 120/31 of the anchor = 3.87x; overhead 0.31/30.69
-    assert t[("llama", "kit")][4:9] == ["7.74", "0.97x", "3.87x", "1.01%", "1.00%"]
+    assert t[("llama", "kit")][4:9] == ["7.74", "0.97x", "3.87x", "1.010%", "1.000%"]
     assert t[("hf-raw", "kit")][5:9] == ["-", "1.00x", "-", "-"]
-    assert "hf vs hf-raw (kit): 75% identical, first divergence at tokens [0]" in out
+    assert out.count("hf vs hf-raw (kit): 75% identical, first divergence at tokens [0]") == 1
+    assert "llama vs llama-raw (kit): 100% identical" in out
 
 
 def test_agreement_and_first_divergence():
