@@ -59,6 +59,13 @@ SIZES = {
 RECORDED = 8  # the recorded GPT-3-family reference rows of notebook 05
 
 
+def cfg_models() -> list[str]:
+    """Notebook 03's default recorded members (its gold table has one row per member)."""
+    from ensemble_instruct_lib.nb.steps.configs import EnsemblingConfig
+
+    return list(EnsemblingConfig(out_dir="unused", run_dir=None).models)
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     if importlib.util.find_spec("llama_cpp") is None:
@@ -74,7 +81,8 @@ def _run(root, name: str, monkeypatch):
     monkeypatch.setenv(notebooks.ROOT_ENV, str(root))
     out = root / "outputs" / "notebooks" / name
     assert set(SIZES[name]) <= set(notebooks.parameter_names(notebooks.notebook_path(name)))
-    executed(notebooks.run_notebook(name, out, dict(SIZES[name])))
+    # a cell may run long on a busy machine (04's method grid: three pipeline runs)
+    executed(notebooks.run_notebook(name, out, dict(SIZES[name]), timeout=1500))
     return out
 
 
@@ -117,7 +125,7 @@ def test_notebooks_01_to_05_with_defaults(root, monkeypatch):
     assert len((run / "alpaca.jsonl").read_text().splitlines()) == kept
     assert pd.read_csv(out / "reasons.csv")["examples"].sum() == 252
     gold = pd.read_csv(out / "gold.csv").set_index("system")
-    assert (gold.loc["oracle", "all_mean"] >= gold["all_mean"]).all()
+    assert (gold.loc["oracle", "all_mean"] >= gold.loc[cfg_models(), "all_mean"]).all()
     assert len(pd.read_csv(out / "selectors.csv")) == 5
     for name in ("reasons", "pairwise", "chosen", "threshold_curve"):
         assert_png(out / f"run_{name}.png")
