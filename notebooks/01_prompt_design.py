@@ -28,8 +28,9 @@ random_seed = 0  # seed of the demonstration draw
 generated = []  # earlier generated instructions that may serve as stage-1 demonstrations
 instance_instructions = {"A": "Summarize the input.", "B": "Name a primary color."}  # stage-2 ones
 tokenizer = None  # tokenizer folder or hub id for token counts; None: whitespace words
-backend = None  # LM to call once, e.g. {"kind": "hf", "model": "tiiuae/falcon-7b"}; None: skip
-max_new_tokens = None  # cap on the LM's answer; None: the stage defaults (256 and 512 tokens)
+backend = {"kind": "llama_cpp", "model": "gemma-3-270m"}  # LM called once (Gemma 3 270M, fetched
+# on first use); any backend spec, e.g. {"kind": "hf", "model": "tiiuae/falcon-7b"}; None: skip
+max_new_tokens = 128  # cap on the LM's answer; None: the stage defaults (256 and 512 tokens)
 
 # %%
 cfg = steps.PromptDesignConfig(

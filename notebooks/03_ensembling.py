@@ -5,12 +5,15 @@
 # example is kept only when their outputs agree. The candidates are normalized, compared pairwise
 # with Rouge-L; an exact match keeps the example at once, otherwise it is dropped when the lowest
 # pairwise score is at or below the threshold (0.01), else the candidate with the largest sum of
-# agreement is kept. This notebook runs stage 4 on a pipeline run dir, or on the recorded answers
-# of GPT-3-family models to the 252 user-oriented instructions (real, heterogeneous LM outputs,
-# no model needed; the first model named plays the instance generator). It shows the kept fraction and why examples were dropped, the distribution of
-# pairwise Rouge-L, how often each member's output is chosen, the kept fraction as the threshold
-# varies, and, where gold outputs exist, the quality of each member, of the consensus, of a random
-# pick and of the oracle. An inspector steps through single examples.
+# agreement is kept. This notebook has two parts. The first runs stage 4 on the run notebook 02
+# generated (by default Gemma 3 270M as generator and members): kept fraction and why examples
+# were dropped, pairwise Rouge-L, whose output is kept, the kept fraction as the threshold varies.
+# It also re-exports the run (`alpaca.jsonl`, `alpaca_single_output.jsonl`) for notebook 05. The
+# second part always uses the recorded answers of GPT-3-family models to the 252 user-oriented
+# instructions (real, heterogeneous LM outputs with gold outputs, no model needed; the first model
+# named plays the instance generator): the same views, plus the quality of each member, of the
+# consensus, of a random pick and of the oracle against gold, and the stage-4 selectors compared.
+# An inspector steps through single examples.
 
 # %%
 # %matplotlib inline
@@ -21,7 +24,7 @@ from ensemble_instruct_lib.nb.steps import ensembling as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/03_ensembling"  # figures and tables go here (relative: repo root)
-run_dir = None  # a pipeline run dir (stages 1-3 done); None: the recorded user-oriented answers
+run_dir = "outputs/notebooks/02_generation/run"  # notebook 02's run dir; None: skip part 1
 models = ["text-davinci-003", "text-davinci-002", "text-davinci-001"]  # recorded models
 threshold = None  # drop at or below this lowest pairwise Rouge-L; None: the run's, else 0.01
 rule = None  # "sum" or "best_pair"; None: the run's, else "sum"
@@ -49,10 +52,25 @@ cfg = steps.EnsemblingConfig(
 display(steps.config_table(cfg))
 
 # %% [markdown]
-# ## Stage 4
+# ## Part 1: stage 4 on the generated run
+#
+# The run of notebook 02 (`run_dir`), ensembled again with this notebook's threshold and rule.
+# Without that run this part prints the one command that makes it, and the recorded part below
+# still runs. Tables and figures are saved as `run_*.csv` / `run_*.png`.
 
 # %%
-study = steps.ensemble_study(cfg)
+run = steps.run_study(cfg)
+
+# %%
+steps.report_run(run, cfg)
+
+# %% [markdown]
+# ## Part 2: the recorded GPT-3-family answers
+#
+# Stage 4 on the recorded answers of `models` to the 252 user-oriented instructions.
+
+# %%
+study = steps.recorded_study(cfg)
 plots.save_table(steps.example_table(study), cfg.out_path, "examples")
 display(study.settings())
 
@@ -113,10 +131,8 @@ display(fig)
 # %% [markdown]
 # ## Quality against gold
 #
-# Only where gold outputs exist (the recorded user-oriented answers): mean Rouge-L x100 against
-# the gold output of each member, of the consensus, of a random member and of the oracle (the best
-# member per example), on the kept examples and on all of them. A run dir has no gold: the panel
-# says so.
+# Mean Rouge-L x100 against the gold output of each member, of the consensus, of a random member
+# and of the oracle (the best member per example), on the kept examples and on all of them.
 
 # %%
 gold = steps.gold_table(study)
@@ -135,8 +151,7 @@ display(fig)
 # the paper's best pair, minimum-Bayes-risk selection with chrF or token F1 instead of Rouge-L,
 # and an LM judge when `judge_model` is set. Kept fraction, Rouge-L x100 against gold on the kept
 # examples and on all of them (a dropped example scoring 0), and how often two selectors keep the
-# same candidate. Notebook 04 repeats this over every member list, with error bars. A run dir has
-# no gold: the table is empty.
+# same candidate. Notebook 04 repeats this over every member list, with error bars.
 
 # %%
 selector_table = steps.selector_comparison(cfg)

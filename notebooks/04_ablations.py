@@ -12,8 +12,11 @@
 # are one standard deviation over member sets, orderings and seeds. The last two grids run the
 # pipeline: Ensemble-Instruct vs Self-Instruct vs Alpaca prompts on the same generator (acceptance
 # per stage, novelty, diversity of leading verbs and verb-noun pairs, lengths), and the number of
-# seed and generated demonstrations in instruction generation. They need a run config with real
-# models (`pipeline_config`), or `fake_lms=True` to exercise the code with deterministic fake LMs.
+# seed and generated demonstrations in instruction generation. By default they run
+# `configs/offline.yaml` (Gemma 3 270M through llama.cpp and transformers, fetched on first use) at
+# a small size (`num_instructions` per type, two seeds: about half an hour on 2 CPU cores; the
+# sweeps resume where they stopped); `pipeline_config=None` skips them, `fake_lms=True` exercises
+# the code with deterministic fake LMs.
 
 # %%
 # %matplotlib inline
@@ -48,13 +51,13 @@ rules = ["sum", "best_pair", "random", "first"]  # selection rules compared
 seeds = [0, 1, 2]  # seeds of the subset samples and of the random-member baseline
 stop = "none"  # recorded answers as recorded ("none") or cut at the stage-3 stops ("method")
 trio = ["text-davinci-003", "text-davinci-002", "text-davinci-001"]  # drawn over the band
-pipeline_config = None  # a run config for the method and demo grids (None: skip them)
+pipeline_config = "configs/offline.yaml"  # method and demo grids' run config; None: skip
 methods = ["ensemble_instruct", "self_instruct", "alpaca"]  # prompting methods compared
-method_seeds = [0]  # run seeds of the pipeline grids (more seeds: error bars)
-num_instructions = None  # instructions per task type in the pipeline grids (None: the config's)
+method_seeds = [0, 1]  # run seeds of the pipeline grids (error bars over seeds)
+num_instructions = 2  # instructions per task type in the pipeline grids (None: the config's)
 fake_lms = False  # answer with the kit's deterministic fake LMs instead of the config's models
 seed_demos = [10, 20]  # seed demonstrations per instruction prompt (demo grid)
-generated_demos = [0, 2, 4]  # generated demonstrations per instruction prompt (demo grid)
+generated_demos = [0, 4]  # generated demonstrations per instruction prompt (demo grid)
 workers = 1  # processes running pipeline points at once
 selectors = ["sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1"]  # stage-4 selectors
 judge_model = None  # judge LM for the selector grid, e.g. "hf:google/gemma-3-270m-it"; None: skip

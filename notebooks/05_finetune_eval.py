@@ -9,6 +9,12 @@
 # benchmarks, and shows a comparison table, bar charts per benchmark and per category, and the
 # training-loss curves. The recorded answers of the eight GPT-3-family models to the same
 # user-oriented items are scored the same way as reference rows.
+#
+# By default: Gemma 3 270M (the base model, by name) is LoRA-fine-tuned for a few steps
+# (`configs/finetune-gemma-270m.yaml`) on the ensembled and the single-output data that notebook 02
+# exported into its run dir, and scored with the untuned base model on the first 30 user-oriented
+# items. Run notebook 02 first. At this size the comparison shows the plumbing, not a finding:
+# raise `num_instructions` in notebook 02, `max_steps` and `max_items` for one.
 
 # %%
 # %matplotlib inline
@@ -19,16 +25,17 @@ from ensemble_instruct_lib.nb.steps import finetune_eval as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/05_finetune_eval"  # models, figures, tables (relative: repo root)
-base_model = "EleutherAI/pythia-1.4b-deduped"  # the base LM: hub id or local folder
+base_model = "gemma-3-270m"  # the base LM: known name (fetched on first use), hub id or folder
 datasets = {
-    "ensembled": "outputs/run/alpaca.jsonl",
-    "single_output": "outputs/run/alpaca_single_output.jsonl",
-}  # system name -> Alpaca-style JSONL to fine-tune on (relative: repo root)
-finetune_config = "configs/finetune-pythia-1.4b.yaml"  # shared FinetuneConfig YAML; None: defaults
+    "ensembled": "outputs/notebooks/02_generation/run/alpaca.jsonl",
+    "single_output": "outputs/notebooks/02_generation/run/alpaca_single_output.jsonl",
+}  # system name -> Alpaca-style JSONL (relative: repo root); default: notebook 02's run
+evaluate_base = True  # also evaluate the base model itself (system "base")
+finetune_config = "configs/finetune-gemma-270m.yaml"  # shared FinetuneConfig YAML (LoRA)
 finetune_overrides = {}  # FinetuneConfig keys replacing the YAML's, e.g. {"max_steps": 200}
 benchmarks = ["user_oriented"]  # "user_oriented" and/or "superni"
 superni_dir = None  # natural-instructions checkout for "superni"; None: $EI_SUPERNI_DIR
-max_items = None  # evaluate on the first N items of each benchmark; None: all
+max_items = 30  # evaluate on the first N items of each benchmark; None: all (252 user-oriented)
 max_new_tokens = 128  # cap on each greedy answer
 eval_batch_size = 8  # prompts per generate call in evaluation
 backend_options = {}  # extra HFBackend arguments for evaluation, e.g. {"dtype": "bf16"}
@@ -48,6 +55,7 @@ cfg = steps.FinetuneEvalConfig(
     out_dir=out_dir,
     base_model=base_model,
     datasets=datasets,
+    evaluate_base=evaluate_base,
     finetune_config=finetune_config,
     finetune_overrides=finetune_overrides,
     benchmarks=benchmarks,

@@ -40,11 +40,44 @@ def test_ensembling_config_validates(tmp_path):
         {"rule": "vote"},
         {"threshold": 1.5},
         {"stop": "all"},
-        {"run_dir": str(tmp_path / "missing")},
+        {"run_dir": ""},
         {"curve_points": 1},
     ]:
         with pytest.raises(ConfigError):
             configs.EnsemblingConfig(out_dir=str(tmp_path), **b)
+
+
+def test_ensembling_without_a_run_names_the_command(tmp_path, capsys):
+    from ensemble_instruct_lib.nb.steps import ensembling
+
+    # the default run dir is notebook 02's; under an empty root there is no run in it
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EI_NOTEBOOK_ROOT", str(root))
+        cfg = configs.EnsemblingConfig(out_dir="outputs/nb03")
+        assert cfg.out_path == root / "outputs" / "nb03"
+        assert ensembling.run_study(cfg) is None
+        message = capsys.readouterr().out.strip()
+        assert message.count("\n") == 0 and configs.NOTEBOOK_02_COMMAND in message
+        assert cfg.run_dir in message
+        other = configs.EnsemblingConfig(out_dir="o", run_dir="elsewhere/run")
+        assert "-p run_dir=elsewhere/run" in ensembling.missing_run_message(other)
+        none = configs.EnsemblingConfig(out_dir="o", run_dir=None)
+        assert ensembling.run_study(none) is None
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_finetune_eval_missing_default_dataset_names_notebook_02(tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EI_NOTEBOOK_ROOT", str(tmp_path))
+        with pytest.raises(ConfigError, match="run notebook 02 first") as e:
+            configs.FinetuneEvalConfig(
+                out_dir="o",
+                base_model="gemma-3-270m",
+                datasets={"ensembled": f"{configs.DEFAULT_RUN_DIR}/alpaca.jsonl"},
+            )
+    assert configs.NOTEBOOK_02_COMMAND in str(e.value)
 
 
 def test_generation_config_loads_and_anchors(tmp_path):
@@ -83,6 +116,7 @@ def test_finetune_eval_config_validates(tmp_path):
         {"benchmarks": ["mmlu"]},
         {"reference_models": ["gpt-4"]},
         {"max_items": 0},
+        {"evaluate_base": "yes"},
     ]:
         with pytest.raises(ConfigError):
             configs.FinetuneEvalConfig(**{**ok, **b})

@@ -1,5 +1,6 @@
 """Notebooks 02 (generation) and 03 (ensembling), executed (slow): 02 runs the pipeline with the
-kit's fake LMs, 03 ensembles that run and, separately, the recorded GPT-3-family answers; each
+kit's fake LMs (through stage 4 and the export), 03 ensembles that run next to the recorded
+GPT-3-family answers, and alone the recorded answers (run_dir None); each
 test checks the tables the notebook wrote against the run or an independent computation."""
 
 from __future__ import annotations
@@ -52,25 +53,34 @@ def test_notebooks_02_then_03_on_its_run(tmp_path):
     assert len(sample) == valid if valid < 10 else len(sample) == 10
     assert (sample["output"].str.len() > 0).all()
     manifest = json.loads((out / "run" / "manifest.json").read_text())
-    assert manifest["status"] == "done" and "stage4" not in manifest["counts"]
+    assert manifest["status"] == "done" and "stage4" in manifest["counts"]
+    for name in ("ensembled.jsonl", "alpaca.jsonl", "alpaca_single_output.jsonl"):
+        assert (out / "run" / name).exists()  # what notebooks 03 and 05 read
+    single = (out / "run" / "alpaca_single_output.jsonl").read_text().splitlines()
+    assert len(single) == valid
 
     out3 = tmp_path / "03"
     path3 = notebooks.run_notebook("03_ensembling", out3, {"run_dir": str(out / "run")})
     executed(path3)
-    reasons = pd.read_csv(out3 / "reasons.csv")
+    reasons = pd.read_csv(out3 / "run_reasons.csv")
     assert reasons["examples"].sum() == valid
-    examples = pd.read_csv(out3 / "examples.csv")
+    examples = pd.read_csv(out3 / "run_examples.csv")
     assert (
         len(examples) == valid and examples["kept"].sum() == reasons.query("kept")["examples"].sum()
     )
-    chosen = pd.read_csv(out3 / "chosen.csv")
+    chosen = pd.read_csv(out3 / "run_chosen.csv")
     assert chosen["model"].tolist() == ["gen", "extra-a", "extra-b"]
     assert chosen["chosen"].sum() == examples["kept"].sum()
-    assert pd.read_csv(out3 / "gold.csv").empty  # a run has no gold outputs
-    assert pd.read_csv(out3 / "selectors.csv").empty  # nor a selector comparison against gold
+    ensembled = (out / "run" / "alpaca.jsonl").read_text().splitlines()
+    assert len(ensembled) == examples["kept"].sum()  # stage 4 re-exported the run
+    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve"):
+        assert_png(out3 / f"run_{name}.png")
+    # the recorded part runs next to it, on the recorded answers with gold
+    assert pd.read_csv(out3 / "reasons.csv")["examples"].sum() == 252
+    assert not pd.read_csv(out3 / "gold.csv").empty
+    assert not pd.read_csv(out3 / "selectors.csv").empty
     for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve", "gold"):
         assert_png(out3 / f"{name}.png")
-    assert (out / "run" / "ensembled.jsonl").exists()
 
 
 @pytest.mark.slow
@@ -80,7 +90,9 @@ def test_notebook_03_on_recorded_outputs(tmp_path):
     out = tmp_path / "03"
     models = ["text-davinci-003", "davinci-self-instruct", "davinci-t0-ft"]
     path = notebooks.run_notebook(
-        "03_ensembling", out, {"models": models, "curve_points": 11, "threshold": 0.05}
+        "03_ensembling",
+        out,
+        {"run_dir": None, "models": models, "curve_points": 11, "threshold": 0.05},
     )
     nb = executed(path)
     assert outputs_of_type(nb, "image/png") >= 6

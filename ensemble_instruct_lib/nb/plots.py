@@ -585,7 +585,7 @@ def plot_benchmark_scores(comparison: pd.DataFrame, metric: str = "rougeL") -> F
     """One panel per benchmark: `metric` per system, tuned models and recorded references apart.
 
     Args:
-        comparison: columns system, kind ("tuned" or "recorded"), benchmark and `metric`.
+        comparison: columns system, kind ("tuned", "base" or "recorded"), benchmark and `metric`.
     """
     benches = list(dict.fromkeys(comparison["benchmark"])) if not comparison.empty else []
     fig, axes = _figure(
@@ -597,11 +597,12 @@ def plot_benchmark_scores(comparison: pd.DataFrame, metric: str = "rougeL") -> F
         return fig
     for ax, bench in zip(axes, benches, strict=True):
         part = comparison[comparison["benchmark"] == bench].iloc[::-1]
-        colors = ["#d62728" if k == "tuned" else "#7f7f7f" for k in part["kind"]]
+        palette = {"tuned": "#d62728", "base": "#1f77b4"}
+        colors = [palette.get(k, "#7f7f7f") for k in part["kind"]]
         ax.barh(part["system"], part[metric], color=colors)
         for y, v in enumerate(part[metric]):
             ax.text(v, y, f" {v:.1f}", va="center", fontsize="small")
-        ax.set_title(f"{bench}: {metric} (red: tuned here, grey: recorded)")
+        ax.set_title(f"{bench}: {metric} (red: tuned here, blue: base, grey: recorded)")
         ax.set_xlabel(metric)
     return fig
 

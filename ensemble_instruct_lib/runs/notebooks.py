@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import sys
 import tokenize
 from collections.abc import Mapping
@@ -38,10 +39,24 @@ _FORBIDDEN = {
 _PARAM_TYPES = (str, int, float, bool, type(None), list, dict)
 
 
+#: Environment variable naming another root for relative notebook paths (tests point it at a
+#: temporary folder whose ``configs`` link to the checkout's, so the notebooks' default
+#: ``outputs/...`` land there and not in the checkout).
+ROOT_ENV = "EI_NOTEBOOK_ROOT"
+
+
+def notebook_root() -> Path:
+    """The root relative notebook paths start from: ``$EI_NOTEBOOK_ROOT`` when set, else the
+    repository root."""
+    env = os.environ.get(ROOT_ENV)
+    return Path(env).expanduser().resolve() if env else REPO_ROOT
+
+
 def resolve_path(path: str | Path) -> Path:
-    """An absolute path: `path` itself when absolute, else relative to the repository root."""
+    """An absolute path: `path` itself when absolute, else relative to `notebook_root` (the
+    repository root unless ``$EI_NOTEBOOK_ROOT`` says otherwise)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
+    return p if p.is_absolute() else notebook_root() / p
 
 
 # --------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class FinetuneConfig:
     """Everything a fine-tuning run needs; validated on creation (`ConfigError`, a ValueError).
 
     Attributes:
-        model: base model, a hub id or a local folder.
+        model: base model, a hub id, a local folder or a known name (`gemma-3-270m`).
         data: Alpaca-style JSONL (or JSON list) of instruction/input/output records.
         run_dir: where checkpoints, the final model and the logs go.
         mode: "full" (every weight) or "lora" (adapters only).
@@ -450,6 +450,19 @@ def _prepare_run_dir(cfg: FinetuneConfig) -> tuple[Path, str | None]:
     return run_dir, last
 
 
+def model_source(model: str) -> str:
+    """What transformers loads for a config's `model`: a known model name (`gemma-3-270m`) is
+    resolved through `engines.models.resolve_model` (its converted folder, fetched on first use),
+    as `make_backend` does for the hf kind; a path or hub id is passed on unchanged.
+
+    Raises:
+        ConfigError: a known name whose package is missing (one line naming the install).
+    """
+    from ..engines.models import KNOWN_MODELS, resolve_model
+
+    return resolve_model("hf", model) if model in KNOWN_MODELS else model
+
+
 def _encode_data(cfg: FinetuneConfig, run_dir: Path) -> _Encoded:
     """Read and split the records (the held-out ones go to ``val.jsonl``), load the tokenizer
     (pad = EOS when it has none) and tokenize both splits.
@@ -462,7 +475,7 @@ def _encode_data(cfg: FinetuneConfig, run_dir: Path) -> _Encoded:
     records = load_sft_records(cfg.data)
     train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_seed)
     write_jsonl(run_dir / "val.jsonl", val_recs)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_source(cfg.model))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_ex, dropped_train = encode_records(tokenizer, train_recs, cfg.max_seq_len)
@@ -492,7 +505,7 @@ def _load_model(cfg: FinetuneConfig, pad_token_id: int) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_source(cfg.model), dtype=torch.float32)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
     if cfg.mode == "lora":

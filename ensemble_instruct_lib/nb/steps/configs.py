@@ -13,7 +13,7 @@ from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
 from ...data.public import PREDICTION_MODELS
 from ...errors import ConfigError
 from ...runs.config import ConsensusStage, RunConfig, load_config
-from ...runs.notebooks import REPO_ROOT, resolve_path
+from ...runs.notebooks import notebook_root, resolve_path
 
 # --------------------------------------------------------------------------------------------
 # configs: one per notebook, validated
@@ -116,7 +116,7 @@ def _anchored(value: str | None) -> str | None:
     """A relative path that exists under the repository root, made absolute; else unchanged."""
     if not value or Path(value).is_absolute():
         return value
-    p = REPO_ROOT / value
+    p = notebook_root() / value
     return str(p) if p.exists() else value
 
 
@@ -129,7 +129,7 @@ def anchor_paths(config: RunConfig) -> RunConfig:
     config.seed_file = _anchored(config.seed_file)
     config.data_dir = _anchored(config.data_dir)
     if config.cache and not Path(config.cache).is_absolute():
-        config.cache = str(REPO_ROOT / config.cache)
+        config.cache = str(notebook_root() / config.cache)
     return config
 
 
@@ -145,7 +145,7 @@ class GenerationConfig(NotebookConfig):
         sample_size: rows of the sample table.
     """
 
-    config_path: str = "configs/offline-tiny.yaml"
+    config_path: str = "configs/offline.yaml"
     overrides: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
     fake_lms: bool = False
@@ -171,13 +171,22 @@ class GenerationConfig(NotebookConfig):
         return resolve_path(self.run_dir) if self.run_dir else self.out_path / "run"
 
 
+#: Where notebook 02 writes its run with its default parameters (notebook 03's default input).
+DEFAULT_RUN_DIR = "outputs/notebooks/02_generation/run"
+#: The command that makes that run.
+NOTEBOOK_02_COMMAND = (
+    "python -m ensemble_instruct_lib notebook 02_generation outputs/notebooks/02_generation"
+)
+
+
 @dataclass
 class EnsemblingConfig(NotebookConfig):
     """Notebook 03.
 
     Attributes:
-        run_dir: a pipeline run dir to ensemble (None: the recorded predictions of `models`).
-        models: recorded GPT-3-family models (the first plays the instance generator).
+        run_dir: a pipeline run dir to ensemble (default: notebook 02's; None: skip that part).
+        models: recorded GPT-3-family models (the first plays the instance generator) of the
+            part on recorded answers, which always runs.
         threshold, rule: consensus settings (None: the run's, or METHOD.md's 0.01 / "sum").
         stop: recorded answers as recorded ("none") or cut at the stage-3 stops ("method").
         curve_max, curve_points: the thresholds of the kept-fraction curve.
@@ -187,7 +196,7 @@ class EnsemblingConfig(NotebookConfig):
             None skips the judge.
     """
 
-    run_dir: str | None = None
+    run_dir: str | None = DEFAULT_RUN_DIR
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     threshold: float | None = None
     rule: str | None = None
@@ -205,21 +214,20 @@ class EnsemblingConfig(NotebookConfig):
         from .ablations import check_selectors
 
         check_selectors(self.selectors, self.judge_model)
-        if self.run_dir is None:
-            _check(
-                isinstance(self.models, list) and len(self.models) >= 2,
-                f"models must list at least 2 recorded models, got {self.models!r}",
-            )
-            unknown = [m for m in self.models if m not in PREDICTION_MODELS]
-            _check(
-                not unknown,
-                f"unknown recorded models {unknown}; choose from {list(PREDICTION_MODELS)}",
-            )
-            _check(
-                len(set(self.models)) == len(self.models), f"models must be distinct: {self.models}"
-            )
-        else:
-            _check(resolve_path(self.run_dir).is_dir(), f"run_dir {self.run_dir!r} is not a folder")
+        _check(
+            isinstance(self.models, list) and len(self.models) >= 2,
+            f"models must list at least 2 recorded models, got {self.models!r}",
+        )
+        unknown = [m for m in self.models if m not in PREDICTION_MODELS]
+        _check(
+            not unknown,
+            f"unknown recorded models {unknown}; choose from {list(PREDICTION_MODELS)}",
+        )
+        _check(len(set(self.models)) == len(self.models), f"models must be distinct: {self.models}")
+        _check(
+            self.run_dir is None or (isinstance(self.run_dir, str) and bool(self.run_dir)),
+            f"run_dir must be None or a path string, got {self.run_dir!r}",
+        )
         if self.threshold is not None:
             _check(0 <= self.threshold < 1, f"threshold must be in [0, 1), got {self.threshold}")
         if self.rule is not None:
@@ -246,8 +254,9 @@ class FinetuneEvalConfig(NotebookConfig):
     """Notebook 05.
 
     Attributes:
-        base_model: the base LM (hub id or local folder) every dataset fine-tunes.
+        base_model: the base LM (known name, hub id or local folder) every dataset fine-tunes.
         datasets: system name -> Alpaca-style JSONL (e.g. ensembled vs single-output of a run).
+        evaluate_base: also evaluate the base model itself (system "base", kind "base").
         finetune_config: a `FinetuneConfig` YAML for the shared settings (None: its defaults).
         finetune_overrides: keys replacing the YAML's (model, data and run_dir are set here).
         benchmarks: "user_oriented" and/or "superni".
@@ -260,6 +269,7 @@ class FinetuneEvalConfig(NotebookConfig):
 
     base_model: str = ""
     datasets: dict[str, str] = field(default_factory=dict)
+    evaluate_base: bool = True
     finetune_config: str | None = None
     finetune_overrides: dict[str, Any] = field(default_factory=dict)
     benchmarks: list[str] = field(default_factory=lambda: ["user_oriented"])
@@ -285,7 +295,15 @@ class FinetuneEvalConfig(NotebookConfig):
                 isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum(),
                 f"dataset name {name!r} may only use letters, digits, '-' and '_'",
             )
-            _check(resolve_path(path).exists(), f"dataset {name!r}: no such file {path!r}")
+            _check(
+                resolve_path(path).exists(),
+                f"dataset {name!r}: no such file {path!r} ({resolve_path(path)}): "
+                + (
+                    f"run notebook 02 first ({NOTEBOOK_02_COMMAND}), it exports the run's datasets"
+                    if str(path).startswith(DEFAULT_RUN_DIR)
+                    else "give an Alpaca-style JSONL (a run's alpaca.jsonl)"
+                ),
+            )
         if self.finetune_config is not None:
             _check(
                 resolve_path(self.finetune_config).exists(),
@@ -299,6 +317,10 @@ class FinetuneEvalConfig(NotebookConfig):
         _check(
             bool(self.benchmarks) and not bad,
             f"benchmarks must be a non-empty subset of {BENCHMARKS}",
+        )
+        _check(
+            isinstance(self.evaluate_base, bool),
+            f"evaluate_base must be True or False, got {self.evaluate_base!r}",
         )
         _optional_count("max_items", self.max_items, 1)
         _optional_count("max_new_tokens", self.max_new_tokens, 1)

@@ -3,6 +3,7 @@ with per-example decisions and quality against gold."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -10,6 +11,8 @@ import pandas as pd
 from ...runs.notebooks import resolve_path
 from .ablations import selector_agreement  # noqa: F401 - re-exported for the notebook
 from .configs import (
+    DEFAULT_RUN_DIR,
+    NOTEBOOK_02_COMMAND,
     EnsemblingConfig,  # noqa: F401 - re-exported for the notebook
     config_table,  # noqa: F401 - re-exported for the notebook
 )
@@ -52,6 +55,70 @@ class EnsembleStudy:
                 }
             ]
         )
+
+
+def missing_run_message(config: EnsemblingConfig) -> str | None:
+    """Why the run part cannot run (no run dir set, or no run in it), naming the command that
+    makes the default run; None when the run dir holds a run."""
+    if config.run_dir is None:
+        return "run_dir is None: the part on a generated run is skipped"
+    run = resolve_path(config.run_dir)
+    if (run / "manifest.json").exists():
+        return None
+    return (
+        f"no generated run in {config.run_dir} ({run}): run notebook 02 first, "
+        f"e.g. {NOTEBOOK_02_COMMAND}"
+        + ("" if config.run_dir == DEFAULT_RUN_DIR else f" -p run_dir={config.run_dir}")
+    )
+
+
+def run_study(config: EnsemblingConfig) -> EnsembleStudy | None:
+    """Stage 4 on `config.run_dir` (re-run with the config's threshold/rule), or None after
+    printing `missing_run_message` when there is no run there."""
+    message = missing_run_message(config)
+    if message is not None:
+        print(message)
+        return None
+    return ensemble_study(config)
+
+
+def recorded_study(config: EnsemblingConfig) -> EnsembleStudy:
+    """Stage 4 on the recorded answers of `config.models`, whatever `run_dir` is."""
+    return ensemble_study(dataclasses.replace(config, run_dir=None))
+
+
+def report_run(study: EnsembleStudy | None, config: EnsemblingConfig) -> None:
+    """Notebook 03's part on a generated run, in one step: the settings, kept fraction and
+    reasons, pairwise agreement, whose output is kept and the threshold curve, each saved as
+    ``run_<name>.csv`` / ``.png`` under `config.out_path` and displayed (the threshold curve
+    over `config.thresholds`). Nothing when `study` is None."""
+    from IPython.display import display
+
+    from .. import plots
+
+    if study is None:
+        return
+    out_path = config.out_path
+    plots.save_table(example_table(study), out_path, "run_examples")
+    display(study.settings())
+    reasons = plots.consensus_reasons(study.frame)
+    plots.save_table(reasons, out_path, "run_reasons")
+    display(reasons)
+    figures = {"run_reasons": plots.plot_consensus_reasons(reasons)}
+    pairs = plots.pairwise_scores(study.frame)
+    plots.save_table(pairs, out_path, "run_pairwise")
+    figures["run_pairwise"] = plots.plot_pairwise(pairs, study.threshold)
+    figures["run_agreement_matrix"] = plots.plot_agreement_matrix(plots.mean_agreement(study.frame))
+    chosen = plots.chosen_counts(study.frame)
+    plots.save_table(chosen, out_path, "run_chosen")
+    display(chosen)
+    figures["run_chosen"] = plots.plot_chosen(chosen)
+    curve = plots.threshold_curve(study.frame, config.thresholds, study.rule)
+    plots.save_table(curve, out_path, "run_threshold_curve")
+    figures["run_threshold_curve"] = plots.plot_threshold_curve(curve, study.threshold)
+    for name, fig in figures.items():
+        plots.save_figure(fig, out_path, name)
+        display(fig)
 
 
 def ensemble_study(config: EnsemblingConfig) -> EnsembleStudy:
@@ -133,10 +200,9 @@ def selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
     """The stage-4 selectors (`config.selectors`, plus the judge when `config.judge_model` is
     set) on the recorded answers of `config.models` (in that candidate order), against gold:
     one row per selector with kept fraction, Rouge-L x100 on the kept examples and on all (a
-    dropped one scoring 0), and ``agree_<selector>`` columns. Empty for a run dir (no gold)."""
+    dropped one scoring 0), and ``agree_<selector>`` columns. Always on the recorded answers
+    (a generated run has no gold), whatever `run_dir` is."""
     from .ablations import selector_rows
 
-    if config.run_dir is not None:
-        return pd.DataFrame(columns=SELECTOR_COLUMNS)
     rows = selector_rows(config, model_sets=[list(config.models)], seeds=[config.seed])
     return rows.drop(columns=["seed", "size", "members", "generator"])

@@ -24,17 +24,26 @@ from .configs import (
 def finetune_datasets(
     config: FinetuneEvalConfig, *, callbacks: Sequence[Any] = ()
 ) -> dict[str, Any]:
-    """Fine-tune `config.base_model` on each dataset (resuming finished or partial runs).
+    """Fine-tune `config.base_model` on each dataset (resuming finished or partial runs). A
+    dataset with no examples (a small run whose ensemble kept nothing) is skipped with a printed
+    line saying so.
 
     Returns:
         System name -> `finetune.FinetuneResult`.
     """
+    from ...data.jsonl import read_jsonl
     from ...train.finetune import finetune
 
-    return {
-        name: finetune(config.finetune_config_for(name), callbacks=callbacks)
-        for name in config.datasets
-    }
+    runs: dict[str, Any] = {}
+    for name, path in config.datasets.items():
+        if not read_jsonl(resolve_path(path)):
+            print(
+                f"dataset {name!r} ({path}) has no examples: skipped (generate more in notebook 02, "
+                "e.g. overrides={'num_instructions': 20})"
+            )
+            continue
+        runs[name] = finetune(config.finetune_config_for(name), callbacks=callbacks)
+    return runs
 
 
 def run_table(runs: Mapping[str, Any]) -> pd.DataFrame:
@@ -110,7 +119,8 @@ def evaluate_systems(
 ) -> Comparison:
     """Score each fine-tuned model on each benchmark, plus the recorded reference models.
 
-    Tuned models answer greedily through `HFBackend` (predictions kept, resumable, under
+    The base model (system "base", when `config.evaluate_base`) and the tuned models answer
+    greedily through `HFBackend` (predictions kept, resumable, under
     ``<out_dir>/eval/<system>/<benchmark>/``); the recorded models' answers are scored on the same
     user-oriented items (they exist for no other benchmark).
     """
@@ -124,12 +134,16 @@ def evaluate_systems(
         pc = result.per_category.reset_index().rename(columns={"task_category": "category"})
         cats.append(pc.assign(system=system, kind=kind, benchmark=bench))
 
+    systems: list[tuple[str, str, str]] = []
+    if config.evaluate_base:
+        base = resolve_path(config.base_model)
+        systems.append(("base", "base", str(base) if base.exists() else config.base_model))
     for name, run in runs.items():
         if run.model_dir is None:
             raise ConfigError(f"{name}: the run saved no full model (LoRA without merge_lora)")
-        backend = make_backend(
-            {"kind": "hf", "model": str(run.model_dir), **config.backend_options}
-        )
+        systems.append((name, "tuned", str(run.model_dir)))
+    for name, kind, model in systems:
+        backend = make_backend({"kind": "hf", "model": model, **config.backend_options})
         try:
             for bench, its in items.items():
                 result = evaluate_backend(
@@ -139,7 +153,7 @@ def evaluate_systems(
                     batch_size=config.eval_batch_size,
                     run_dir=config.out_path / "eval" / name / bench,
                 )
-                add(name, "tuned", bench, result)
+                add(name, kind, bench, result)
         finally:
             backend.close()
     if "user_oriented" in items:

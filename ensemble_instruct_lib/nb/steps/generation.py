@@ -14,7 +14,11 @@ from .configs import (
 
 
 def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
-    """Run (or resume) stages 1-3 of the pipeline into `config.run_path`; return `load_run`."""
+    """Run (or resume) the pipeline into `config.run_path`; return `load_run`.
+
+    Stages 1-3 are what notebook 02 shows; stage 4 and the export run too (when the config has
+    extra models), so the run dir holds what notebooks 03 (``ensembled.jsonl``) and 05
+    (``alpaca.jsonl``, ``alpaca_single_output.jsonl``) read."""
     from ...runs import pipeline
 
     backends = None
@@ -27,8 +31,8 @@ def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
         config.run_path,
         backends=backends,
         progress=progress,
-        stages=(1, 2, 3),
-        export=False,
+        stages=(1, 2, 3, 4),
+        export=True,
     )
     return pipeline.load_run(config.run_path)
 
