@@ -38,7 +38,12 @@ STAGE2_FLOOR = 0.25
 #: CI-sized overrides: sizes only (never a model, a config or a path).
 SIZES = {
     "01_prompt_design": {},
-    "02_generation": {"overrides": {"num_instructions": 2}},
+    "02_generation": {
+        "overrides": {
+            "num_instructions": 2,
+            "output": {"max_new_tokens": 24, "batch_size": 2},
+        }
+    },
     "03_ensembling": {"curve_points": 11},
     "04_ablations": {
         "sizes": [2, 3],
@@ -47,13 +52,14 @@ SIZES = {
         "seeds": [0],
         "method_seeds": [0],
         "num_instructions": 1,
+        "max_new_tokens": 48,
         "seed_demos": [10],
         "generated_demos": [0, 2],
     },
     "05_finetune_eval": {
         "finetune_overrides": {"max_steps": 2},
-        "max_items": 4,
-        "max_new_tokens": 32,
+        "max_items": 3,
+        "max_new_tokens": 24,
     },
 }
 RECORDED = 8  # the recorded GPT-3-family reference rows of notebook 05

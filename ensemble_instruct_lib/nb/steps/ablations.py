@@ -65,6 +65,8 @@ class AblationsConfig:
         methods: prompting methods compared on that config's generator.
         method_seeds: run seeds of the pipeline grids.
         num_instructions: override the config's instructions per type (None: keep).
+        max_new_tokens: cap on the new tokens of every stage's calls in the pipeline grids
+            (None: the config's), a size knob for quick runs.
         fake_lms: answer with fake LMs (tests, demos) instead of the config's models.
         seed_demos, generated_demos: the demo-count grid (Ensemble-Instruct stage 1).
         workers: processes for the pipeline grids.
@@ -93,6 +95,7 @@ class AblationsConfig:
     )
     method_seeds: list[int] = field(default_factory=lambda: [0])
     num_instructions: int | None = None
+    max_new_tokens: int | None = None
     fake_lms: bool = False
     seed_demos: list[int] = field(default_factory=lambda: [10, 20])
     generated_demos: list[int] = field(default_factory=lambda: [0, 2, 4])
@@ -153,6 +156,11 @@ class AblationsConfig:
             "num_instructions must be None or >= 1",
         )
         _check(
+            self.max_new_tokens is None
+            or (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1),
+            "max_new_tokens must be None or an integer >= 1",
+        )
+        _check(
             bool(self.seed_demos) and all(n >= 0 for n in self.seed_demos),
             "seed_demos: counts >= 0",
         )
@@ -174,7 +182,13 @@ class AblationsConfig:
     @property
     def overrides(self) -> dict[str, Any]:
         """Config overrides every pipeline-grid run gets."""
-        return {} if self.num_instructions is None else {"num_instructions": self.num_instructions}
+        out: dict[str, Any] = {}
+        if self.num_instructions is not None:
+            out["num_instructions"] = self.num_instructions
+        if self.max_new_tokens is not None:
+            for stage in ("instruction", "instance", "output"):
+                out[f"{stage}.max_new_tokens"] = self.max_new_tokens
+        return out
 
     def table(self) -> pd.DataFrame:
         """The settings as a two-column table (for the notebook to show)."""
