@@ -139,6 +139,9 @@ def test_real_stage_prompts_parse_above_a_floor(llama, data_root):
         prompts = [instance_prompt(s.instruction, t, demos).text for s in held]
         p2 = DecodingParams(do_sample=True, max_new_tokens=64, stop=(END,), seed=0)
         gens = llama.generate(prompts, p2, range(n))
-        ok2 += sum(parse_instance(g.text, t) is not None for g in gens)
+        ok2 += sum(
+            parse_instance(g.text, t, s.instruction) is not None
+            for g, s in zip(gens, held, strict=True)
+        )
     assert ok1 / (2 * n) >= STAGE1_FLOOR
     assert ok2 / (2 * n) >= STAGE2_FLOOR
