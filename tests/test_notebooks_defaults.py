@@ -158,7 +158,8 @@ def test_notebooks_01_to_05_with_defaults(root, monkeypatch):
     assert tuned == expected
     assert scores[scores["kind"] == "base"]["system"].tolist() == ["base"]
     assert (scores["kind"] == "recorded").sum() == RECORDED
-    assert (scores["n"] == 4).all() and scores["rougeL"].between(0, 100).all()
+    n_items = SIZES["05_finetune_eval"]["max_items"]
+    assert (scores["n"] == n_items).all() and scores["rougeL"].between(0, 100).all()
     losses = pd.read_csv(out / "loss_curves.csv")
     assert set(losses["system"]) == set(expected)
     assert losses.dropna(subset=["loss"]).groupby("system")["step"].max().eq(2).all()
