@@ -154,7 +154,7 @@ def test_notebooks_01_to_05_with_defaults(root, monkeypatch):
     out = _run(root, "05_finetune_eval", monkeypatch)
     scores = pd.read_csv(out / "scores.csv")
     tuned = scores[scores["kind"] == "tuned"]["system"].tolist()
-    expected = ["ensembled"] * (kept > 0) + ["single_output"] * (valid > 0)
+    expected = ["ensembled"] * int(kept > 0) + ["single_output"] * int(valid > 0)
     assert tuned == expected
     assert scores[scores["kind"] == "base"]["system"].tolist() == ["base"]
     assert (scores["kind"] == "recorded").sum() == RECORDED
