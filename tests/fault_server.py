@@ -2,7 +2,9 @@
 
 It answers `/v1/completions` ("ECHO " + the prompt) and `/v1/chat/completions` ("CHAT " + the last
 user message) deterministically, truncated to `max_tokens` words (then finish_reason "length").
-Faults are queued with `inject(kind, count)` and consumed one per request, in order:
+Faults are queued with `inject(kind, count)` and consumed one per request, in order (with
+`match="..."` a fault waits for a request whose prompt contains that text, which keeps tests of
+concurrent requests deterministic):
 
 - "429": Too Many Requests with a Retry-After header;
 - "500": Internal Server Error;
@@ -37,6 +39,7 @@ class Fault:
     kind: str
     retry_after: str | None = "0"
     seconds: float = 1.0
+    match: str | None = None  # served only to a request whose prompt contains this
 
 
 @dataclass
@@ -93,7 +96,7 @@ class FaultServer:
     def _poisoned(self, body: dict[str, Any] | None) -> tuple[int, str] | None:
         if not body:
             return None
-        text = str(body.get("prompt", "")) + json.dumps(body.get("messages", []))
+        text = _request_text(body)
         with self._lock:
             for sub, answer in self._poison.items():
                 if sub in text:
@@ -141,7 +144,11 @@ class FaultServer:
 
     def _begin(self, req: RecordedRequest) -> Fault | None:
         with self._lock:
-            fault = self._faults.pop(0) if self._faults else None
+            text = _request_text(req.body)
+            at = next(
+                (i for i, f in enumerate(self._faults) if f.match is None or f.match in text), None
+            )
+            fault = self._faults.pop(at) if at is not None else None
             req.fault = fault.kind if fault else None
             self.requests.append(req)
             self._in_flight += 1
@@ -151,6 +158,12 @@ class FaultServer:
     def _end(self) -> None:
         with self._lock:
             self._in_flight -= 1
+
+
+def _request_text(body: dict[str, Any] | None) -> str:
+    if not body:
+        return ""
+    return str(body.get("prompt", "")) + json.dumps(body.get("messages", []))
 
 
 def _fake_completion(path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -85,9 +85,9 @@ def test_other_client_errors_are_rejected_and_exhaustion_is_named(server):
 
 
 def test_streaming_hands_over_answers_as_they_arrive(server):
-    server.inject(
-        "slow", 1, seconds=4.0
-    )  # the first request answers last (wide margins: CI is busy)
+    # s0 answers last (wide margins: CI is busy); `match` pins the delay to s0 whichever request
+    # reaches the server first
+    server.inject("slow", 1, seconds=4.0, match="s0")
     be = make(server.url, max_concurrency=4)
     got: list[tuple[float, int]] = []
     try:
@@ -130,7 +130,7 @@ def test_chunk_failing_part_way_keeps_finished_calls_and_rerun_asks_only_the_fai
 
 def test_finished_calls_are_committed_before_the_chunk_ends(server, tmp_path):
     path = tmp_path / "c.sqlite"
-    server.inject("slow", 1, seconds=3.0)
+    server.inject("slow", 1, seconds=3.0, match="w0")
     be = CachedBackend(make(server.url, max_concurrency=4), CallCache(path))
     seen: list[int] = []
     stop = threading.Event()
@@ -152,6 +152,31 @@ def test_finished_calls_are_committed_before_the_chunk_ends(server, tmp_path):
         t.join()
         be.close()
     assert 3 in seen  # three answers were on disk while the slow one was still out
+
+
+def test_processes_opening_one_new_cache_at_once_all_get_in(tmp_path):
+    # SQLite says "database is locked" (without waiting) to a connection that opens a file while
+    # another creates it or switches it to WAL; the cache waits that out instead of failing
+    errors: list[Exception] = []
+
+    def open_and_count(path) -> None:
+        try:
+            cache = CallCache(path)
+            assert len(cache) == 0
+            cache.close()
+        except Exception as e:  # noqa: BLE001 - collected and reported below
+            errors.append(e)
+
+    for trial in range(60):
+        threads = [
+            threading.Thread(target=open_and_count, args=(tmp_path / f"c{trial}.sqlite",))
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
 
 
 def test_failure_markers_are_never_cached(tmp_path):

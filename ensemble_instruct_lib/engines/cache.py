@@ -110,6 +110,37 @@ class CacheEntry:
     result: Generation
 
 
+_OPEN_TIMEOUT = 30.0  # seconds to wait for another process that is creating the same cache
+
+
+def _open_cache_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=_OPEN_TIMEOUT, check_same_thread=False)
+    try:
+        # WAL is stored in the file: switch only once, as that step needs the file to itself
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_SCHEMA)
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _is_lock_error(e: sqlite3.OperationalError) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def _open_error(path: Path, e: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"cannot open the call cache {path}: {e}. If the file is not a cache database (or is "
+        "corrupt), move it away or choose another cache path; if another process holds it "
+        "locked, wait for that process or give this run its own cache."
+    )
+
+
 class CallCache:
     """A SQLite file of call results, created on first use.
 
@@ -131,18 +162,20 @@ class CallCache:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(_SCHEMA)
-                conn.commit()
-            except sqlite3.DatabaseError as e:
-                raise RuntimeError(
-                    f"cannot open the call cache {self.path}: {e}. If the file is not a cache "
-                    "database (or is corrupt), move it away or choose another cache path."
-                ) from e
-            self._conn = conn
+            deadline = time.monotonic() + _OPEN_TIMEOUT
+            while True:
+                try:
+                    self._conn = _open_cache_db(self.path)
+                    break
+                except sqlite3.OperationalError as e:
+                    # SQLite answers "database is locked" without waiting on its busy timeout
+                    # while another connection creates the file or switches it to WAL: that
+                    # is brief, so wait and try again rather than fail a run.
+                    if not _is_lock_error(e) or time.monotonic() > deadline:
+                        raise _open_error(self.path, e) from e
+                    time.sleep(0.05)
+                except sqlite3.DatabaseError as e:
+                    raise _open_error(self.path, e) from e
         return self._conn
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
