@@ -162,6 +162,16 @@ display(selector_table)
 display(steps.selector_agreement(selector_table))
 
 # %% [markdown]
+# The same selectors on the generated run of part 1 (no gold there): how much each keeps and how
+# often two of them make the same decision (keep or drop, and the same candidate). The run's
+# judges or reward model join when its config names them. The run's files are not rewritten.
+
+# %%
+run_selector_table = steps.run_selector_comparison(cfg)
+plots.save_table(run_selector_table, cfg.out_path, "run_selectors")
+display(run_selector_table)
+
+# %% [markdown]
 # ## Inspect examples
 #
 # All candidates side by side with the chosen one highlighted, the pairwise agreement matrix as a

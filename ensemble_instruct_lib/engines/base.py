@@ -158,12 +158,40 @@ class Backend(ABC):
         self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
     ) -> list[Generation]: ...
 
+    def next_token_logprobs(
+        self, prompts: Sequence[str], candidates: Sequence[str], chat: bool = False
+    ) -> list[dict[str, float]]:
+        """Optional: per prompt, the log-probability that the next token spells each candidate.
+
+        A candidate's log-probability is that of the set of vocabulary tokens whose text,
+        whitespace stripped, equals it (log-sum-exp over them: "7", " 7", a byte token for "7");
+        a candidate no single token spells is absent from the dict. Engines that expose logits
+        implement it (`hf`, `llama_cpp`); the others raise `NotImplementedError`.
+        """
+        raise NotImplementedError(
+            f"the {self.name} backend ({self.model_id}) gives no next-token log-probabilities"
+        )
+
     def describe(self) -> dict[str, Any]:
         """What identifies this model in manifests and cache keys."""
         return {"backend": self.name, "model_id": self.model_id, "revision": self.revision}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engines, sessions or servers held by the backend."""
+
+
+def candidate_token_ids(
+    token_texts: Sequence[str], candidates: Sequence[str]
+) -> dict[str, list[int]]:
+    """For `Backend.next_token_logprobs`: per candidate, the ids of the tokens whose text
+    (``token_texts[id]``), whitespace stripped, equals it; candidates no token spells are left
+    out."""
+    wanted = {c: [] for c in candidates}
+    for i, text in enumerate(token_texts):
+        hit = wanted.get(text.strip())
+        if hit is not None:
+            hit.append(i)
+    return {c: ids for c, ids in wanted.items() if ids}
 
 
 def sampling_params(

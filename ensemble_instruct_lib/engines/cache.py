@@ -309,6 +309,39 @@ class CachedBackend(Backend):
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}
 
+    def next_token_logprobs(
+        self, prompts: Sequence[str], candidates: Sequence[str], chat: bool = False
+    ) -> list[dict[str, float]]:
+        """The wrapped engine's `next_token_logprobs`, through the cache: keyed like a greedy
+        one-token call on the prompt marked with the candidates, the result stored as JSON."""
+        name, model_id, revision = self.name, self.model_id, self.revision
+        params = DecodingParams(max_new_tokens=1, chat=chat)
+        marked = [f"[next_token_logprobs {json.dumps(list(candidates))}]\n{p}" for p in prompts]
+        keys = [cache_key(name, model_id, revision, params, m) for m in marked]
+        found = {k: json.loads(g.text) for k, g in self.cache.get_many(keys).items()}
+        todo = list({k: p for p, k in enumerate(keys) if k not in found}.values())
+        if todo:
+            fresh = self.inner.next_token_logprobs([prompts[p] for p in todo], candidates, chat)
+            self.cache.put_many(
+                [
+                    CacheEntry(
+                        key=keys[p],
+                        backend=name,
+                        model_id=model_id,
+                        revision=revision,
+                        params=params,
+                        sample_index=None,
+                        prompt=marked[p],
+                        result=Generation(text=json.dumps(d)),
+                    )
+                    for p, d in zip(todo, fresh, strict=True)
+                ]
+            )
+            found.update({keys[p]: d for p, d in zip(todo, fresh, strict=True)})
+        self.misses += len(todo)
+        self.hits += len(prompts) - len(todo)
+        return [dict(found[k]) for k in keys]
+
     def close(self) -> None:
         """Close the wrapped backend (the cache may be shared: close it yourself)."""
         self.inner.close()

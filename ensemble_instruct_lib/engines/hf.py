@@ -44,7 +44,7 @@ from transformers import (
 )
 
 from ..errors import ConfigError
-from .base import Backend, DecodingParams, Generation, cut_generated
+from .base import Backend, DecodingParams, Generation, candidate_token_ids, cut_generated
 from .isolation import PromptTooLong
 from .models import describe_model_value
 
@@ -286,6 +286,7 @@ class HFBackend(Backend):
         self.revision = resolve_revision(self.model_id, revision, cache_dir)
         self.context_length = _context_length(config)
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
+        self._candidate_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -457,6 +458,54 @@ class HFBackend(Backend):
                     completion_tokens=int(n),
                 )
             )
+        return results
+
+    def next_token_logprobs(
+        self, prompts: Sequence[str], candidates: Sequence[str], chat: bool = False
+    ) -> list[dict[str, float]]:
+        """Per prompt, the log-probability that the next token spells each candidate (see
+        `Backend.next_token_logprobs`): one forward pass over the prompt (batched as `generate`
+        batches, left padding with position ids from the attention mask), log-softmax of the
+        last position's logits (an encoder-decoder's first decoder step), log-sum-exp over the
+        candidate's tokens."""
+        key = tuple(candidates)
+        if key not in self._candidate_ids:
+            texts = self.tokenizer.batch_decode(
+                [[i] for i in range(len(self.tokenizer))], skip_special_tokens=True
+            )
+            self._candidate_ids[key] = candidate_token_ids(texts, key)
+        ids = self._candidate_ids[key]
+        texts = [self.render(p, chat) for p in prompts]
+        add_special = not chat
+        lengths = [
+            len(t) for t in self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        ]
+        results: list[dict[str, float]] = [{} for _ in texts]
+        for idx in token_budget_batches(lengths, self.batch_size, self.max_batch_tokens):
+            enc = self.tokenizer(
+                [texts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=add_special,
+            ).to(self.device)
+            kwargs: dict[str, Any] = {"attention_mask": enc["attention_mask"]}
+            if self.is_encoder_decoder:
+                start = self.model.generation_config.decoder_start_token_id
+                if start is None:
+                    start = self.model.config.decoder_start_token_id
+                kwargs["decoder_input_ids"] = torch.full(
+                    (len(idx), 1), int(start), dtype=torch.long, device=self.device
+                )
+            else:
+                mask = enc["attention_mask"]
+                kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.no_grad():
+                logits = self.model(input_ids=enc["input_ids"], **kwargs).logits[:, -1]
+            logp = logits.float().log_softmax(-1).cpu()
+            for row, i in enumerate(idx):
+                results[i] = {
+                    c: float(torch.logsumexp(logp[row, tok], dim=0)) for c, tok in ids.items()
+                }
         return results
 
     def close(self) -> None:

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Backend, DecodingParams, Generation, cut_at_stop
+from .base import Backend, DecodingParams, Generation, candidate_token_ids, cut_at_stop
 from .models import KNOWN_MODELS, LLAMA_CPP_INSTALL, file_sha256, resolve_model
 
 
@@ -105,6 +106,7 @@ class LlamaCppBackend(Backend):
         is_eog = llama_cpp.llama_vocab_is_eog
         self._eog = [t for t in range(self.llm.n_vocab()) if is_eog(self._vocab, t)]
         self._eog_set = frozenset(self._eog)
+        self._candidate_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     @property
     def _vocab(self) -> Any:
@@ -199,6 +201,43 @@ class LlamaCppBackend(Backend):
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(out),
         )
+
+    def next_token_logprobs(
+        self, prompts: Sequence[str], candidates: Sequence[str], chat: bool = False
+    ) -> list[dict[str, float]]:
+        """Per prompt, the log-probability that the next token spells each candidate (see
+        `Backend.next_token_logprobs`): the prompt is evaluated from scratch (no KV-cache
+        prefix reuse, so a score does not depend on the prompt before it), and the last
+        position's logits are log-softmaxed; log-sum-exp over the candidate's tokens."""
+        import numpy as np
+
+        if chat:
+            raise ValueError("chat=True is not supported by the llama_cpp backend")
+        if self.llm is None:
+            raise RuntimeError("this LlamaCppBackend was closed")
+        llm = self.llm
+        key = tuple(candidates)
+        if key not in self._candidate_ids:
+            texts = [
+                llm.detokenize([t]).decode("utf-8", errors="ignore") for t in range(llm.n_vocab())
+            ]
+            self._candidate_ids[key] = candidate_token_ids(texts, key)
+        ids = self._candidate_ids[key]
+        results: list[dict[str, float]] = [{} for _ in prompts]
+        for i in range(len(prompts)):
+            tokens = self.tokenize(prompts[i])
+            if len(tokens) >= self.n_ctx:
+                raise ValueError(
+                    f"a prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}"
+                )
+            llm.reset()  # a fresh prefill: the logits do not depend on the previous prompt
+            llm.eval(tokens)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+            logits = logits.astype(np.float64)
+            top = logits.max()
+            logp = logits - top - np.log(np.exp(logits - top).sum())
+            results[i] = {c: float(np.logaddexp.reduce(logp[tok])) for c, tok in ids.items()}
+        return results
 
 
 class _BanTokens:

@@ -235,6 +235,10 @@ class OutputStage:
         )
 
 
+#: how a judge's score is read: parsed from its text, or the expectation over score tokens
+JUDGE_SCORING = ("text", "expected")
+
+
 @dataclass
 class ConsensusStage:
     """Stage 4: which candidate to keep (`method/selectors.py`).
@@ -250,6 +254,9 @@ class ConsensusStage:
         judges: the judge panel (model specs, any backend kind), for selector judge.
         judge_rubric: the rubric judges score with ("": the kit's default, `selection.RUBRIC`).
         judge_max_new_tokens: tokens a judge may write (its answer must hold "Score: <1-10>").
+        judge_scoring: text (the judge writes a score, parsed from its answer) or expected (the
+            probability-weighted mean of the score tokens 1-10 after the prompt's "Score: ",
+            from next-token log-probabilities; hf and llama_cpp judges only).
         reward_model, reward_options: a transformers sequence-classification model (hub id or
             folder) for selector reward (options: device, batch_size, max_length).
         min_score: judge/reward: drop when the kept candidate scores below this (None: never).
@@ -264,6 +271,7 @@ class ConsensusStage:
     judges: list[ModelSpec] = field(default_factory=list)
     judge_rubric: str = ""
     judge_max_new_tokens: int = 16
+    judge_scoring: str = "text"
     reward_model: str = ""
     reward_options: dict[str, Any] = field(default_factory=dict)
     min_score: float | None = None
@@ -309,6 +317,11 @@ class ConsensusStage:
             "model's hub id or folder)",
         )
         _check(self.judge_max_new_tokens >= 1, "consensus.judge_max_new_tokens must be >= 1")
+        _check(
+            self.judge_scoring in JUDGE_SCORING,
+            f"consensus.judge_scoring must be one of {list(JUDGE_SCORING)}, "
+            f"got {self.judge_scoring!r}",
+        )
 
 
 @dataclass

@@ -267,6 +267,45 @@ def stage4_consensus(
     missing_models, then the selector's fields: selector, utility, candidate_scores (what the
     pick maximized, per candidate), score_details (e.g. each judge's scores), why (one sentence).
     """
+    kept, dropped, instances = stage4_decisions(
+        out,
+        model_names,
+        threshold=threshold,
+        rule=rule,
+        consensus=consensus,
+        backend_for=backend_for,
+        first_from_stage2=first_from_stage2,
+        seed=seed,
+    )
+    write_jsonl(out / ENSEMBLED, kept)
+    write_jsonl(out / DROPPED, dropped)
+    write_jsonl(out / SINGLE, (single_output_record(r) for r in instances))
+    counts: dict[str, int] = {
+        "instances": len(kept) + len(dropped),
+        "kept": len(kept),
+        "dropped": len(dropped),
+    }
+    for r in kept + dropped:
+        counts[f"reason:{r['reason']}"] = counts.get(f"reason:{r['reason']}", 0) + 1
+    with_missing = sum(bool(r["missing_models"]) for r in kept + dropped)
+    if with_missing:
+        counts["with_missing"] = with_missing
+    return counts
+
+
+def stage4_decisions(
+    out: Path,
+    model_names: Sequence[str],
+    *,
+    threshold: float = 0.01,
+    rule: str = "sum",
+    consensus: ConsensusStage | None = None,
+    backend_for: Callable[[ModelSpec], Backend] | None = None,
+    first_from_stage2: bool = True,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stage 4's records without writing them (what `stage4_consensus` writes; the arguments
+    are its own): (kept records, dropped records, the valid stage-2 instances in id order)."""
     from .config import ConsensusStage
     from .selection import JudgeItem, candidate_scorer, embedder_for
 
@@ -347,20 +386,7 @@ def stage4_consensus(
             **fields,
         )
         (kept if sel.kept else dropped).append(rec)
-    write_jsonl(out / ENSEMBLED, kept)
-    write_jsonl(out / DROPPED, dropped)
-    write_jsonl(out / SINGLE, (single_output_record(r) for r in instances))
-    counts: dict[str, int] = {
-        "instances": len(kept) + len(dropped),
-        "kept": len(kept),
-        "dropped": len(dropped),
-    }
-    for r in kept + dropped:
-        counts[f"reason:{r['reason']}"] = counts.get(f"reason:{r['reason']}", 0) + 1
-    with_missing = sum(bool(r["missing_models"]) for r in kept + dropped)
-    if with_missing:
-        counts["with_missing"] = with_missing
-    return counts
+    return kept, dropped, instances
 
 
 # ------------------------------------------------------------------------------------------
@@ -867,7 +893,12 @@ def load_run(out_dir: str | Path) -> RunTables:
         rows = [r for p in paths if p.exists() for r in read_jsonl(p)]
         return pd.DataFrame(rows)
 
-    names = [m["name"] for m in manifest["config"]["extra_models"]]
+    # stage-3 files hold the extra models' outputs, or every sample of a self-ensemble (the
+    # generator's own output is in the stage-2 file)
+    config = load_config(manifest["config"])
+    names = candidate_names(config)
+    if config.output.self_ensemble is None:
+        names = names[1:]
     return RunTables(
         out_dir=out,
         manifest=manifest,
@@ -892,4 +923,5 @@ __all__ = [
     "stage3_models",
     "stage3_outputs",
     "stage4_consensus",
+    "stage4_decisions",
 ]

@@ -8,6 +8,10 @@
   their own tag and escaped (``&``, ``<``, ``>`` become entities), so a candidate cannot close its
   tag and write outside it; the rubric is stated before the data and repeated after it, and the
   prompt ends with ``Score:``. Greedy decoding, through the call cache like every LM call.
+  With ``judge_scoring: expected`` the judge writes nothing: the score is the expectation of the
+  score tokens 1..10 under the judge's next-token distribution after ``Score: `` (renormalised
+  over those tokens; the mass they had is kept), which a weak base model that writes no
+  parseable number still gives (`expected_score`; engines with logits only: hf, llama_cpp).
 - ``reward``: a `transformers` sequence-classification model scores (prompt, candidate) pairs:
   the logit of a one-label head, or the log-probability of the last label otherwise.
 - ``embedding``: a `transformers` encoder, mean-pooled over the attention mask, for the MBR
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engines.base import Backend, DecodingParams
+from ..errors import ConfigError
 from ..method.selectors import Embedder
 
 if TYPE_CHECKING:
@@ -40,6 +45,10 @@ RUBRIC = (
     "correct, complete, relevant and concise? 1 means useless or wrong, 10 means excellent."
 )
 SCORE_RANGE = (1.0, 10.0)
+#: the tokens `judge_scoring: expected` reads, as text; a token spells one when its text,
+#: whitespace stripped, equals it ("10" is no single token for digit-splitting tokenizers
+#: such as Gemma's and Llama's: it then gets no probability)
+SCORE_TOKENS = tuple(str(k) for k in range(1, 11))
 _SCORE_RE = re.compile(r"^\s*(?:score\s*[:=]\s*)?(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -75,6 +84,53 @@ def parse_score(text: str, scale: tuple[float, float] = SCORE_RANGE) -> float | 
     return value if scale[0] <= value <= scale[1] else None
 
 
+def expected_score(
+    logprobs: Mapping[str, float], tokens: Sequence[str] = SCORE_TOKENS
+) -> tuple[float | None, float, dict[str, float]]:
+    """The probability-weighted mean score from next-token log-probabilities.
+
+    Args:
+        logprobs: log-probability per score token (absent: no token spells it).
+        tokens: the score tokens, each the text of its integer value.
+
+    Returns:
+        (the mean of the values under the distribution renormalised over `tokens`, None when
+        they have no mass; the mass they had; the renormalised distribution).
+    """
+    probs = {t: math.exp(logprobs[t]) for t in tokens if t in logprobs}
+    mass = float(sum(probs.values()))
+    if mass <= 0.0:
+        return None, 0.0, {}
+    dist = {t: p / mass for t, p in probs.items()}
+    return float(sum(int(t) * p for t, p in dist.items())), mass, dist
+
+
+def _expected_judge(
+    name: str, backend: Backend, prompts: Sequence[str], chat: bool, batch_size: int
+) -> tuple[list[float | None], list[float], list[dict[str, float]]]:
+    scores: list[float | None] = []
+    masses: list[float] = []
+    dists: list[dict[str, float]] = []
+    # after "Score:" a model writes a space, then the number (Gemma's tokenizer writes the space
+    # as a token of its own): the distribution is read after the space
+    asked = [p if chat else p + " " for p in prompts]
+    for i in range(0, len(asked), batch_size):
+        try:
+            rows = backend.next_token_logprobs(asked[i : i + batch_size], SCORE_TOKENS, chat)
+        except NotImplementedError:
+            raise ConfigError(
+                f"consensus.judge_scoring 'expected' needs next-token log-probabilities, which "
+                f"judge {name!r} (the {backend.name} backend) does not give: use an hf or "
+                "llama_cpp judge, or judge_scoring: text"
+            ) from None
+        for row in rows:
+            score, mass, dist = expected_score(row)
+            scores.append(score)
+            masses.append(mass)
+            dists.append(dist)
+    return scores, masses, dists
+
+
 @dataclass
 class JudgeItem:
     """One example for the judges: the task and its candidates."""
@@ -93,22 +149,43 @@ def judge_scores(
     seed: int = 0,
     chat: Mapping[str, bool] | None = None,
     batch_size: int = 32,
+    scoring: str = "text",
 ) -> list[tuple[list[float | None], dict[str, Any]]]:
     """Every judge's score of every candidate, and the panel mean.
 
+    Args:
+        scoring: "text" (parse the score the judge writes) or "expected" (`expected_score` of
+            the judge's next-token distribution; the backend must give log-probabilities).
+
     Returns:
         Per item: (the panel's mean score per candidate, None where no judge gave a valid
-        score; details {"judges": {name: [score per candidate]}, "judge_answers": {name: [raw
-        answer per candidate]}, "judge_prompt_version", "rubric"}).
+        score; details {"judges": {name: [score per candidate]}, "judge_scoring", then for
+        "text" "judge_answers": {name: [raw answer per candidate]}, for "expected"
+        "judge_mass": {name: [mass of the score tokens per candidate]} and "judge_probs":
+        {name: [renormalised distribution per candidate]}; "judge_prompt_version", "rubric"}).
     """
+    if scoring not in ("text", "expected"):
+        raise ValueError(f"scoring must be 'text' or 'expected', got {scoring!r}")
     prompts, where = [], []
     for k, item in enumerate(items):
         for c, cand in enumerate(item.candidates):
             prompts.append(judge_prompt(item.instruction, item.input, cand, rubric))
             where.append((k, c))
     per_judge: dict[str, list[list[float | None]]] = {}
-    answers: dict[str, list[list[str]]] = {}
+    answers: dict[str, list[list[Any]]] = {}
+    masses: dict[str, list[list[Any]]] = {}
     for name, backend in judges.items():
+        if scoring == "expected":
+            flat, mass, dist = _expected_judge(
+                name, backend, prompts, bool((chat or {}).get(name, False)), batch_size
+            )
+            scores = [[None] * len(it.candidates) for it in items]
+            raw: list[list[Any]] = [[{}] * len(it.candidates) for it in items]
+            held: list[list[Any]] = [[0.0] * len(it.candidates) for it in items]
+            for (k, c), v, m, d in zip(where, flat, mass, dist, strict=True):
+                scores[k][c], held[k][c], raw[k][c] = v, m, d
+            per_judge[name], answers[name], masses[name] = scores, raw, held
+            continue
         params = DecodingParams(
             do_sample=False,
             max_new_tokens=max_new_tokens,
@@ -131,12 +208,16 @@ def judge_scores(
         for c in range(len(item.candidates)):
             vals = [per_judge[n][k][c] for n in judges if per_judge[n][k][c] is not None]
             means.append(float(np.mean(vals)) if vals else None)
-        details = {
+        details: dict[str, Any] = {
             "judges": {n: per_judge[n][k] for n in judges},
-            "judge_answers": {n: answers[n][k] for n in judges},
-            "judge_prompt_version": JUDGE_PROMPT_VERSION,
-            "rubric": rubric or RUBRIC,
+            "judge_scoring": scoring,
         }
+        if scoring == "expected":
+            details["judge_mass"] = {n: masses[n][k] for n in judges}
+            details["judge_probs"] = {n: answers[n][k] for n in judges}
+        else:
+            details["judge_answers"] = {n: answers[n][k] for n in judges}
+        details.update(judge_prompt_version=JUDGE_PROMPT_VERSION, rubric=rubric or RUBRIC)
         out.append((means, details))
     return out
 
@@ -263,6 +344,7 @@ def candidate_scorer(
                     max_new_tokens=consensus.judge_max_new_tokens,
                     seed=seed,
                     chat={s.name: s.chat for s in specs},
+                    scoring=consensus.judge_scoring,
                 )
             finally:
                 for b in backends.values():
@@ -281,14 +363,20 @@ def candidate_scorer(
 
 
 def judge_function(
-    spec: str | Mapping[str, Any], *, rubric: str = "", max_new_tokens: int = 16
+    spec: str | Mapping[str, Any],
+    *,
+    rubric: str = "",
+    max_new_tokens: int = 16,
+    scoring: str = "text",
 ) -> tuple[str, Callable[[Sequence[str], Sequence[str], Sequence[str]], list[float | None]]]:
     """A judge as a function (instructions, inputs, responses) -> one score per response, for
     scoring recorded answers (`recorded_grids.selector_grid`); returns (its name, function).
 
     Args:
         spec: "<kind>:<model>" (e.g. "hf:google/gemma-3-270m-it") or a backend spec mapping
-            {"kind": ..., "model": ..., **options} (an "openai" judge needs its base_url).
+            {"kind": ..., "model": ..., **options} (an "openai" judge needs its base_url; the
+            mapping may also hold "chat" and "scoring").
+        scoring: "text" or "expected" (see `judge_scores`); a spec's "scoring" wins.
     """
     from ..engines.factory import make_backend
 
@@ -299,6 +387,7 @@ def judge_function(
         spec = {"kind": kind, "model": model}
     spec = dict(spec)
     chat = bool(spec.pop("chat", False))
+    scoring = str(spec.pop("scoring", scoring))
     name = Path(str(spec.get("model", "judge")).rstrip("/")).name or "judge"
     backend = make_backend(spec)
 
@@ -309,7 +398,12 @@ def judge_function(
             JudgeItem(i, x, [r]) for i, x, r in zip(instructions, inputs, responses, strict=True)
         ]
         scored = judge_scores(
-            {name: backend}, items, rubric=rubric, max_new_tokens=max_new_tokens, chat={name: chat}
+            {name: backend},
+            items,
+            rubric=rubric,
+            max_new_tokens=max_new_tokens,
+            chat={name: chat},
+            scoring=scoring,
         )
         return [means[0] for means, _ in scored]
 
@@ -326,11 +420,13 @@ def embedder_for(consensus: ConsensusStage) -> Embedder | None:
 __all__ = [
     "JUDGE_PROMPT_VERSION",
     "RUBRIC",
+    "SCORE_TOKENS",
     "JudgeItem",
     "RewardModel",
     "candidate_scorer",
     "embedder_for",
     "escape",
+    "expected_score",
     "hf_embedder",
     "judge_function",
     "judge_prompt",

@@ -127,13 +127,14 @@ def ensemble_study(config: EnsemblingConfig) -> EnsembleStudy:
 
     if config.run_dir is not None:
         from ...runs import pipeline
+        from ...runs.config import load_config
 
         run = resolve_path(config.run_dir)
         pipeline.run_stage4(run, threshold=config.threshold, rule=config.rule)
         tables = pipeline.load_run(run)
         frame = ensemble_frame(tables.ensembled, tables.dropped)
         cfg = tables.manifest["config"]
-        models = [cfg["generator"]["name"]] + [m["name"] for m in cfg["extra_models"]]
+        models = pipeline.candidate_names(load_config(cfg))
         threshold = cfg["consensus"]["threshold"] if config.threshold is None else config.threshold
         return EnsembleStudy(
             frame, models, float(threshold), config.rule or cfg["consensus"]["rule"], str(run)
@@ -206,3 +207,20 @@ def selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
 
     rows = selector_rows(config, model_sets=[list(config.models)], seeds=[config.seed])
     return rows.drop(columns=["seed", "size", "members", "generator"])
+
+
+RUN_SELECTOR_COLUMNS = ["selector", "kept_fraction", "n_examples"]
+
+
+def run_selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
+    """The stage-4 selectors (`config.selectors`, plus the run's judges or reward model when
+    it configures them) on the generated run in `config.run_dir`, with `config.threshold` (None:
+    the run's): kept fraction, examples and ``agree_<selector>`` (same keep decision and same
+    candidate), from `analysis.run_selectors.run_selector_table`; the run's stage-4 files are
+    left as they are. No gold: a generated run has none. An empty table without a run."""
+    if missing_run_message(config) is not None:
+        return pd.DataFrame(columns=RUN_SELECTOR_COLUMNS)
+    from ...analysis.run_selectors import run_selector_table
+
+    entries = list(dict.fromkeys([*config.selectors, "judge", "reward"]))
+    return run_selector_table(resolve_path(config.run_dir), entries, threshold=config.threshold)
