@@ -275,3 +275,6 @@ def test_self_ensemble_samples_one_model(tmp_path):
     # samples 0 and 2 are equal: the exact-match shortcut keeps sample 0
     assert {(r["chosen_model"], r["reason"]) for r in kept} == {("gen-s0", "exact_match")}
     assert all(r["candidates"][1] == "alpha beta delta" for r in kept)
+    # the manifest counts failed calls in every sample's file
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["failures"]["stage3"]) == {"gen-s0", "gen-s1", "gen-s2"}

@@ -91,6 +91,13 @@ def candidate_names(config: RunConfig) -> list[str]:
     return [config.generator.name] + [m.name for m in config.extra_models]
 
 
+def stage3_file_names(config: RunConfig) -> list[str]:
+    """The names of the run's stage-3 files: the extra models, or every sample of a self-ensemble
+    (the generator's own output is in the stage-2 file)."""
+    names = candidate_names(config)
+    return names if config.output.self_ensemble is not None else names[1:]
+
+
 def stage3_outputs(
     ctx: RunContext, spec, backend: Backend, instances: list[dict[str, Any]]
 ) -> dict[str, str]:
@@ -719,9 +726,9 @@ def failure_counts(out: Path, config: RunConfig) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     if (out / STAGE2).exists():
         counts["stage2"] = {config.generator.name: count(out / STAGE2)}
-    for spec in config.extra_models:
-        if stage3_path(out, spec.name).exists():
-            counts.setdefault("stage3", {})[spec.name] = count(stage3_path(out, spec.name))
+    for name in stage3_file_names(config):
+        if stage3_path(out, name).exists():
+            counts.setdefault("stage3", {})[name] = count(stage3_path(out, name))
     return counts
 
 
@@ -893,12 +900,7 @@ def load_run(out_dir: str | Path) -> RunTables:
         rows = [r for p in paths if p.exists() for r in read_jsonl(p)]
         return pd.DataFrame(rows)
 
-    # stage-3 files hold the extra models' outputs, or every sample of a self-ensemble (the
-    # generator's own output is in the stage-2 file)
-    config = load_config(manifest["config"])
-    names = candidate_names(config)
-    if config.output.self_ensemble is None:
-        names = names[1:]
+    names = stage3_file_names(load_config(manifest["config"]))
     return RunTables(
         out_dir=out,
         manifest=manifest,
