@@ -352,7 +352,7 @@ def _prefix_len(tau: float, n: int) -> int:
 _POS_BITS = 20  # a prefix posting is (text index << 20) | min(position in the text's order, mask)
 _POS_MASK = (1 << _POS_BITS) - 1
 _UNSEEN = -(1 << 62)  # rank of a key no pool text has: first in any order
-_LADDER = (0.6, 0.5, 0.4, 0.3)  # prefix levels the top-k search may use below the threshold
+_LADDER = (0.6, 0.5, 0.4, 0.3, 0.2)  # prefix levels the top-k search may use below the threshold
 _MAX_LEVELS = 8
 
 
@@ -525,6 +525,25 @@ class _Query:
         ix.stats["exact"] += self.n_scored
 
 
+class _Rank(dict):
+    """key -> its place in the global key order; a key no pool text has comes first."""
+
+    def __missing__(self, key: str) -> int:
+        return _UNSEEN
+
+
+def _kth(sc: np.ndarray, k: int) -> float:
+    """The k-th best of scores `sc` (0.0 while fewer than k)."""
+    n = len(sc)
+    return float(np.partition(sc, n - k)[n - k]) if n >= k else 0.0
+
+
+def _best(ids: np.ndarray, sc: np.ndarray, k: int) -> Match:
+    """A non-exceeding `Match` with the k best of (ids, sc): score desc, then index."""
+    sel = np.lexsort((ids, -sc))[:k]
+    return Match(False, float(sc[sel[0]]), ids[sel].astype(np.int64), sc[sel])
+
+
 class NoveltyIndex:
     """A growing pool of texts, scored against a new text with exact Rouge-L F.
 
@@ -554,7 +573,7 @@ class NoveltyIndex:
         self._lens = np.zeros(1024, dtype=np.int64)
         self._mark = np.zeros(1024, dtype=bool)
         self._post: dict[str, array] = {}
-        self._rank: dict[str, int] = {}  # the global key order (smaller = earlier = rarer)
+        self._rank = _Rank()  # the global key order (smaller = earlier = rarer)
         self._new_rank = -1
         self._levels: dict[float, dict[str, array]] = {}  # tau -> prefix postings
         self._rerank_at = 0
@@ -619,7 +638,7 @@ class NoveltyIndex:
         prefix; done when the pool has doubled since the last time, so the order stays close to
         the frequencies while the total work stays linear in the pool."""
         ordered = sorted(self._post, key=lambda k: (len(self._post[k]), k))
-        self._rank = dict(zip(ordered, range(len(ordered)), strict=True))
+        self._rank = _Rank(zip(ordered, range(len(ordered)), strict=True))
         self._new_rank = -1
         for tau in self._levels:
             self._levels[tau] = {}
@@ -645,8 +664,8 @@ class NoveltyIndex:
 
     def _order(self, q: str) -> list[str]:
         """The query's keys in the global order (keys no pool text has first)."""
-        rank = self._rank
-        return sorted(_keys(q), key=lambda k: rank.get(k, _UNSEEN))
+        keys = list(q) if len(set(q)) == len(q) else _keys(q)
+        return sorted(keys, key=self._rank.__getitem__)
 
     def _candidates(
         self, ordered: list[str], tau: float, floor: float
@@ -669,8 +688,12 @@ class NoveltyIndex:
                 pos.append(i)
         if not chunks:
             return _NO_IDS, np.zeros(0)
-        e = np.frombuffer(b"".join(chunks), dtype=np.int64)
-        qi = np.repeat(np.array(pos, dtype=np.int64), [len(c) for c in chunks])
+        if len(chunks) == 1:
+            e = np.frombuffer(chunks[0], dtype=np.int64).copy()  # no view left on the postings
+            qi = pos[0]
+        else:
+            e = np.frombuffer(b"".join(chunks), dtype=np.int64)
+            qi = np.repeat(np.array(pos, dtype=np.int64), [len(c) for c in chunks])
         ids = e >> _POS_BITS
         lp = self._lens[ids]
         ub = np.minimum(lq - qi, lp - (e & _POS_MASK))
@@ -732,24 +755,32 @@ class NoveltyIndex:
             return Match(True, float(sc.max()), _NO_IDS, np.zeros(0))
         if decide_only:
             return Match(False, 0.0, _NO_IDS, np.zeros(0))
-        # the top k: ids holds every text scoring >= threshold - eps; tau = its k-th best
-        tau = float(np.partition(sc, len(sc) - k)[len(sc) - k]) if len(sc) >= k else 0.0
-        level = max((t for t in (*_LADDER, threshold) if t <= tau), default=None)
-        if level is None:  # no level low enough: the caller walks the full index
-            return None
-        if level < threshold:
-            more, b2 = self._candidates(ordered, level, tau)
-            if len(more):
-                self._mark[ids] = True
-                new = ~self._mark[more]
-                self._mark[ids] = False
-                more, b2 = more[new], b2[new]
-            if len(more):
-                more, sc2 = self._score_down(q, more, b2, tau, k, sc)
-                ids = np.concatenate((ids, more))
-                sc = np.concatenate((sc, sc2))
-        sel = np.lexsort((ids, -sc))[:k]
-        return Match(False, float(sc[sel[0]]), ids[sel].astype(np.int64), sc[sel])
+        # the top k. After reading level L (every text scoring >= L - eps whose bound reaches
+        # the k-th best score tau is scored), the k best are final once tau >= L.
+        tau = _kth(sc, k)
+        if tau >= threshold:
+            return _best(ids, sc, k)
+        levels = [t for t in _LADDER if t < threshold]
+        start = next((n for n, t in enumerate(levels) if t <= tau), 0)
+        mark = self._mark
+        mark[ids] = True
+        try:
+            for level in levels[start:]:
+                more, b2 = self._candidates(ordered, level, tau)
+                if len(more):
+                    new = ~mark[more]
+                    more, b2 = more[new], b2[new]
+                if len(more):
+                    more, sc2 = self._score_down(q, more, b2, tau, k, sc)
+                    mark[more] = True
+                    ids = np.concatenate((ids, more))
+                    sc = np.concatenate((sc, sc2))
+                    tau = _kth(sc, k)
+                if tau >= level:
+                    return _best(ids, sc, k)
+        finally:
+            mark[ids] = False
+        return None  # below the lowest level: the caller walks the full index
 
     def scores(self, text: str) -> np.ndarray:
         """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order.
