@@ -352,7 +352,7 @@ def _prefix_len(tau: float, n: int) -> int:
 _POS_BITS = 20  # a prefix posting is (text index << 20) | min(position in the text's order, mask)
 _POS_MASK = (1 << _POS_BITS) - 1
 _UNSEEN = -(1 << 62)  # rank of a key no pool text has: first in any order
-_LADDER = (0.6, 0.5, 0.4, 0.3, 0.2)  # prefix levels the top-k search may use below the threshold
+_LADDER = (0.6, 0.5, 0.4, 0.3)  # prefix levels the top-k search may use below the threshold
 _MAX_LEVELS = 8
 
 
@@ -756,31 +756,27 @@ class NoveltyIndex:
         if decide_only:
             return Match(False, 0.0, _NO_IDS, np.zeros(0))
         # the top k. After reading level L (every text scoring >= L - eps whose bound reaches
-        # the k-th best score tau is scored), the k best are final once tau >= L.
+        # the k-th best score tau is scored), the k best are final when tau >= L.
         tau = _kth(sc, k)
         if tau >= threshold:
             return _best(ids, sc, k)
-        levels = [t for t in _LADDER if t < threshold]
-        start = next((n for n, t in enumerate(levels) if t <= tau), 0)
-        mark = self._mark
-        mark[ids] = True
-        try:
-            for level in levels[start:]:
-                more, b2 = self._candidates(ordered, level, tau)
-                if len(more):
-                    new = ~mark[more]
-                    more, b2 = more[new], b2[new]
-                if len(more):
-                    more, sc2 = self._score_down(q, more, b2, tau, k, sc)
-                    mark[more] = True
-                    ids = np.concatenate((ids, more))
-                    sc = np.concatenate((sc, sc2))
-                    tau = _kth(sc, k)
-                if tau >= level:
-                    return _best(ids, sc, k)
-        finally:
+        # one level, the highest at or below the k-th best the decision's scores give; none
+        # (fewer than k scores, or a low k-th best): the caller walks the full index instead
+        level = next((t for t in _LADDER if t < threshold and t <= tau), None)
+        if level is None:
+            return None
+        more, b2 = self._candidates(ordered, level, tau)
+        if len(more):
+            mark = self._mark
+            mark[ids] = True
+            new = ~mark[more]
             mark[ids] = False
-        return None  # below the lowest level: the caller walks the full index
+            more, b2 = more[new], b2[new]
+        if len(more):
+            more, sc2 = self._score_down(q, more, b2, tau, k, sc)
+            ids = np.concatenate((ids, more))
+            sc = np.concatenate((sc, sc2))
+        return _best(ids, sc, k)  # tau only rose, so it is still >= level: the k best are final
 
     def scores(self, text: str) -> np.ndarray:
         """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order.
