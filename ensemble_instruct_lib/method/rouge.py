@@ -655,7 +655,7 @@ class NoveltyIndex:
                 if old is not None:
                     del self._levels[old]
             post = self._levels[tau] = {}
-            if len(self._levels) == 1 or len(self._enc) >= self._rerank_at:
+            if len(self._levels) == 1:  # ranks change only here and in `add`, never mid-query
                 self._rerank()
             else:
                 for i in range(len(self._enc)):
@@ -736,6 +736,7 @@ class NoveltyIndex:
 
     def _match_prefix(self, q: str, threshold: float, k: int, decide_only: bool) -> Match | None:
         """`match` (k >= 1) by prefix filtering; None when the top k needs the full walk."""
+        self._level(threshold)  # first, as building the first level re-ranks the keys
         ordered = self._order(q)
         ids, bound = self._candidates(ordered, threshold, threshold)
         # the decision: every text scoring > threshold is among ids
