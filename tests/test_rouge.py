@@ -295,3 +295,72 @@ def test_small_and_large_pairwise_paths_agree(seed_instructions):
     for s in (0, 9, 17):
         small = pairwise_rouge_l(seed_instructions[s : s + 12], stem=True)
         assert (small == big[s : s + 12, s : s + 12]).all()
+
+
+def test_match_hand_worked_ties_at_the_threshold_and_the_tenth_place():
+    # query of 10 distinct tokens (the prediction). 12 pool texts of 10 tokens share 7 in order:
+    # P = R = 0.7, F = 0.7 exactly in floats; "a b c d e f": P = 0.6, R = 1, F = 0.75 (rouge-score
+    # gives 0.7499999999999999), so at threshold 0.7 the query is rejected, at 0.8 it is novel
+    # and its 10 kept are the 0.75 text and then the first 9 of the tied texts, by insertion
+    q = "a b c d e f g h i j"
+    tied = [f"a b c d e f g x{i} y{i} z{i}" for i in range(12)]
+    pool = ["k l m n o", "a b", *tied, "a b c d e f"]  # F: 0, 1/3, 0.7 x 12, 0.75
+    idx = NoveltyIndex()
+    idx.extend(pool)
+    m = idx.match(q, 0.7, 10)  # the first query builds the level and re-ranks the keys
+    assert m.exceeds and len(m.indices) == 0
+    assert m.max_score == _reference(q, pool[14], False) == 0.7499999999999999
+    m = idx.match(q, 0.8, 10)
+    assert not m.exceeds and m.max_score == 0.7499999999999999
+    assert m.indices.tolist() == [14] + list(range(2, 11))  # 0.75 first, then ties by index
+    assert m.scores.tolist()[1:] == [_reference(q, tied[0], False)] * 9 == [0.7] * 9
+    assert not idx.exceeds(q, 0.75) and idx.exceeds(q, 0.7)
+    idx.add("a b c d e f g h y z")  # LCS 8: P = R = 0.8, F = 0.8000000000000002 > 0.8
+    m = idx.match(q, 0.8, 10)
+    assert m.exceeds and len(m.indices) == 0
+    assert m.max_score == _reference(q, "a b c d e f g h y z", False) == 0.8000000000000002
+    fresh = NoveltyIndex()  # a fresh index: the decision is the query's first use of the level
+    fresh.extend(pool)
+    assert fresh.exceeds(q, 0.7)
+
+
+def test_match_on_a_growing_pool_across_re_rankings_equals_rouge_score():
+    """A pool grown past the re-rankings of the key order (at 512 and 1,024 texts), queried as
+    it grows, so prefix postings posted under one order are re-posted under the next; mid-size
+    vocabulary so that many queries have 10 scores >= 0.3 (the one-level top-k path) and some
+    exceed 0.7 (the decision's maximum)."""
+    import ensemble_instruct_lib.method.rouge as rouge_mod
+
+    rng = random.Random(21)
+    words = [f"w{i}" for i in range(60)]
+    base = [rng.choices(words, k=rng.randint(3, 16)) for _ in range(200)]
+    pool: list[str] = []
+    idx = NoveltyIndex()
+    levels_used: set[float] = set()
+    orig = NoveltyIndex._candidates
+
+    def spy(self, ordered, tau, floor):
+        levels_used.add(tau)
+        return orig(self, ordered, tau, floor)
+
+    NoveltyIndex._candidates = spy
+    try:
+        for n in range(1_150):
+            b = rng.choice(base)
+            text = " ".join(b[: rng.randint(1, len(b))] + rng.choices(words, k=rng.randint(0, 6)))
+            if n % 97 == 0 and pool:
+                for q in (text, " ".join(rng.choice(base)), " ".join(rng.choices(words, k=9))):
+                    expected = np.array([_reference(q, p, False) for p in pool])
+                    for t, k in ((0.7, 10), (0.5, 3)):
+                        got = idx.match(q, t, k)
+                        exceeds, best, top = _brute_match(expected, t, k)
+                        assert (got.exceeds, got.max_score) == (exceeds, best), (q, t, k)
+                        assert got.indices.tolist() == top, (q, t, k)
+                        assert (got.scores == expected[top]).all()
+                        assert idx.exceeds(q, t) == exceeds
+            idx.add(text)
+            pool.append(text)
+    finally:
+        NoveltyIndex._candidates = orig
+    assert idx._rerank_at > 1_024  # re-ranked at least twice
+    assert {0.7, 0.5} <= levels_used and levels_used & set(rouge_mod._LADDER) - {0.5}

@@ -31,6 +31,8 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -339,6 +341,21 @@ def _unseen_keys_for(tau: float, lq: int) -> int:
     return r
 
 
+@lru_cache(maxsize=65536)
+def _prefix_len(tau: float, n: int) -> int:
+    """How many of a text's n keys (in the global order) its prefix for level `tau` holds: two
+    texts scoring >= tau - eps share more than `_unseen_keys_for(tau, n)` keys, so (prefix
+    filtering) their prefixes of these lengths share a key."""
+    return n - max(_unseen_keys_for(tau, n), 0) if n else 0
+
+
+_POS_BITS = 20  # a prefix posting is (text index << 20) | min(position in the text's order, mask)
+_POS_MASK = (1 << _POS_BITS) - 1
+_UNSEEN = -(1 << 62)  # rank of a key no pool text has: first in any order
+_LADDER = (0.6, 0.5, 0.4, 0.3)  # prefix levels the top-k search may use below the threshold
+_MAX_LEVELS = 8
+
+
 class Match(NamedTuple):
     """`NoveltyIndex.match`'s answer for one query.
 
@@ -508,6 +525,25 @@ class _Query:
         ix.stats["exact"] += self.n_scored
 
 
+class _Rank(dict):
+    """key -> its place in the global key order; a key no pool text has comes first."""
+
+    def __missing__(self, key: str) -> int:
+        return _UNSEEN
+
+
+def _kth(sc: np.ndarray, k: int) -> float:
+    """The k-th best of scores `sc` (0.0 while fewer than k)."""
+    n = len(sc)
+    return float(np.partition(sc, n - k)[n - k]) if n >= k else 0.0
+
+
+def _best(ids: np.ndarray, sc: np.ndarray, k: int) -> Match:
+    """A non-exceeding `Match` with the k best of (ids, sc): score desc, then index."""
+    sel = np.lexsort((ids, -sc))[:k]
+    return Match(False, float(sc[sel[0]]), ids[sel].astype(np.int64), sc[sel])
+
+
 class NoveltyIndex:
     """A growing pool of texts, scored against a new text with exact Rouge-L F.
 
@@ -515,9 +551,15 @@ class NoveltyIndex:
         stem: Porter-stem tokens (METHOD.md's novelty filter uses no stemming).
         workers: threads for rapidfuzz's batch LCS (-1 = all cores).
 
-    `scores(text)` gives every exact score; `match`, `max_score`, `top_k` and `exceeds` walk the
-    inverted index from the rarest key and compute an exact LCS only where the overlap bound
-    says it can matter. `stats` counts pairs considered and pairs whose LCS was computed.
+    `scores(text)` gives every exact score. `match` and `exceeds` use prefix filtering (see
+    `_prefix_len`) with a positional bound: keys are ordered globally (rarest first, by pool
+    frequency at the last re-ranking, keys new since then first of all), each pool text posts
+    only the prefix of its ordered keys for a level tau, so a query reads a few short posting
+    lists; the first shared key, at position i of the query and j of the pool text, bounds the
+    overlap (hence the LCS) by min(lq - i, lp - j). Only texts whose bound reaches the threshold
+    (or the current k-th best score) get an exact LCS. `top_k` and `max_score` walk the full
+    inverted index from the rarest key. `stats` counts pairs considered and pairs whose LCS was
+    computed. Decisions, maxima and top-k lists are exact (ties broken by insertion order).
     """
 
     def __init__(self, stem: bool = False, workers: int = 1) -> None:
@@ -527,9 +569,14 @@ class NoveltyIndex:
         self._codes = _Codes(self._vocab, stem)
         self._texts: list[str] = []
         self._enc: list[str] = []
+        self._keys: list[list[str]] = []
         self._lens = np.zeros(1024, dtype=np.int64)
         self._mark = np.zeros(1024, dtype=bool)
         self._post: dict[str, array] = {}
+        self._rank = _Rank()  # the global key order (smaller = earlier = rarer)
+        self._new_rank = -1
+        self._levels: dict[float, dict[str, array]] = {}  # tau -> prefix postings
+        self._rerank_at = 0
         self.stats = {"pairs": 0, "exact": 0}
 
     def __len__(self) -> int:
@@ -549,17 +596,188 @@ class NoveltyIndex:
             self._lens = np.resize(self._lens, 2 * i)
             self._mark = np.zeros(2 * i, dtype=bool)
         self._lens[i] = len(enc)
+        keys = _keys(enc)
+        self._keys.append(keys)
         posts = self._post
-        for k in _keys(enc):
+        rank = self._rank
+        for k in keys:
             p = posts.get(k)
             if p is None:
                 p = posts[k] = array("i")
+                rank[k] = self._new_rank  # new keys are rarest until the next re-ranking
+                self._new_rank -= 1
             p.append(i)
+        if self._levels:
+            if i + 1 >= self._rerank_at:
+                self._rerank()
+            else:
+                self._post_prefixes(i, self._levels)
         return i
 
     def extend(self, texts: Iterable[str]) -> None:
         for t in texts:
             self.add(t)
+
+    # -- prefix filtering -------------------------------------------------------------------
+
+    def _post_prefixes(self, i: int, levels: dict[float, dict[str, array]]) -> None:
+        """Post text i's prefix keys, with their positions, in each level of `levels`."""
+        ordered = sorted(self._keys[i], key=self._rank.__getitem__)
+        n = len(ordered)
+        base = i << _POS_BITS
+        for tau, post in levels.items():
+            for j in range(_prefix_len(tau, n)):
+                k = ordered[j]
+                p = post.get(k)
+                if p is None:
+                    p = post[k] = array("q")
+                p.append(base | min(j, _POS_MASK))
+
+    def _rerank(self) -> None:
+        """Order keys by their pool frequency (rarest first, ties by key) and re-post every
+        prefix; done when the pool has doubled since the last time, so the order stays close to
+        the frequencies while the total work stays linear in the pool."""
+        ordered = sorted(self._post, key=lambda k: (len(self._post[k]), k))
+        self._rank = _Rank(zip(ordered, range(len(ordered)), strict=True))
+        self._new_rank = -1
+        for tau in self._levels:
+            self._levels[tau] = {}
+        for i in range(len(self._enc)):
+            self._post_prefixes(i, self._levels)
+        self._rerank_at = max(2 * len(self._enc), 512)
+
+    def _level(self, tau: float) -> dict[str, array]:
+        """The prefix postings for level `tau`, built on first use."""
+        post = self._levels.get(tau)
+        if post is None:
+            if len(self._levels) >= _MAX_LEVELS:  # forget the oldest level beyond the ladder
+                old = next((t for t in self._levels if t not in _LADDER), None)
+                if old is not None:
+                    del self._levels[old]
+            post = self._levels[tau] = {}
+            if len(self._levels) == 1:  # ranks change only here and in `add`, never mid-query
+                self._rerank()
+            else:
+                for i in range(len(self._enc)):
+                    self._post_prefixes(i, {tau: post})
+        return self._levels[tau]
+
+    def _order(self, q: str) -> list[str]:
+        """The query's keys in the global order (keys no pool text has first)."""
+        keys = list(q) if len(set(q)) == len(q) else _keys(q)
+        return sorted(keys, key=self._rank.__getitem__)
+
+    def _candidates(
+        self, ordered: list[str], tau: float, floor: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pool texts that can score >= max(tau, floor) - eps against the query whose ordered
+        keys are `ordered`, with their bounds, highest bound first (ties by index).
+
+        Level tau's prefixes find every text scoring >= tau - eps; the first shared key (query
+        position i, text position j) bounds the LCS by min(lq - i, lp - j): no key before it in
+        the order is shared, since it would lie in both prefixes too.
+        """
+        post = self._level(tau)
+        lq = len(ordered)
+        chunks = []
+        pos = []
+        for i in range(_prefix_len(tau, lq)):
+            p = post.get(ordered[i])
+            if p is not None:
+                chunks.append(p)
+                pos.append(i)
+        if not chunks:
+            return _NO_IDS, np.zeros(0)
+        if len(chunks) == 1:
+            e = np.frombuffer(chunks[0], dtype=np.int64).copy()  # no view left on the postings
+            qi = pos[0]
+        else:
+            e = np.frombuffer(b"".join(chunks), dtype=np.int64)
+            qi = np.repeat(np.array(pos, dtype=np.int64), [len(c) for c in chunks])
+        ids = e >> _POS_BITS
+        lp = self._lens[ids]
+        ub = np.minimum(lq - qi, lp - (e & _POS_MASK))
+        bound = 2.0 * ub / (lq + lp)
+        keep = bound >= max(tau, floor) - _EPS
+        ids, first = np.unique(ids[keep], return_index=True)  # first hit = the largest bound
+        bound = bound[keep][first]
+        order = np.argsort(-bound, kind="stable")
+        return ids[order], bound[order]
+
+    def _exact(self, q: str, ids: np.ndarray) -> np.ndarray:
+        """Exact F of query q (prediction) against pool texts `ids` (each shares a key with q, so
+        LCS >= 1); the same float operations as `_f_measure`."""
+        enc = self._enc
+        if len(ids) <= 32:
+            sim = LCSseq.similarity
+            lcs = np.array([sim(q, enc[i]) for i in ids.tolist()], dtype=np.int64)
+        else:
+            pool = itemgetter(*ids.tolist())(enc)
+            lcs = cdist([q], pool, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+            lcs = lcs[0]
+        self.stats["exact"] += len(ids)
+        p = lcs / len(q)
+        r = lcs / self._lens[ids]
+        return 2 * p * r / (p + r)
+
+    def _score_down(
+        self, q: str, ids: np.ndarray, bound: np.ndarray, tau: float, k: int, have: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score candidates `ids` (bounds `bound`, highest first) while their bound can reach the
+        k-th best score, counting the scores `have` already known; returns (ids, scores)."""
+        if len(ids) > 96:
+            sc = self._exact(q, ids[:64])
+            both = np.concatenate((have, sc))
+            if len(both) >= k:
+                tau = max(tau, float(np.partition(both, len(both) - k)[len(both) - k]))
+            rest = ids[64:][bound[64:] >= tau - _EPS]
+            return np.concatenate((ids[:64], rest)), np.concatenate((sc, self._exact(q, rest)))
+        return ids, self._exact(q, ids)
+
+    def _match_prefix(self, q: str, threshold: float, k: int, decide_only: bool) -> Match | None:
+        """`match` (k >= 1) by prefix filtering; None when the top k needs the full walk."""
+        self._level(threshold)  # first, as building the first level re-ranks the keys
+        ordered = self._order(q)
+        ids, bound = self._candidates(ordered, threshold, threshold)
+        # the decision: every text scoring > threshold is among ids
+        if len(ids) > 96:
+            first = self._exact(q, ids[:64])
+            if (first > threshold).any():
+                if decide_only:
+                    return Match(True, 0.0, _NO_IDS, np.zeros(0))
+                best = float(first.max())
+                rest = ids[64:][bound[64:] >= best - _EPS]
+                sc = np.concatenate((first, self._exact(q, rest)))
+                return Match(True, float(sc.max()), _NO_IDS, np.zeros(0))
+            sc = np.concatenate((first, self._exact(q, ids[64:])))
+        else:
+            sc = self._exact(q, ids)
+        if (sc > threshold).any():
+            return Match(True, float(sc.max()), _NO_IDS, np.zeros(0))
+        if decide_only:
+            return Match(False, 0.0, _NO_IDS, np.zeros(0))
+        # the top k. After reading level L (every text scoring >= L - eps whose bound reaches
+        # the k-th best score tau is scored), the k best are final when tau >= L.
+        tau = _kth(sc, k)
+        if tau >= threshold:
+            return _best(ids, sc, k)
+        # one level, the highest at or below the k-th best the decision's scores give; none
+        # (fewer than k scores, or a low k-th best): the caller walks the full index instead
+        level = next((t for t in _LADDER if t < threshold and t <= tau), None)
+        if level is None:
+            return None
+        more, b2 = self._candidates(ordered, level, tau)
+        if len(more):
+            mark = self._mark
+            mark[ids] = True
+            new = ~mark[more]
+            mark[ids] = False
+            more, b2 = more[new], b2[new]
+        if len(more):
+            more, sc2 = self._score_down(q, more, b2, tau, k, sc)
+            ids = np.concatenate((ids, more))
+            sc = np.concatenate((sc, sc2))
+        return _best(ids, sc, k)  # tau only rose, so it is still >= level: the k best are final
 
     def scores(self, text: str) -> np.ndarray:
         """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order.
@@ -593,18 +811,22 @@ class NoveltyIndex:
             order = np.lexsort((np.arange(len(sc)), -sc))
             order = order[sc[order] > 0][: 0 if exceeds else max(k, 0)]
             return Match(exceeds, float(sc.max()) if len(sc) else 0.0, order, sc[order])
-        qy = _Query(self, text)
-        try:
-            if not qy.q or not self._enc:
-                return Match(False, 0.0, _NO_IDS, np.zeros(0))
-            if qy.exceeds(threshold):
-                best = qy.max_score()
-                return Match(True, best, _NO_IDS, np.zeros(0))
-            idx, sc = qy.top_k(max(k, 1))
-            best = float(sc[0]) if len(sc) else 0.0
-            return Match(False, best, idx[: max(k, 0)], sc[: max(k, 0)])
-        finally:
-            qy.close()
+        q = self._codes.encode(text)
+        if not q or not self._enc:
+            return Match(False, 0.0, _NO_IDS, np.zeros(0))
+        self.stats["pairs"] += len(self._enc)
+        m = self._match_prefix(q, threshold, max(k, 1), False)
+        if m is None:  # not exceeded; the k best need the full walk
+            qy = _Query(self, text)
+            try:
+                idx, sc = qy.top_k(max(k, 1))
+            finally:
+                qy.close()
+                self.stats["pairs"] -= len(self._enc)
+            m = Match(False, float(sc[0]) if len(sc) else 0.0, idx, sc)
+        if m.exceeds or k >= len(m.indices):
+            return m
+        return Match(False, m.max_score, m.indices[: max(k, 0)], m.scores[: max(k, 0)])
 
     def top_k(self, text: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k pool texts most similar to `text`, exactly scored, best first.
@@ -630,8 +852,9 @@ class NoveltyIndex:
         """Exactly whether any pool text scores > `threshold` (no maximum, no list)."""
         if threshold < _EPS:
             return bool((self.scores(text) > threshold).any())
-        qy = _Query(self, text)
-        try:
-            return bool(qy.q) and bool(self._enc) and qy.exceeds(threshold)
-        finally:
-            qy.close()
+        q = self._codes.encode(text)
+        if not q or not self._enc:
+            return False
+        self.stats["pairs"] += len(self._enc)
+        m = self._match_prefix(q, threshold, 1, True)
+        return m is not None and m.exceeds
