@@ -13,9 +13,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from ensemble_instruct_lib.engines.base import DecodingParams, cut_at_stop  # noqa: E402
-from ensemble_instruct_lib.engines.hf import (  # noqa: E402  # noqa: E402
+from ensemble_instruct_lib.engines.hf import (  # noqa: E402
     HFBackend,
     local_digest,
+    resolve_device,
+    resolve_dtype,
     token_budget_batches,
 )
 
@@ -188,7 +190,11 @@ def test_chat_without_template_is_a_clear_error(model_dirs):
 def test_describe_and_local_revision(backends, model_dirs):
     d = backends["gpt2"].describe()
     assert d["backend"] == "hf" and d["model_id"] == str(model_dirs["gpt2"])
-    assert d["device"] == "cpu" and d["dtype"] == "float32"
+    # "auto" picks the machine's accelerator: float32 on CPU, bfloat16 on CUDA (seen on an H200)
+    device = resolve_device("auto")
+    assert d["device"] == device
+    assert d["dtype"] == str(resolve_dtype("auto", device)).removeprefix("torch.")
+    assert device != "cpu" or d["dtype"] == "float32"
     assert d["revision"] == local_digest(model_dirs["gpt2"]).strip()
     assert d["revision"].startswith("local-")
     assert backends["t5"].describe()["encoder_decoder"] is True

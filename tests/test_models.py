@@ -171,6 +171,52 @@ def test_a_folder_without_a_valid_marker_is_converted_again(fake_model, monkeypa
     assert (target / M.MARKER).exists()
 
 
+def _tokenizer_convert(source):
+    """A `_convert` that writes `source`'s tokenizer (as a conversion writes the GGUF's)."""
+
+    def convert(gguf, out):
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(out))
+        return _fake_convert(gguf, out)
+
+    return convert
+
+
+@pytest.mark.slow
+def test_a_converted_tokenizer_must_encode_the_probe_as_pinned(
+    fake_model, monkeypatch, tiny_gpt2_dir
+):
+    from transformers import AutoTokenizer
+
+    text = "Write a poem about the sea."
+    ids = tuple(AutoTokenizer.from_pretrained(str(tiny_gpt2_dir))(text)["input_ids"])
+    assert len(ids) > 3
+    monkeypatch.setattr(M, "_convert", _tokenizer_convert(tiny_gpt2_dir))
+    # a transformers version that builds another tokenizer (pinned ids differ): refused, and the
+    # folder is not kept, so the next fetch converts again
+    wrong = M.KnownModel(**{**fake_model.__dict__, "probe_text": text, "probe_ids": ids[::-1]})
+    monkeypatch.setitem(M.KNOWN_MODELS, "fake-1m", wrong)
+    with pytest.raises(ConfigError) as e:
+        M.transformers_dir("fake-1m")
+    msg = _one_line(e.value)
+    assert "transformers" in msg and "models fetch fake-1m" in msg and str(list(ids[::-1])) in msg
+    assert not M.transformers_target("fake-1m").exists()
+    # the right ids: converted, and the marker remembers the check
+    right = M.KnownModel(**{**fake_model.__dict__, "probe_text": text, "probe_ids": ids})
+    monkeypatch.setitem(M.KNOWN_MODELS, "fake-1m", right)
+    folder = M.transformers_dir("fake-1m")
+    marker = folder / M.MARKER
+    assert json.loads(marker.read_text())["tokenizer_probe"] == list(ids)
+    # a folder converted before the check existed is checked once, in place, not converted again
+    info = json.loads(marker.read_text())
+    del info["tokenizer_probe"]
+    marker.write_text(json.dumps(info))
+    monkeypatch.setattr(M, "_convert", lambda g, o: pytest.fail("converted again"))
+    assert M.transformers_dir("fake-1m") == folder
+    assert json.loads(marker.read_text())["tokenizer_probe"] == list(ids)
+
+
 # ------------------------------------------------------------------------------------------
 # resolving a config's model value
 
@@ -342,7 +388,10 @@ def test_gemma_by_name_through_the_hf_backend(gemma_converted):
     from ensemble_instruct_lib.engines.base import DecodingParams
 
     info = json.loads((gemma_converted / M.MARKER).read_text())
-    assert info["gguf_sha256"] == M.KNOWN_MODELS["gemma-3-270m"].gguf_sha256
+    gemma = M.KNOWN_MODELS["gemma-3-270m"]
+    assert info["gguf_sha256"] == gemma.gguf_sha256
+    assert info["tokenizer_probe"] == list(gemma.probe_ids)
+    M.check_tokenizer(gemma_converted, gemma)  # <bos> + five word pieces, not characters
     assert info["dtype"] == "bfloat16"
     be = make_backend({"kind": "hf", "model": "gemma-3-270m", "batch_size": 3})
     try:

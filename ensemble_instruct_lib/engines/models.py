@@ -71,6 +71,8 @@ class KnownModel:
         upstream: the original weights it was made from.
         licence: the licence the weights are under, and where to read it.
         summary: one line for `models list`.
+        probe_text, probe_ids: a text and the token ids the converted tokenizer must give it
+            (special tokens included); empty: no check.
     """
 
     name: str
@@ -81,6 +83,8 @@ class KnownModel:
     upstream: str
     licence: str
     summary: str
+    probe_text: str = ""
+    probe_ids: tuple[int, ...] = ()
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -94,8 +98,16 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
         summary="Gemma 3 270M base model (not instruction-tuned), Q4_K_M GGUF, 253 MB; "
         "converted to a 544 MB bf16 transformers folder",
+        # <bos> and five word pieces; transformers 5.17 built a character-level tokenizer
+        # without <bos> from this GGUF (seen on a GPU machine), which the check refuses
+        probe_text="The capital of France is",
+        probe_ids=(2, 818, 5279, 529, 7001, 563),
     ),
 }
+
+
+#: the oldest transformers seen to convert the Gemma GGUF's tokenizer right (5.17 did not)
+MIN_TRANSFORMERS = "5.24"
 
 
 def _say(message: str) -> None:
@@ -265,12 +277,54 @@ def _place_gguf(km: KnownModel, source: Path, target: Path, say: Callable[[str],
     return target
 
 
+def check_tokenizer(folder: str | os.PathLike[str], km: KnownModel) -> None:
+    """Refuse a converted folder whose tokenizer does not give `km.probe_ids` for
+    `km.probe_text` (a transformers version that converts the GGUF's tokenizer wrongly).
+
+    Raises:
+        ConfigError: the ids differ; the message names the transformers version and the fix.
+    """
+    if not km.probe_ids:
+        return
+    import transformers
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    ids = tuple(tok(km.probe_text)["input_ids"])
+    if ids != km.probe_ids:
+        try:  # the version that converted the folder, which need not be the one running
+            made_by = json.loads((Path(folder) / "config.json").read_text())["transformers_version"]
+        except (OSError, ValueError, KeyError):
+            made_by = transformers.__version__
+        shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+        raise ConfigError(
+            f"the tokenizer that transformers {made_by} built from "
+            f"{km.gguf_file} encodes {km.probe_text!r} as [{shown}], not the pinned "
+            f"{list(km.probe_ids)}: this transformers version converts the GGUF's tokenizer "
+            f"wrongly; install a newer one (pip install -U 'transformers>={MIN_TRANSFORMERS}') "
+            f"and run python -m ensemble_instruct_lib models fetch {km.name} again"
+        )
+
+
 def _marker_ok(folder: Path, km: KnownModel) -> bool:
     try:
         info = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return info.get("gguf_sha256") == km.gguf_sha256
+    if info.get("gguf_sha256") != km.gguf_sha256:
+        return False
+    if not km.probe_ids or info.get("tokenizer_probe") == list(km.probe_ids):
+        return True
+    # converted before the tokenizer check existed: check the folder once, then remember it
+    try:
+        check_tokenizer(folder, km)
+    except (ConfigError, OSError, ValueError):
+        return False
+    info["tokenizer_probe"] = list(km.probe_ids)
+    tmp = folder / f".{MARKER}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, folder / MARKER)
+    return True
 
 
 def transformers_dir(
@@ -321,9 +375,11 @@ def transformers_dir(
         tmp.chmod(0o755)
         try:
             info = _convert(gguf, tmp)
+            check_tokenizer(tmp, km)
             info.update(
                 name=name,
                 gguf_sha256=km.gguf_sha256,
+                tokenizer_probe=list(km.probe_ids),
                 upstream=km.upstream,
                 licence=km.licence,
                 seconds=round(time.monotonic() - t0, 1),
