@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from self_ensemble_fakes import SAMPLES, sampler_backends
 
 from ensemble_instruct_lib.analysis.run_selectors import (
     run_selector_decisions,
@@ -18,7 +19,7 @@ from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.pipeline import load_run, run
-from ensemble_instruct_lib.testing.fake import fake_backends, fake_generator
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 BASE = {
     "name": "t",
@@ -31,21 +32,6 @@ SELF = {
     "extra_models": [],
     "output": {"self_ensemble": {"model": "gen", "samples": 3, "temperature": 0.5}},
 }
-SAMPLES = ["alpha beta gamma", "alpha beta delta", "alpha beta gamma"]
-
-
-def sampler_backends():
-    """The fake generator for stages 1-2; stage-3 prompts answered per sample index."""
-    gen = fake_generator("gen")
-
-    def dispatch(prompt, params, index):
-        if re.search(r"\n\d+\.$", prompt) or (
-            prompt.endswith("\n") and "\ninstruction: " in prompt
-        ):
-            return gen.generate([prompt], params, [index])[0].text
-        return " " + SAMPLES[index % 3]
-
-    return {"gen": ScriptedBackend(dispatch, model_id="gen")}
 
 
 @pytest.fixture(scope="module")

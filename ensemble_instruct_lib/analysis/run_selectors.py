@@ -27,8 +27,8 @@ import pandas as pd
 
 from ..engines.base import Backend
 from ..errors import ConfigError
-from ..runs.config import ModelSpec, RunConfig, load_config
-from ..runs.pipeline import candidate_names, stage4_decisions
+from ..runs.config import RunConfig, load_config
+from ..runs.pipeline import SelectorBackends, candidate_names, stage4_decisions
 from .recorded_grids import parse_selector_entry
 
 #: every entry; the model-backed ones are left out unless configured
@@ -76,8 +76,6 @@ def run_selector_decisions(
         One row per example (``id``) and one column per selector entry run: the chosen
         candidate's index in the example's candidates, -1 when the example is dropped.
     """
-    from ..engines.cache import CachedBackend, CallCache
-    from ..engines.factory import make_backend
 
     out = Path(run_dir)
     if not (out / "manifest.json").exists():
@@ -93,20 +91,12 @@ def run_selector_decisions(
     if threshold is not None:
         settings["threshold"] = threshold
     entries = [e for e in dict.fromkeys(selectors) if _configured(e, settings)]
-    cache: CallCache | None = None
-
-    def backend_for(spec: ModelSpec) -> Backend:
-        nonlocal cache
-        if cache is None:
-            cache = CallCache(Path(base.cache) if base.cache else out / "cache.sqlite")
-        inner = (backends or {}).get(spec.name) or make_backend(spec.backend_spec())
-        return CachedBackend(inner, cache)
-
     base = load_config({**saved, "consensus": settings})
     names = candidate_names(base)
     if len(names) < 2:
         raise ConfigError(f"{out}: the run has one candidate per example; nothing to select")
     columns: dict[str, dict[str, int]] = {}
+    backend_for = SelectorBackends(out, base, backends)
     try:
         for entry in entries:
             cfg = _entry_config(saved, settings, entry)
@@ -123,8 +113,7 @@ def run_selector_decisions(
                 for r in kept + dropped
             }
     finally:
-        if cache is not None:
-            cache.close()
+        backend_for.close()
     frame = pd.DataFrame(columns).sort_index()
     frame.index.name = "id"
     return frame.reset_index()

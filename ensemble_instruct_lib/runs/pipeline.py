@@ -33,7 +33,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -732,6 +732,32 @@ def failure_counts(out: Path, config: RunConfig) -> dict[str, Any]:
     return counts
 
 
+class SelectorBackends:
+    """`backend_for` for stage 4 re-run on a run dir: a judge's (or other model-backed
+    selector's) backend from its spec, or the ready one in `backends` under its name, behind the
+    run's call cache, which is opened on first use only. `close()` closes that cache."""
+
+    def __init__(
+        self, out: Path, config: RunConfig, backends: Mapping[str, Backend] | None = None
+    ) -> None:
+        self.path = Path(config.cache) if config.cache else out / "cache.sqlite"
+        self.backends = dict(backends or {})
+        self.cache: Any = None
+
+    def __call__(self, spec: ModelSpec) -> Backend:
+        from ..engines.cache import CachedBackend, CallCache
+        from ..engines.factory import make_backend
+
+        if self.cache is None:
+            self.cache = CallCache(self.path)
+        inner = self.backends.get(spec.name) or make_backend(spec.backend_spec())
+        return CachedBackend(inner, self.cache)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
 def run_stage4(
     out_dir: str | Path,
     *,
@@ -750,8 +776,6 @@ def run_stage4(
         consensus: further `ConsensusStage` keys (utility, judges, reward_model, ...).
         backends: ready judge backends by name (tests, notebooks), instead of building them.
     """
-    from ..engines.cache import CachedBackend
-    from ..engines.factory import make_backend
     from .config import load_config
 
     out = Path(out_dir)
@@ -769,12 +793,7 @@ def run_stage4(
     names = candidate_names(config)
     if len(names) < 2:
         raise ConfigError("this run has no extra models: consensus needs at least one")
-    cache = CallCache(Path(config.cache) if config.cache else out / "cache.sqlite")
-
-    def backend_for(spec: ModelSpec) -> Backend:
-        inner = (backends or {}).get(spec.name) or make_backend(spec.backend_spec())
-        return CachedBackend(inner, cache)
-
+    backend_for = SelectorBackends(out, config, backends)
     try:
         counts = stage4_consensus(
             out,
@@ -785,7 +804,7 @@ def run_stage4(
             seed=config.seed,
         )
     finally:
-        cache.close()
+        backend_for.close()
     cs = config.consensus
     manifest["counts"]["stage4"] = counts
     manifest["consensus_override"] = {
@@ -916,6 +935,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "RunTables",
+    "SelectorBackends",
     "failure_counts",
     "load_run",
     "model_identity",
