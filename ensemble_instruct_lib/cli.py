@@ -380,7 +380,12 @@ def _notebook_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a value for the notebook's parameters cell (VALUE is read as YAML)",
     )
-    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        help="seconds allowed per cell (default: no limit; long cells fine-tune or generate)",
+    )
     p.add_argument("--list", action="store_true", help="list the notebooks and their parameters")
 
 

@@ -166,3 +166,20 @@ def test_notebook_list_and_argument_errors(capsys, tmp_path):
     assert "no notebook '99_missing'" in capsys.readouterr().err
     assert cli.main(["notebook", "03_ensembling"]) == 2
     assert "give a notebook name and an output folder" in capsys.readouterr().err
+
+
+def test_notebook_cells_have_no_time_limit_unless_asked(monkeypatch, tmp_path):
+    """A fine-tuning cell runs for hours: a default per-cell limit killed it mid-run."""
+    import papermill
+
+    from ensemble_instruct_lib.runs import notebooks
+
+    seen = []
+    monkeypatch.setattr(
+        papermill, "execute_notebook", lambda *a, **kw: seen.append(kw["execution_timeout"])
+    )
+    out = str(tmp_path / "nb")
+    assert cli.main(["notebook", "03_ensembling", out]) == 0
+    assert cli.main(["notebook", "03_ensembling", out, "--timeout", "30"]) == 0
+    notebooks.run_notebook("03_ensembling", out)
+    assert seen == [None, 30, None]

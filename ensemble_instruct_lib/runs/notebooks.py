@@ -264,7 +264,7 @@ def run_notebook(
     parameters: Mapping[str, Any] | None = None,
     *,
     kernel_name: str | None = None,
-    timeout: int = 600,
+    timeout: int | None = None,
 ) -> Path:
     """Execute a notebook twin headlessly with papermill; return the executed ``.ipynb``.
 
@@ -276,7 +276,9 @@ def run_notebook(
         parameters: values for names of the ``parameters`` cell; JSON-like values only (str,
             int, float, bool, None, list, dict). Unknown names are refused.
         kernel_name: a Jupyter kernel (default: `default_kernel`, this interpreter).
-        timeout: seconds allowed per cell.
+        timeout: seconds allowed per cell; None (the default): no limit, since a cell that
+            fine-tunes or generates at a real size runs for hours and a limit would kill it
+            (and lose the work since its last checkpoint).
 
     Raises:
         ValueError / TypeError: unknown parameter names or values papermill cannot pass.
