@@ -339,9 +339,9 @@ def test_match_on_a_growing_pool_across_re_rankings_equals_rouge_score():
     levels_used: set[float] = set()
     orig = NoveltyIndex._candidates
 
-    def spy(self, ordered, tau, floor):
+    def spy(self, ordered, tau, *args):
         levels_used.add(tau)
-        return orig(self, ordered, tau, floor)
+        return orig(self, ordered, tau, *args)
 
     NoveltyIndex._candidates = spy
     try:
@@ -363,4 +363,103 @@ def test_match_on_a_growing_pool_across_re_rankings_equals_rouge_score():
     finally:
         NoveltyIndex._candidates = orig
     assert idx._rerank_at > 1_024  # re-ranked at least twice
-    assert {0.7, 0.5} <= levels_used and levels_used & set(rouge_mod._LADDER) - {0.5}
+    # the decision's level, and top-k reads at several levels between the base and 0.7
+    below = {t for t in levels_used if rouge_mod._BASE <= t < 0.7}
+    assert 0.7 in levels_used and len(below) >= 2, levels_used
+
+
+def _one_at_a_time(seeds: list[str], texts: list[str], threshold: float, k: int):
+    """The reference loop for `add_novel`: `match`, then `add` when novel, text by text."""
+    idx = NoveltyIndex()
+    idx.extend(seeds)
+    out = []
+    for t in texts:
+        m = idx.match(t, threshold, k)
+        if not m.exceeds:
+            idx.add(t)
+        out.append(m)
+    return idx, out
+
+
+def _same(a, b) -> bool:
+    return (
+        a.exceeds == b.exceeds
+        and a.max_score == b.max_score
+        and a.indices.tolist() == b.indices.tolist()
+        and a.scores.tolist() == b.scores.tolist()
+    )
+
+
+def test_add_novel_equals_rouge_score_text_by_text():
+    """Against rouge-score over every pair: each text is judged against the seeds and the texts
+    accepted before it, including those of its own block (duplicates, ties, empty texts)."""
+    rng = random.Random(8)
+    words = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    seeds = [" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(25)]
+    texts = [" ".join(rng.choices(words, k=rng.randint(0, 11))) for _ in range(70)]
+    texts += ["", "a b c", "a b c", "A, b; c!"] + texts[:5]
+    for threshold, k, block in ((0.7, 10, 16), (0.5, 3, 7), (0.9, 10, 256), (0.7, 0, 1)):
+        idx = NoveltyIndex()
+        idx.extend(seeds)
+        got = idx.add_novel(texts, threshold, k, block=block)
+        pool = list(seeds)
+        for t, m in zip(texts, got, strict=True):
+            expected = np.array([_reference(t, p, False) for p in pool])
+            exceeds, best, top = _brute_match(expected, threshold, k)
+            assert (m.exceeds, m.max_score) == (exceeds, best), (t, threshold, k)
+            assert m.indices.tolist() == top and (m.scores == expected[top]).all(), (t, k)
+            if not m.exceeds:
+                pool.append(t)
+        assert idx.texts == pool
+
+
+def test_add_novel_equals_match_then_add_on_a_growing_real_pool(seed_instructions, recorded):
+    """Real instructions and output sentences, some repeated and re-worded, past the key
+    re-rankings: the blocks give the one-at-a-time answers, lists and pool; the search reads
+    levels between the base and the threshold and also walks the full index."""
+    rng = random.Random(4)
+    sents = list(
+        dict.fromkeys(
+            s.strip()
+            for r in recorded
+            for s in r["response"].split(".")
+            if 3 <= len(s.split()) <= 30
+        )
+    )
+    texts = sents[:1500] + rng.sample(seed_instructions, 40) + rng.sample(sents[:1500], 60)
+    texts += [" ".join(rng.sample(t.split(), len(t.split()))) for t in rng.sample(sents, 60)]
+    rng.shuffle(texts)
+    seeds = seed_instructions[:100]
+    calls = {"walk": 0, "levels": set()}
+    import ensemble_instruct_lib.method.rouge as rouge_mod
+
+    walk, pairs = rouge_mod._Query.top_k, NoveltyIndex._level_pairs
+
+    def spy_walk(self, k):
+        calls["walk"] += 1
+        return walk(self, k)
+
+    def spy_pairs(self, orders, qlen, qs, tau, *args):
+        calls["levels"].add(tau)
+        return pairs(self, orders, qlen, qs, tau, *args)
+
+    for threshold, k in ((0.7, 10), (0.5, 4)):
+        ref_idx, ref = _one_at_a_time(seeds, texts, threshold, k)
+        idx = NoveltyIndex()
+        idx.extend(seeds)
+        rouge_mod._Query.top_k, NoveltyIndex._level_pairs = spy_walk, spy_pairs
+        try:
+            got = idx.add_novel(texts, threshold, k, block=128)
+        finally:
+            rouge_mod._Query.top_k, NoveltyIndex._level_pairs = walk, pairs
+        bad = [i for i, (a, b) in enumerate(zip(ref, got, strict=True)) if not _same(a, b)]
+        assert not bad, (threshold, k, bad[:5])
+        assert idx.texts == ref_idx.texts
+        assert threshold < 0.7 or idx._rerank_at > 1_024  # re-ranked twice on the way
+        dec = NoveltyIndex()
+        dec.extend(seeds)
+        assert dec.add_novel_decisions(texts, threshold, block=100).tolist() == [
+            not m.exceeds for m in ref
+        ]
+        assert dec.texts == ref_idx.texts
+    assert calls["walk"] > 0 and len({t for t in calls["levels"] if t < 0.5}) >= 2

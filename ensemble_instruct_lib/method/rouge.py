@@ -32,7 +32,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from operator import itemgetter
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -352,8 +352,17 @@ def _prefix_len(tau: float, n: int) -> int:
 _POS_BITS = 20  # a prefix posting is (text index << 20) | min(position in the text's order, mask)
 _POS_MASK = (1 << _POS_BITS) - 1
 _UNSEEN = -(1 << 62)  # rank of a key no pool text has: first in any order
-_LADDER = (0.6, 0.5, 0.4, 0.3)  # prefix levels the top-k search may use below the threshold
+_BASE = 0.3  # the top-k search reads any level >= this from this level's postings; below, the walk
+_STEP = 0.05  # ... rounded down to a multiple of this (one table of prefix lengths per level)
+_FIRST = 0.5  # the first level for a text whose decision scored fewer than k texts
 _MAX_LEVELS = 8
+
+
+def _read_level(tau: float) -> float | None:
+    """The level to read for a k-th best score of `tau`: tau rounded down to a multiple of
+    `_STEP` (reading lower than tau only finds more), or None below `_BASE`."""
+    level = min(int(tau / _STEP) * _STEP, tau)
+    return level if level >= _BASE - _EPS else None
 
 
 class Match(NamedTuple):
@@ -572,10 +581,12 @@ class NoveltyIndex:
         self._keys: list[list[str]] = []
         self._lens = np.zeros(1024, dtype=np.int64)
         self._mark = np.zeros(1024, dtype=bool)
+        self._enc_arr = np.empty(1024, dtype=object)  # _enc as an array, for fancy indexing
         self._post: dict[str, array] = {}
         self._rank = _Rank()  # the global key order (smaller = earlier = rarer)
         self._new_rank = -1
         self._levels: dict[float, dict[str, array]] = {}  # tau -> prefix postings
+        self._plens: dict[float, np.ndarray] = {}  # tau -> prefix length by text length
         self._rerank_at = 0
         self.stats = {"pairs": 0, "exact": 0}
 
@@ -588,14 +599,18 @@ class NoveltyIndex:
 
     def add(self, text: str) -> int:
         """Add a text to the pool; returns its index."""
-        enc = self._codes.encode(text)
+        return self._append(text, self._codes.encode(text))
+
+    def _append(self, text: str, enc: str) -> int:
         i = len(self._enc)
         self._texts.append(text)
         self._enc.append(enc)
         if i == len(self._lens):
             self._lens = np.resize(self._lens, 2 * i)
             self._mark = np.zeros(2 * i, dtype=bool)
+            self._enc_arr = np.resize(self._enc_arr, 2 * i)
         self._lens[i] = len(enc)
+        self._enc_arr[i] = enc
         keys = _keys(enc)
         self._keys.append(keys)
         posts = self._post
@@ -650,8 +665,8 @@ class NoveltyIndex:
         """The prefix postings for level `tau`, built on first use."""
         post = self._levels.get(tau)
         if post is None:
-            if len(self._levels) >= _MAX_LEVELS:  # forget the oldest level beyond the ladder
-                old = next((t for t in self._levels if t not in _LADDER), None)
+            if len(self._levels) >= _MAX_LEVELS:  # forget the oldest threshold level
+                old = next((t for t in self._levels if t != _BASE), None)
                 if old is not None:
                     del self._levels[old]
             post = self._levels[tau] = {}
@@ -668,53 +683,21 @@ class NoveltyIndex:
         return sorted(keys, key=self._rank.__getitem__)
 
     def _candidates(
-        self, ordered: list[str], tau: float, floor: float
+        self, ordered: list[str], tau: float, floor: float, src: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Pool texts that can score >= max(tau, floor) - eps against the query whose ordered
-        keys are `ordered`, with their bounds, highest bound first (ties by index).
-
-        Level tau's prefixes find every text scoring >= tau - eps; the first shared key (query
-        position i, text position j) bounds the LCS by min(lq - i, lp - j): no key before it in
-        the order is shared, since it would lie in both prefixes too.
-        """
-        post = self._level(tau)
-        lq = len(ordered)
-        chunks = []
-        pos = []
-        for i in range(_prefix_len(tau, lq)):
-            p = post.get(ordered[i])
-            if p is not None:
-                chunks.append(p)
-                pos.append(i)
-        if not chunks:
-            return _NO_IDS, np.zeros(0)
-        if len(chunks) == 1:
-            e = np.frombuffer(chunks[0], dtype=np.int64).copy()  # no view left on the postings
-            qi = pos[0]
-        else:
-            e = np.frombuffer(b"".join(chunks), dtype=np.int64)
-            qi = np.repeat(np.array(pos, dtype=np.int64), [len(c) for c in chunks])
-        ids = e >> _POS_BITS
-        lp = self._lens[ids]
-        ub = np.minimum(lq - qi, lp - (e & _POS_MASK))
-        bound = 2.0 * ub / (lq + lp)
-        keep = bound >= max(tau, floor) - _EPS
-        ids, first = np.unique(ids[keep], return_index=True)  # first hit = the largest bound
-        bound = bound[keep][first]
+        keys are `ordered`, with their bounds, highest bound first (ties by index); see
+        `_level_pairs`."""
+        _, ids, bound = self._level_pairs(
+            [ordered], np.array([len(ordered)]), np.zeros(1, dtype=np.int64), tau, floor, src
+        )
         order = np.argsort(-bound, kind="stable")
         return ids[order], bound[order]
 
     def _exact(self, q: str, ids: np.ndarray) -> np.ndarray:
         """Exact F of query q (prediction) against pool texts `ids` (each shares a key with q, so
         LCS >= 1); the same float operations as `_f_measure`."""
-        enc = self._enc
-        if len(ids) <= 32:
-            sim = LCSseq.similarity
-            lcs = np.array([sim(q, enc[i]) for i in ids.tolist()], dtype=np.int64)
-        else:
-            pool = itemgetter(*ids.tolist())(enc)
-            lcs = cdist([q], pool, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
-            lcs = lcs[0]
+        lcs = self._lcs_many(q, ids)
         self.stats["exact"] += len(ids)
         p = lcs / len(q)
         r = lcs / self._lens[ids]
@@ -761,12 +744,13 @@ class NoveltyIndex:
         tau = _kth(sc, k)
         if tau >= threshold:
             return _best(ids, sc, k)
-        # one level, the highest at or below the k-th best the decision's scores give; none
-        # (fewer than k scores, or a low k-th best): the caller walks the full index instead
-        level = next((t for t in _LADDER if t < threshold and t <= tau), None)
+        # one level, at or just below the k-th best the decision's scores give, read from the
+        # base level's postings; none (fewer than k scores, or a low k-th best): the caller
+        # walks the full index instead
+        level = _read_level(tau)
         if level is None:
             return None
-        more, b2 = self._candidates(ordered, level, tau)
+        more, b2 = self._candidates(ordered, level, tau, _BASE)
         if len(more):
             mark = self._mark
             mark[ids] = True
@@ -858,3 +842,306 @@ class NoveltyIndex:
         self.stats["pairs"] += len(self._enc)
         m = self._match_prefix(q, threshold, 1, True)
         return m is not None and m.exceeds
+
+    # -- many texts at once ------------------------------------------------------------------
+
+    def add_novel(
+        self, texts: Iterable[str], threshold: float, k: int = 10, block: int = 256
+    ) -> list[Match]:
+        """Grow the pool with the texts that are novel: for each text in order, `match(text,
+        threshold, k)` against the pool as it stands at that point, then `add(text)` unless it
+        exceeds the threshold. Gives the same answers and leaves the same pool as that loop.
+
+        Works a block of texts at a time, so numpy and rapidfuzz calls serve many texts: the
+        pool as it was before the block is searched for all of them together (prefix postings,
+        one `cpdist` call for every pair whose bound survives), the texts of the block are
+        scored against each other with one `cdist`, and the decisions and lists then follow in
+        order. Returns one `Match` per text.
+        """
+        out: list[Match] = []
+        for chunk in _chunks(texts, block):
+            out.extend(self._grow_block(chunk, threshold, max(k, 0)))
+        return out
+
+    def add_novel_decisions(
+        self, texts: Iterable[str], threshold: float, block: int = 256
+    ) -> np.ndarray:
+        """`add_novel` without the maxima and lists: True where the text was added (the same
+        decisions as `exceeds(text, threshold)`, then `add`, for each text in order)."""
+        out: list[bool] = []
+        for chunk in _chunks(texts, block):
+            out.extend(not m.exceeds for m in self._grow_block(chunk, threshold, None))
+        return np.array(out, dtype=bool)
+
+    def _grow_block(self, texts: list[str], threshold: float, k: int | None) -> list[Match]:
+        """`add_novel` for one block (k None: decisions only, maxima and lists left empty)."""
+        if threshold < _EPS:  # every pair counts: no bound helps, go one text at a time
+            out = []
+            for t in texts:
+                m = self.match(t, threshold, 1 if k is None else k)
+                if not m.exceeds:
+                    self.add(t)
+                out.append(m)
+            return out
+        n0 = len(self._enc)
+        enc = [self._codes.encode(t) for t in texts]
+        qlen = np.array([len(e) for e in enc], dtype=np.int64)
+        nb = len(enc)
+        self.stats["pairs"] += n0 * nb + nb * (nb - 1) // 2
+        qi, ids, f = _NO_IDS, _NO_IDS, np.zeros(0)
+        orders: list[list[str]] = []
+        if n0:
+            self._level(threshold)  # first, as building the first level re-ranks the keys
+            orders = [self._order(e) for e in enc]
+            qi, ids, _ = self._level_pairs(orders, qlen, np.arange(nb), threshold, threshold)
+            f = self._pair_scores(enc, qlen, qi, ids)
+        pool_ex = np.zeros(nb, dtype=bool)
+        pool_ex[qi[f > threshold]] = True
+        pool_max = np.zeros(nb)
+        if k is not None and len(f):
+            np.maximum.at(pool_max, qi, f)
+        # the block against itself: rows = every text (only those that can still be accepted
+        # when only decisions are wanted), columns = the texts the pool did not reject
+        live = np.flatnonzero(~pool_ex)
+        rows = np.arange(nb) if k is not None else live
+        lcs = cdist(
+            [enc[i] for i in rows.tolist()],
+            [enc[i] for i in live.tolist()],
+            scorer=LCSseq.similarity,
+            dtype=np.int32,
+            workers=self.workers,
+        )
+        inner = _f_measure_array(lcs, qlen[rows][:, None], qlen[live][None, :])
+        row_of = np.full(nb, -1)
+        row_of[rows] = np.arange(len(rows))
+        col_of = np.full(nb, -1)
+        col_of[live] = np.arange(len(live))
+        # the decisions, in order
+        accepted: list[int] = []
+        acc_cols: list[int] = []
+        exceeds = pool_ex.copy()
+        best = pool_max.copy()
+        # rows with a score > threshold against an earlier text of the block
+        hot = ((inner > threshold) & (live[None, :] < rows[:, None])).any(axis=1)
+        for j in range(nb):
+            r = row_of[j]
+            if r >= 0 and acc_cols and (k is not None or hot[r]):
+                before = inner[r, acc_cols]
+                if k is not None:
+                    best[j] = max(best[j], float(before.max()))
+                if not exceeds[j] and (before > threshold).any():
+                    exceeds[j] = True
+            if not exceeds[j]:
+                accepted.append(j)
+                acc_cols.append(int(col_of[j]))
+        if k is None:
+            out = [Match(bool(x), 0.0, _NO_IDS, np.zeros(0)) for x in exceeds]
+        else:
+            pool = self._pool_lists(
+                texts, enc, qlen, orders, accepted, (qi, ids, f), threshold, k, n0
+            )
+            rank = {j: a for a, j in enumerate(accepted)}
+            out = []
+            for j in range(nb):
+                if exceeds[j]:
+                    out.append(Match(True, float(best[j]), _NO_IDS, np.zeros(0)))
+                    continue
+                idx, sc = pool[j]
+                a = rank[j]  # the block's texts accepted before j follow the pool
+                if a:
+                    s_in = inner[row_of[j], col_of[accepted[:a]]]
+                    keep = s_in > (sc[-1] if len(sc) >= max(k, 1) else 0.0)
+                    if keep.any():
+                        idx = np.concatenate((idx, n0 + np.flatnonzero(keep)))
+                        sc = np.concatenate((sc, s_in[keep]))
+                        sel = np.lexsort((idx, -sc))[: max(k, 1)]
+                        idx, sc = idx[sel], sc[sel]
+                out.append(Match(False, float(sc[0]) if len(sc) else 0.0, idx[:k], sc[:k]))
+        for j in accepted:
+            self._append(texts[j], enc[j])
+        return out
+
+    def _level_pairs(
+        self,
+        orders: list[list[str]],
+        qlen: np.ndarray,
+        qs: np.ndarray,
+        tau: float,
+        floor: float | np.ndarray,
+        src: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (query, pool text) pairs of queries `qs` (positions in `orders`, each query's keys
+        in the global order; lengths `qlen`) that can score >= max(tau, floor) - eps, with
+        their bounds; sorted by query, then pool index. `floor`: one value, or one per query.
+
+        Level tau's prefixes find every pair scoring >= tau - eps; the first shared key (query
+        position i, text position j) bounds the LCS by min(lq - i, lp - j): no key before it in
+        the order is shared, since it would lie in both prefixes too. The postings read are
+        level `src`'s (default tau; a lower level holds longer prefixes, cut to tau's here).
+        """
+        src = tau if src is None else src
+        post = self._level(src)
+        chunks, cq, cpos = [], [], []
+        for q in qs.tolist():
+            o = orders[q]
+            for i in range(_prefix_len(tau, len(o))):
+                p = post.get(o[i])
+                if p is not None:
+                    chunks.append(p)
+                    cq.append(q)
+                    cpos.append(i)
+        if not chunks:
+            return _NO_IDS, _NO_IDS, np.zeros(0)
+        sizes = [len(c) for c in chunks]
+        e = np.frombuffer(b"".join(chunks), dtype=np.int64)  # a copy: no view on the postings
+        qi = np.repeat(np.array(cq, dtype=np.int64), sizes)
+        pos = np.repeat(np.array(cpos, dtype=np.int64), sizes)
+        ids = e >> _POS_BITS
+        lp = self._lens[ids]
+        lq = qlen[qi]
+        pp = e & _POS_MASK
+        bound = 2.0 * np.minimum(lq - pos, lp - pp) / (lq + lp)
+        low = np.maximum(floor[qi], tau) if isinstance(floor, np.ndarray) else max(floor, tau)
+        keep = bound >= low - _EPS
+        if src != tau:
+            keep &= pp < self._prefix_lens(tau)[lp]
+        keep = np.flatnonzero(keep)
+        # the first entry of a pair (its first shared key) has the largest bound; the stable
+        # sort of np.unique keeps entries in reading order
+        key, first = np.unique((qi[keep] << 32) | ids[keep], return_index=True)
+        return key >> 32, key & 0xFFFFFFFF, bound[keep[first]]
+
+    def _prefix_lens(self, tau: float) -> np.ndarray:
+        """`_prefix_len(tau, n)` for every pool text length n, as a table."""
+        need = int(self._lens[: len(self._enc)].max(initial=0)) + 1
+        table = self._plens.get(tau)
+        if table is None or len(table) < need:
+            size = max(need, 2 * len(table) if table is not None else 256)
+            table = np.array([_prefix_len(tau, n) for n in range(size)], dtype=np.int64)
+            self._plens[tau] = table
+        return table
+
+    def _lcs_many(self, q: str, ids: np.ndarray) -> np.ndarray:
+        """LCS of encoded query q with each pool text `ids`."""
+        if len(ids) <= 8:
+            sim = LCSseq.similarity
+            enc = self._enc
+            return np.array([sim(q, enc[i]) for i in ids.tolist()], dtype=np.int64)
+        choices = self._enc_arr[ids]
+        return cdist([q], choices, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)[
+            0
+        ]
+
+    def _pair_scores(
+        self, enc: list[str], qlen: np.ndarray, qi: np.ndarray, ids: np.ndarray
+    ) -> np.ndarray:
+        """Exact F of block queries qi (prediction; sorted) against pool texts ids, pair by pair
+        (each pair shares a key, so LCS >= 1); the same float operations as `_f_measure`."""
+        n = len(ids)
+        if not n:
+            return np.zeros(0)
+        lcs = np.empty(n, dtype=np.int64)
+        cut = (np.flatnonzero(np.diff(qi)) + 1).tolist()
+        for a, b in zip([0, *cut], [*cut, n], strict=True):
+            lcs[a:b] = self._lcs_many(enc[qi[a]], ids[a:b])
+        self.stats["exact"] += n
+        p = lcs / qlen[qi]
+        r = lcs / self._lens[ids]
+        return 2 * p * r / (p + r)
+
+    def _pool_lists(
+        self,
+        texts: list[str],
+        enc: list[str],
+        qlen: np.ndarray,
+        orders: list[list[str]],
+        accepted: list[int],
+        pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+        threshold: float,
+        k: int,
+        n0: int,
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The k most similar texts of the pool as it was before the block (k >= 1), for the
+        block's accepted texts, from the threshold level's scored `pairs` on down the ladder.
+
+        Each round reads, for every unfinished text, the level at (or just below) its k-th best
+        score so far (with fewer than k, or below `_BASE`: `_FIRST`, then `_BASE`), scores the new
+        pairs whose bound reaches that k-th best, from the highest bound while it can (as
+        `_score_down`). A text is finished when its k-th best is at or above the level read; one
+        whose k-th best is below `_BASE` gets the full walk."""
+        k = max(k, 1)
+        if n0 == 0 or not accepted:
+            return dict.fromkeys(accepted, (_NO_IDS, np.zeros(0)))
+        qi, ids, f = pairs
+        acc = np.array(accepted, dtype=np.int64)
+        starts = np.searchsorted(qi, acc, "left").tolist()
+        ends = np.searchsorted(qi, acc, "right").tolist()
+        got = {j: (ids[a:b], f[a:b]) for j, a, b in zip(accepted, starts, ends, strict=True)}
+        tau = {j: _kth(got[j][1], k) for j in accepted}
+        level = dict.fromkeys(accepted, threshold)
+        pending = [j for j in accepted if tau[j] < threshold]
+        walk: list[int] = []
+        floors = np.zeros(len(texts))
+        while pending:
+            groups: dict[float, list[int]] = {}
+            for j in pending:
+                # at (or just below) the k-th best: done after one read; with fewer than k
+                # scores or a k-th best below the base, a middle level first, then the base
+                lv = _read_level(tau[j]) if tau[j] > 0 else None
+                if lv is None:
+                    lv = next((x for x in (_FIRST, _BASE) if x < level[j]), None)
+                if lv is None:
+                    walk.append(j)
+                    continue
+                groups.setdefault(lv, []).append(j)
+                level[j] = lv
+            pending = []
+            for lv, qs in groups.items():
+                qs.sort()  # pairs come sorted by query
+                qs_arr = np.array(qs, dtype=np.int64)
+                floors[qs_arr] = [tau[j] for j in qs]
+                q2, i2, b2 = self._level_pairs(orders, qlen, qs_arr, lv, floors, _BASE)
+                starts = np.searchsorted(q2, qs_arr, "left").tolist()
+                ends = np.searchsorted(q2, qs_arr, "right").tolist()
+                for j, a, b in zip(qs, starts, ends, strict=True):
+                    old_i, old_f = got[j]
+                    new_i, new_b = i2[a:b], b2[a:b]
+                    if len(old_i) and len(new_i):
+                        fresh = ~np.isin(new_i, old_i, assume_unique=True)
+                        new_i, new_b = new_i[fresh], new_b[fresh]
+                    if len(new_i):
+                        new_i, new_f = self._score_from_top(enc[j], new_i, new_b, old_f, k)
+                        got[j] = (np.concatenate((old_i, new_i)), np.concatenate((old_f, new_f)))
+                        tau[j] = _kth(got[j][1], k)
+                    if tau[j] < lv:
+                        pending.append(j)
+        out = {}
+        for j in accepted:
+            i, sc = got[j]
+            sel = np.lexsort((i, -sc))[:k]
+            out[j] = (i[sel].astype(np.int64), sc[sel])
+        for j in walk:
+            qy = _Query(self, texts[j])
+            try:
+                out[j] = qy.top_k(k)
+            finally:
+                qy.close()
+                self.stats["pairs"] -= n0
+        return out
+
+    def _score_from_top(
+        self, q: str, ids: np.ndarray, bound: np.ndarray, have: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`_score_down` for one block query: ids, sorted by id, with their bounds, all at or
+        above the query's k-th best score of `have`; returns the pairs scored and their F."""
+        if len(ids) > 96:
+            order = np.argsort(-bound, kind="stable")
+            ids, bound = ids[order], bound[order]
+        return self._score_down(q, ids, bound, _kth(have, k), k, have)
+
+
+def _chunks(texts: Iterable[str], size: int) -> Iterable[list[str]]:
+    """`texts` in lists of `size` (the last one shorter)."""
+    it = iter(texts)
+    while chunk := list(islice(it, max(size, 1))):
+        yield chunk
