@@ -994,18 +994,18 @@ class NoveltyIndex:
             return _NO_IDS, _NO_IDS, np.zeros(0)
         sizes = [len(c) for c in chunks]
         e = np.frombuffer(b"".join(chunks), dtype=np.int64)  # a copy: no view on the postings
-        qi = np.repeat(np.array(cq, dtype=np.int64), sizes)
-        pos = np.repeat(np.array(cpos, dtype=np.int64), sizes)
+        qp = np.repeat((np.array(cq, dtype=np.int64) << _POS_BITS) | cpos, sizes)
         ids = e >> _POS_BITS
         lp = self._lens[ids]
-        lq = qlen[qi]
         pp = e & _POS_MASK
-        bound = 2.0 * np.minimum(lq - pos, lp - pp) / (lq + lp)
+        if src != tau:  # cut the longer prefixes of level src to tau's
+            m = np.flatnonzero(pp < self._prefix_lens(tau)[lp])
+            qp, ids, lp, pp = qp[m], ids[m], lp[m], pp[m]
+        qi = qp >> _POS_BITS
+        lq = qlen[qi]
+        bound = 2.0 * np.minimum(lq - (qp & _POS_MASK), lp - pp) / (lq + lp)
         low = np.maximum(floor[qi], tau) if isinstance(floor, np.ndarray) else max(floor, tau)
-        keep = bound >= low - _EPS
-        if src != tau:
-            keep &= pp < self._prefix_lens(tau)[lp]
-        keep = np.flatnonzero(keep)
+        keep = np.flatnonzero(bound >= low - _EPS)
         # the first entry of a pair (its first shared key) has the largest bound; the stable
         # sort of np.unique keeps entries in reading order
         key, first = np.unique((qi[keep] << 32) | ids[keep], return_index=True)
@@ -1065,10 +1065,10 @@ class NoveltyIndex:
         block's accepted texts, from the threshold level's scored `pairs` on down the ladder.
 
         Each round reads, for every unfinished text, the level at (or just below) its k-th best
-        score so far (with fewer than k, or below `_BASE`: `_FIRST`, then `_BASE`), scores the new
-        pairs whose bound reaches that k-th best, from the highest bound while it can (as
-        `_score_down`). A text is finished when its k-th best is at or above the level read; one
-        whose k-th best is below `_BASE` gets the full walk."""
+        score so far (with fewer than k, or below `_BASE`: `_FIRST`, then `_BASE`) and scores
+        every new pair whose bound reaches that k-th best. A text is finished when its k-th best
+        is at or above the level read; one whose k-th best is below `_BASE` gets the full walk.
+        Levels >= `_FIRST` are read from `_FIRST`'s postings, lower ones from `_BASE`'s."""
         k = max(k, 1)
         if n0 == 0 or not accepted:
             return dict.fromkeys(accepted, (_NO_IDS, np.zeros(0)))
@@ -1082,6 +1082,7 @@ class NoveltyIndex:
         pending = [j for j in accepted if tau[j] < threshold]
         walk: list[int] = []
         floors = np.zeros(len(texts))
+        mark = self._mark
         while pending:
             groups: dict[float, list[int]] = {}
             for j in pending:
@@ -1100,17 +1101,19 @@ class NoveltyIndex:
                 qs.sort()  # pairs come sorted by query
                 qs_arr = np.array(qs, dtype=np.int64)
                 floors[qs_arr] = [tau[j] for j in qs]
-                q2, i2, b2 = self._level_pairs(orders, qlen, qs_arr, lv, floors, _BASE)
+                src = _FIRST if lv >= _FIRST else _BASE
+                q2, i2, _ = self._level_pairs(orders, qlen, qs_arr, lv, floors, src)
                 starts = np.searchsorted(q2, qs_arr, "left").tolist()
                 ends = np.searchsorted(q2, qs_arr, "right").tolist()
                 for j, a, b in zip(qs, starts, ends, strict=True):
                     old_i, old_f = got[j]
-                    new_i, new_b = i2[a:b], b2[a:b]
-                    if len(old_i) and len(new_i):
-                        fresh = ~np.isin(new_i, old_i, assume_unique=True)
-                        new_i, new_b = new_i[fresh], new_b[fresh]
-                    if len(new_i):
-                        new_i, new_f = self._score_from_top(enc[j], new_i, new_b, old_f, k)
+                    new_i = i2[a:b]
+                    if len(old_i) and len(new_i):  # drop the pairs scored before
+                        mark[old_i] = True
+                        new_i = new_i[~mark[new_i]]
+                        mark[old_i] = False
+                    if len(new_i):  # one call: the bounds seldom rule out much here
+                        new_f = self._exact(enc[j], new_i)
                         got[j] = (np.concatenate((old_i, new_i)), np.concatenate((old_f, new_f)))
                         tau[j] = _kth(got[j][1], k)
                     if tau[j] < lv:
@@ -1128,16 +1131,6 @@ class NoveltyIndex:
                 qy.close()
                 self.stats["pairs"] -= n0
         return out
-
-    def _score_from_top(
-        self, q: str, ids: np.ndarray, bound: np.ndarray, have: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """`_score_down` for one block query: ids, sorted by id, with their bounds, all at or
-        above the query's k-th best score of `have`; returns the pairs scored and their F."""
-        if len(ids) > 96:
-            order = np.argsort(-bound, kind="stable")
-            ids, bound = ids[order], bound[order]
-        return self._score_down(q, ids, bound, _kth(have, k), k, have)
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterable[list[str]]:
