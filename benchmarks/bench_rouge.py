@@ -381,6 +381,51 @@ def anchor_overlap_bound(seeds: list[str], cands: list[str], threshold: float = 
     return time.perf_counter() - t, out
 
 
+def _grow_one_at_a_time(seeds, texts, checkpoints):
+    """kit, one text at a time, as stage 1 judges candidates: `NoveltyFilter.check`, then `add`.
+    Stops at the last checkpoint; returns (decisions, {accepted: (seen, seconds, pairs)})."""
+    f = NoveltyFilter({"A": seeds}, with_mean=False)
+    pool = f.pools["A"]
+    accepted, pairs = 0, 0
+    at: dict[int, tuple[int, float, int]] = {}
+    kit = []
+    t0 = time.perf_counter()
+    for seen, text in enumerate(texts, start=1):
+        pairs += len(pool)
+        d = f.check(text, "A")
+        kit.append((d.accepted, d.max_score, d.most_similar))
+        if d.accepted:
+            f.add(text, "A")
+            accepted += 1
+            if accepted in checkpoints:
+                at[accepted] = (seen, time.perf_counter() - t0, pairs)
+                if accepted == checkpoints[-1]:
+                    break
+    return kit, at
+
+
+def _grow_bulk(seeds, cands, checkpoints, block, lists: bool):
+    """kit, in bulk: `NoveltyFilter.add_novel` (lists) or `NoveltyIndex.add_novel_decisions`,
+    fed `block` candidates per call (its own block size), so the time at each checkpoint can
+    be read. Returns (decisions, {accepted: seconds at the end of the block reaching it})."""
+    f = NoveltyFilter({"A": seeds}, with_mean=False)
+    idx = f.pools["A"]
+    out: list = []
+    at: dict[int, float] = {}
+    t0 = time.perf_counter()
+    for b0 in range(0, len(cands), block):
+        chunk = cands[b0 : b0 + block]
+        if lists:
+            out += [(d.accepted, d.max_score, d.most_similar) for d in f.add_novel(chunk, "A")]
+        else:
+            out += idx.add_novel_decisions(chunk, 0.7, block=block).tolist()
+        n = len(idx) - len(seeds)
+        for c in checkpoints:
+            if c <= n and c not in at:
+                at[c] = time.perf_counter() - t0
+    return out, at
+
+
 def bench_growth(target: int, every: int, block: int = 256) -> None:
     texts = real_like_texts(target * 3, seed=2)
     seeds = texts[:175]
@@ -392,26 +437,10 @@ def bench_growth(target: int, every: int, block: int = 256) -> None:
         scorer.score(a, b)
     per_pair = (time.perf_counter() - t) / 100
 
-    # kit (1): decision + 10 most similar, as stage 1 runs it (NoveltyFilter.check, then add)
-    f = NoveltyFilter({"A": seeds}, with_mean=False)
-    pool = f.pools["A"]
-    accepted, pairs = 0, 0
-    at: dict[int, tuple[int, float, int]] = {}
-    kit = []
-    t0 = time.perf_counter()
-    for seen, text in enumerate(texts[175:], start=1):
-        pairs += len(pool)
-        d = f.check(text, "A")
-        kit.append((d.accepted, d.max_score, d.most_similar))
-        if d.accepted:
-            f.add(text, "A")
-            accepted += 1
-            if accepted in checkpoints:
-                at[accepted] = (seen, time.perf_counter() - t0, pairs)
-                if accepted == checkpoints[-1]:
-                    break
+    kit, at = _grow_one_at_a_time(seeds, texts[175:], checkpoints)
     cands = texts[175 : 175 + len(kit)]
-    # kit (2): decisions alone (NoveltyIndex.exceeds, then add), same candidates
+    want = [d[0] for d in kit]
+    # decisions alone, one at a time (NoveltyIndex.exceeds, then add), same candidates
     idx = NoveltyIndex()
     idx.extend(seeds)
     dec_kit = []
@@ -424,41 +453,52 @@ def bench_growth(target: int, every: int, block: int = 256) -> None:
             idx.add(text)
             if len(idx) - 175 in checkpoints:
                 dec_at[len(idx) - 175] = time.perf_counter() - t0
+    bulk, bulk_at = _grow_bulk(seeds, cands, checkpoints, block, lists=True)
+    bulk_dec, bulk_dec_at = _grow_bulk(seeds, cands, checkpoints, block, lists=False)
     # anchors, same candidates
     t_b, dec_b = anchor_overlap_bound(seeds, cands)
     t_a, runs, a_at, mismatches = anchor_all_pairs(seeds, cands, kit, block, every)
-    want = [d[0] for d in kit]
     print("\n## growth: building a novel set incrementally (threshold 0.7, 10 most similar kept)")
     print(
-        f"{'accepted':>9}{'seen':>9}{'kit: decision+top-10 s':>24}{'kit: decisions s':>18}"
-        f"{'(a) all pairs s':>17}{'rouge-score s (est.)':>22}"
+        "kit, one at a time = NoveltyFilter.check then add (as stage 1 judges candidates); "
+        f"kit, bulk = NoveltyFilter.add_novel, blocks of {block}. Seconds to reach each count."
+    )
+    print(
+        f"{'accepted':>9}{'seen':>8}{'top-10: one at a time':>23}{'bulk':>7}"
+        f"{'decisions: one at a time':>26}{'bulk':>7}{'(a) all pairs':>15}"
+        f"{'rouge-score (est.)':>20}"
     )
     for c in checkpoints:
         seen, tk, pr = at[c]
         ta = a_at.get(min((s for s in a_at if s >= seen), default=len(kit)), float("nan"))
         ta *= (-(-len(kit) // block)) / max(runs, 1) if every > 1 else 1
         print(
-            f"{c:>9,}{seen:>9,}{tk:>24.1f}{dec_at.get(c, float('nan')):>18.1f}"
-            f"{ta:>17.1f}{pr * per_pair:>22.0f}"
+            f"{c:>9,}{seen:>8,}{tk:>23.1f}{bulk_at.get(c, float('nan')):>7.1f}"
+            f"{dec_at.get(c, float('nan')):>26.1f}{bulk_dec_at.get(c, float('nan')):>7.1f}"
+            f"{ta:>15.1f}{pr * per_pair:>20.0f}"
         )
-    tk = at[checkpoints[-1]][1]
-    td = dec_at.get(checkpoints[-1], float("nan"))
+    last = checkpoints[-1]
+    tk, tkb = at[last][1], bulk_at.get(last, float("nan"))
+    td, tdb = dec_at.get(last, float("nan")), bulk_dec_at.get(last, float("nan"))
     scaled = f" (every {every}th block of {block} timed, scaled)" if every > 1 else ""
     print(f"(a) all pairs exact, batched cdist on all cores: {t_a:.1f} s{scaled}")
     print(f"(b) decisions alone, straightforward overlap-bound index: {t_b:.1f} s")
+    for name, val, ref, target in (
+        ("kit bulk decision+top-10 / (a)", tkb, t_a, TARGET_TOP10),
+        ("kit bulk decisions alone / (b)", tdb, t_b, TARGET_DECISIONS),
+    ):
+        verdict = "met" if val / ref <= target else "NOT met"
+        print(f"{name} = {val / ref:.3f}x (target <= {target:.3f}x: {verdict})")
     print(
-        f"kit decision+top-10 / (a) = {tk / t_a:.3f}x (target <= {TARGET_TOP10:.3f}x: "
-        f"{'met' if tk / t_a <= TARGET_TOP10 else 'NOT met'})"
+        f"one at a time: decision+top-10 / (a) = {tk / t_a:.3f}x; decisions alone / (b) = "
+        f"{td / t_b:.3f}x"
     )
+    print(f"kit bulk decision+top-10 vs rouge-score (est.): {at[last][2] * per_pair / tkb:,.0f}x")
     print(
-        f"kit decisions alone / (b) = {td / t_b:.3f}x (target <= {TARGET_DECISIONS:.3f}x: "
-        f"{'met' if td / t_b <= TARGET_DECISIONS else 'NOT met'})"
-    )
-    print(f"kit decision+top-10 vs rouge-score (est.): {pairs * per_pair / tk:,.0f}x")
-    print(
-        f"identical: kit decisions, maxima and top-10 lists = (a)'s on {runs:,} blocks: "
-        f"{mismatches == 0}; kit decisions alone = kit's with lists: {dec_kit == want}; "
-        f"(b)'s decisions = kit's: {dec_b == want}"
+        f"identical: one-at-a-time decisions, maxima and top-10 lists = (a)'s on {runs:,} "
+        f"blocks: {mismatches == 0}; bulk = one at a time: {bulk == kit}; decisions alone (one "
+        f"at a time, bulk) = with lists: {dec_kit == want}, {bulk_dec == want}; (b)'s = kit's: "
+        f"{dec_b == want}"
     )
 
 

@@ -106,3 +106,36 @@ def test_growing_novelty_filter_equals_brute_force(data_root):
             pool.append(c)
             accepted += 1
     assert 200 < accepted < len(cands)  # both outcomes occur
+
+
+@pytest.mark.parametrize("with_mean", [False, True])
+def test_add_novel_equals_check_then_add(data_root, with_mean):
+    """The bulk call gives the decisions, maxima, lists and pool of checking and adding one
+    text at a time (near-duplicates of each other inside one call included)."""
+    import json
+    import random
+
+    si = data_root / "self_instruct"
+    with open(si / "seed_tasks.jsonl") as f:
+        seeds = [json.loads(line)["instruction"] for line in f if line.strip()]
+    with open(si / "user_oriented_instructions.jsonl") as f:
+        user = [json.loads(line)["instruction"] for line in f if line.strip()]
+    rng = random.Random(1)
+    cands = list(user)
+    for _ in range(120):
+        a, b = rng.sample(seeds + user, 2)
+        wa, wb = a.split(), b.split()
+        cands.append(" ".join(wa[: len(wa) // 2] + wb[len(wb) // 2 :]))
+    cands += [user[5], user[5] + " Now.", ""]
+    one = NoveltyFilter({"A": seeds[:60]}, with_mean=with_mean)
+    expected = []
+    for c in cands:
+        d = one.check(c, "A")
+        if d.accepted:
+            one.add(c, "A")
+        expected.append(d)
+    bulk = NoveltyFilter({"A": seeds[:60]}, with_mean=with_mean)
+    got = bulk.add_novel(cands, "A")
+    assert got == expected
+    assert bulk.pools["A"].texts == one.pools["A"].texts
+    assert 0 < sum(not d.accepted for d in got) < len(cands)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .rouge import NoveltyIndex
+from .rouge import Match, NoveltyIndex
 
 MIN_WORDS = 3  # reject if <= this many words
 MAX_WORDS = 150  # reject if > this many words
@@ -80,6 +80,14 @@ class NoveltyDecision:
         return None if self.accepted else "not_novel"
 
 
+def _decision(pool: NoveltyIndex, m: Match) -> NoveltyDecision:
+    """A `NoveltyIndex` match as the filter's verdict (the kept list as pool texts)."""
+    if m.exceeds:
+        return NoveltyDecision(False, m.max_score)
+    top = [(pool.texts[i], float(s)) for i, s in zip(m.indices.tolist(), m.scores, strict=True)]
+    return NoveltyDecision(True, m.max_score, top, None)
+
+
 class NoveltyFilter:
     """Per-type pools of seeds and accepted instructions; decides novelty exactly.
 
@@ -117,12 +125,23 @@ class NoveltyFilter:
             order = np.lexsort((np.arange(len(scores)), -scores))[: self.keep_top]
             top = [(pool.texts[i], float(scores[i])) for i in order]
             return NoveltyDecision(best <= self.threshold, best, top, float(scores.mean()))
-        m = pool.match(text, self.threshold, self.keep_top)
-        if m.exceeds:
-            return NoveltyDecision(False, m.max_score)
-        top = [(pool.texts[i], float(s)) for i, s in zip(m.indices.tolist(), m.scores, strict=True)]
-        return NoveltyDecision(True, m.max_score, top, None)
+        return _decision(pool, pool.match(text, self.threshold, self.keep_top))
 
     def add(self, text: str, task_type: str) -> None:
         """Add an accepted instruction to its type's pool."""
         self.pools[task_type].add(text)
+
+    def add_novel(self, texts: Iterable[str], task_type: str) -> list[NoveltyDecision]:
+        """`check` each text, then `add` it when accepted, in order: the same decisions, lists
+        and pool as that loop. Without `with_mean` it runs a block of texts at a time
+        (`NoveltyIndex.add_novel`), which is what makes a 50k-instruction pool take seconds."""
+        if self.with_mean:
+            out = []
+            for t in texts:
+                d = self.check(t, task_type)
+                if d.accepted:
+                    self.add(t, task_type)
+                out.append(d)
+            return out
+        pool = self.pools[task_type]
+        return [_decision(pool, m) for m in pool.add_novel(texts, self.threshold, self.keep_top)]
