@@ -13,16 +13,19 @@ user-oriented instructions, sentences of the recorded GPT-3 outputs, and recombi
    kit rows are `pairwise_rouge_l` per triple (normalize + scores, nothing shared between
    triples), `select_consensus` (the whole decision) and `pairwise_rouge_l_batch` (each distinct
    text and pair once). Every score is checked equal to rouge-score's.
-3. growth: building a 50k-instruction set incrementally with the novelty filter: the kit's
-   (1) decision + 10 most similar (`NoveltyFilter.check` then `add`, as stage 1 runs it) and (2)
-   decisions alone (`NoveltyIndex.exceeds` then `add`), next to the two anchors of the
-   performance issue measured in the same run on the same candidates: (a) every pair scored
-   exactly by a batched kernel (rapidfuzz `cdist`, LCS on token-id strings, all cores, a block of
-   candidates against the pool at a time; only the kernel calls are timed) and (b) decisions
-   alone with a straightforward inverted-index overlap bound. It prints kit/(a) and kit/(b)
-   against the issue's target ratios (30/129 and 15/17.9) and checks that the kit's decisions,
-   maxima and top-10 lists equal (a)'s and its decisions (b)'s. rouge-score is extrapolated
-   from its per-pair time. `--every n` times (a) on every n-th block only and scales it.
+3. growth: building a 50k-instruction set incrementally with the novelty filter, four kit rows:
+   decision + 10 most similar one text at a time (`NoveltyFilter.check` then `add`, as stage 1
+   judges candidates) and in bulk (`NoveltyFilter.add_novel`), decisions alone one at a time
+   (`NoveltyIndex.exceeds` then `add`) and in bulk (`NoveltyIndex.add_novel_decisions`), next to
+   the two anchors of the performance issue measured in the same run on the same candidates: (a)
+   every pair scored exactly by a batched kernel (rapidfuzz `cdist`, LCS on token-id strings, all
+   cores, a block of candidates against the pool at a time; only the kernel calls are timed) and
+   (b) decisions alone with a straightforward inverted-index overlap bound. It prints the bulk
+   rows over (a) and (b) against the issue's target ratios (30/129 and 15/17.9), the
+   one-at-a-time ratios, and checks that the bulk decisions, maxima and lists equal the
+   one-at-a-time ones, those equal (a)'s, and every kit row's decisions equal (b)'s. rouge-score
+   is extrapolated from its per-pair time. `--every n` times (a) on every n-th block only and
+   scales it.
 
 Run: python benchmarks/bench_rouge.py [--quick] [--pool 50000] [--growth 50000] [--triples 10000]
      [--only novelty|consensus|growth] [--every 1]

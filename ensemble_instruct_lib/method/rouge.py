@@ -21,7 +21,8 @@ shared keys count the token-multiset overlap, an upper bound on the LCS). A quer
 from the rarest: a pool text sharing none of the first m keys has LCS <= len(query) - m, so once
 that bound is below the threshold (or the current k-th best score) the common keys need not be read
 at all, and only the texts found so far whose bound can still reach it get an exact LCS. Decisions,
-maxima and top-k lists are exact (ties broken by insertion order).
+maxima and top-k lists are exact (ties broken by insertion order). `NoveltyIndex.add_novel` grows a
+pool from many texts with the answers of checking and adding them one at a time, a block at a time.
 
 Not included: Rouge-1/2 and Rouge-Lsum (the method does not use them).
 """
@@ -566,9 +567,13 @@ class NoveltyIndex:
     only the prefix of its ordered keys for a level tau, so a query reads a few short posting
     lists; the first shared key, at position i of the query and j of the pool text, bounds the
     overlap (hence the LCS) by min(lq - i, lp - j). Only texts whose bound reaches the threshold
-    (or the current k-th best score) get an exact LCS. `top_k` and `max_score` walk the full
-    inverted index from the rarest key. `stats` counts pairs considered and pairs whose LCS was
-    computed. Decisions, maxima and top-k lists are exact (ties broken by insertion order).
+    (or the current k-th best score) get an exact LCS. The k most similar of a text that does
+    not exceed the threshold are read at the level of the k-th best score so far, from one
+    posting level at `_BASE` cut to that level; below `_BASE`, and in `top_k` and `max_score`,
+    the full inverted index is walked from the rarest key. `add_novel` and
+    `add_novel_decisions` grow the pool from many texts a block at a time. `stats` counts pairs
+    considered and pairs whose LCS was computed. Decisions, maxima and top-k lists are exact
+    (ties broken by insertion order).
     """
 
     def __init__(self, stem: bool = False, workers: int = 1) -> None:
