@@ -66,27 +66,36 @@ def test_novelty_filter_matches_rouge_score(data_root):
         assert f.check("Compose a limerick about a cat who loves jazz.", "B").accepted
 
 
-def test_growing_novelty_filter_equals_brute_force(data_root):
-    """Build a novel set incrementally: every decision, maximum and top-10 list of the bounded
-    search equals the brute-force one (every pair scored; rouge-score itself on a sample)."""
+def _seeds_users_and_recombinations(data_root, seed: int, n: int):
+    """The seed instructions, the user-oriented ones, and candidates: the user-oriented ones
+    then n recombinations of halves of two real instructions (many near-duplicates)."""
     import json
     import random
-
-    from ensemble_instruct_lib.method.rouge import rouge_l_many
 
     si = data_root / "self_instruct"
     with open(si / "seed_tasks.jsonl") as f:
         seeds = [json.loads(line)["instruction"] for line in f if line.strip()]
     with open(si / "user_oriented_instructions.jsonl") as f:
         user = [json.loads(line)["instruction"] for line in f if line.strip()]
-    rng = random.Random(0)
+    rng = random.Random(seed)
     cands = list(user)
-    for _ in range(150):  # recombinations: many near-duplicates of accepted texts
+    for _ in range(n):
         a, b = rng.sample(seeds + user, 2)
         wa, wb = a.split(), b.split()
         cands.append(" ".join(wa[: len(wa) // 2] + wb[len(wb) // 2 :]))
+    return seeds, user, cands
+
+
+def test_growing_novelty_filter_equals_brute_force(data_root):
+    """Build a novel set incrementally: every decision, maximum and top-10 list of the bounded
+    search equals the brute-force one (every pair scored; rouge-score itself on a sample)."""
+    import random
+
+    from ensemble_instruct_lib.method.rouge import rouge_l_many
+
+    seeds, user, cands = _seeds_users_and_recombinations(data_root, seed=0, n=150)
     cands += [seeds[3], seeds[3] + " Now.", "", "Ünïcödé text with émphasis and ＦＵＬＬ width"]
-    rng.shuffle(cands)
+    random.Random(0).shuffle(cands)
     f = NoveltyFilter({"A": seeds}, with_mean=False)
     pool = list(seeds)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -112,20 +121,7 @@ def test_growing_novelty_filter_equals_brute_force(data_root):
 def test_add_novel_equals_check_then_add(data_root, with_mean):
     """The bulk call gives the decisions, maxima, lists and pool of checking and adding one
     text at a time (near-duplicates of each other inside one call included)."""
-    import json
-    import random
-
-    si = data_root / "self_instruct"
-    with open(si / "seed_tasks.jsonl") as f:
-        seeds = [json.loads(line)["instruction"] for line in f if line.strip()]
-    with open(si / "user_oriented_instructions.jsonl") as f:
-        user = [json.loads(line)["instruction"] for line in f if line.strip()]
-    rng = random.Random(1)
-    cands = list(user)
-    for _ in range(120):
-        a, b = rng.sample(seeds + user, 2)
-        wa, wb = a.split(), b.split()
-        cands.append(" ".join(wa[: len(wa) // 2] + wb[len(wb) // 2 :]))
+    seeds, user, cands = _seeds_users_and_recombinations(data_root, seed=1, n=120)
     cands += [user[5], user[5] + " Now.", ""]
     one = NoveltyFilter({"A": seeds[:60]}, with_mean=with_mean)
     expected = []
