@@ -327,10 +327,8 @@ def test_match_hand_worked_ties_at_the_threshold_and_the_tenth_place():
 def test_match_on_a_growing_pool_across_re_rankings_equals_rouge_score():
     """A pool grown past the re-rankings of the key order (at 512 and 1,024 texts), queried as
     it grows, so prefix postings posted under one order are re-posted under the next; mid-size
-    vocabulary so that many queries have 10 scores >= 0.3 (the one-level top-k path) and some
-    exceed 0.7 (the decision's maximum)."""
-    import ensemble_instruct_lib.method.rouge as rouge_mod
-
+    vocabulary so that many queries have 10 scores >= 0.3 (the decision's scores bound the
+    walk) and some exceed 0.7 (the decision's maximum)."""
     rng = random.Random(21)
     words = [f"w{i}" for i in range(60)]
     base = [rng.choices(words, k=rng.randint(3, 16)) for _ in range(200)]
@@ -363,9 +361,7 @@ def test_match_on_a_growing_pool_across_re_rankings_equals_rouge_score():
     finally:
         NoveltyIndex._candidates = orig
     assert idx._rerank_at > 1_024  # re-ranked at least twice
-    # the decision's level, and top-k reads at several levels between the base and 0.7
-    below = {t for t in levels_used if rouge_mod._BASE <= t < 0.7}
-    assert 0.7 in levels_used and len(below) >= 2, levels_used
+    assert levels_used == {0.7, 0.5}  # prefix levels are read for the decisions only
 
 
 def _one_at_a_time(seeds: list[str], texts: list[str], threshold: float, k: int):
@@ -415,8 +411,8 @@ def test_add_novel_equals_rouge_score_text_by_text():
 
 def test_add_novel_equals_match_then_add_on_a_growing_real_pool(seed_instructions, recorded):
     """Real instructions and output sentences, some repeated and re-worded, past the key
-    re-rankings: the blocks give the one-at-a-time answers, lists and pool; the search reads
-    levels between the base and the threshold and also walks the full index."""
+    re-rankings: the blocks give the one-at-a-time answers, lists and pool; the decisions read
+    the threshold's prefix level, the lists walk the full index."""
     rng = random.Random(4)
     sents = list(
         dict.fromkeys(
@@ -462,4 +458,4 @@ def test_add_novel_equals_match_then_add_on_a_growing_real_pool(seed_instruction
             not m.exceeds for m in ref
         ]
         assert dec.texts == ref_idx.texts
-    assert calls["walk"] > 0 and len({t for t in calls["levels"] if t < 0.5}) >= 2
+    assert calls["walk"] > 0 and calls["levels"] == {0.7, 0.5}

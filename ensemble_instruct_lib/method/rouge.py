@@ -353,17 +353,7 @@ def _prefix_len(tau: float, n: int) -> int:
 _POS_BITS = 20  # a prefix posting is (text index << 20) | min(position in the text's order, mask)
 _POS_MASK = (1 << _POS_BITS) - 1
 _UNSEEN = -(1 << 62)  # rank of a key no pool text has: first in any order
-_BASE = 0.3  # the top-k search reads any level >= this from this level's postings; below, the walk
-_STEP = 0.05  # ... rounded down to a multiple of this (one table of prefix lengths per level)
-_FIRST = 0.5  # the first level for a text whose decision scored fewer than k texts
 _MAX_LEVELS = 8
-
-
-def _read_level(tau: float) -> float | None:
-    """The level to read for a k-th best score of `tau`: tau rounded down to a multiple of
-    `_STEP` (reading lower than tau only finds more), or None below `_BASE`."""
-    level = min(int(tau / _STEP) * _STEP, tau)
-    return level if level >= _BASE - _EPS else None
 
 
 class Match(NamedTuple):
@@ -389,9 +379,9 @@ class _Query:
     score computed here is > 0.
     """
 
-    def __init__(self, index: NoveltyIndex, text: str) -> None:
+    def __init__(self, index: NoveltyIndex, text: str, enc: str | None = None) -> None:
         self.ix = index
-        self.q = index._codes.encode(text)
+        self.q = index._codes.encode(text) if enc is None else enc
         self.lq = len(self.q)
         posts = index._post
         present = []
@@ -421,7 +411,7 @@ class _Query:
             else:
                 ids = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
                 n = len(self.ix._enc)
-                if len(ids) * 64 > n:
+                if len(ids) * 2 > n:  # else sorting is faster (bincount allocates n counts)
                     counts = np.bincount(ids, minlength=n)
                     self.cand = np.flatnonzero(counts)
                     self.cnt = counts[self.cand]
@@ -435,8 +425,7 @@ class _Query:
         """Exact F of the query against candidates `idx` (recorded and marked as scored); the
         same float operations as `_f_measure`, with LCS >= 1 for every candidate."""
         ix = self.ix
-        enc = ix._enc
-        lcs = _lcs_row(self.q, [enc[i] for i in idx.tolist()], ix.workers)
+        lcs = ix._lcs_many(self.q, idx)
         p = lcs / self.lq
         r = lcs / ix._lens[idx]
         sc = 2 * p * r / (p + r)
@@ -542,18 +531,6 @@ class _Rank(dict):
         return _UNSEEN
 
 
-def _kth(sc: np.ndarray, k: int) -> float:
-    """The k-th best of scores `sc` (0.0 while fewer than k)."""
-    n = len(sc)
-    return float(np.partition(sc, n - k)[n - k]) if n >= k else 0.0
-
-
-def _best(ids: np.ndarray, sc: np.ndarray, k: int) -> Match:
-    """A non-exceeding `Match` with the k best of (ids, sc): score desc, then index."""
-    sel = np.lexsort((ids, -sc))[:k]
-    return Match(False, float(sc[sel[0]]), ids[sel].astype(np.int64), sc[sel])
-
-
 class NoveltyIndex:
     """A growing pool of texts, scored against a new text with exact Rouge-L F.
 
@@ -568,12 +545,11 @@ class NoveltyIndex:
     lists; the first shared key, at position i of the query and j of the pool text, bounds the
     overlap (hence the LCS) by min(lq - i, lp - j). Only texts whose bound reaches the threshold
     (or the current k-th best score) get an exact LCS. The k most similar of a text that does
-    not exceed the threshold are read at the level of the k-th best score so far, from one
-    posting level at `_BASE` cut to that level; below `_BASE`, and in `top_k` and `max_score`,
-    the full inverted index is walked from the rarest key. `add_novel` and
-    `add_novel_decisions` grow the pool from many texts a block at a time. `stats` counts pairs
-    considered and pairs whose LCS was computed. Decisions, maxima and top-k lists are exact
-    (ties broken by insertion order).
+    not exceed the threshold come from the walk of the full inverted index (`_Query`), started
+    with the decision's scores: their k-th best tells it how few keys it must read. `add_novel`
+    and `add_novel_decisions` grow the pool from many texts a block at a time. `stats` counts
+    pairs considered and pairs whose LCS was computed. Decisions, maxima and top-k lists are
+    exact (ties broken by insertion order).
     """
 
     def __init__(self, stem: bool = False, workers: int = 1) -> None:
@@ -591,7 +567,6 @@ class NoveltyIndex:
         self._rank = _Rank()  # the global key order (smaller = earlier = rarer)
         self._new_rank = -1
         self._levels: dict[float, dict[str, array]] = {}  # tau -> prefix postings
-        self._plens: dict[float, np.ndarray] = {}  # tau -> prefix length by text length
         self._rerank_at = 0
         self.stats = {"pairs": 0, "exact": 0}
 
@@ -670,10 +645,8 @@ class NoveltyIndex:
         """The prefix postings for level `tau`, built on first use."""
         post = self._levels.get(tau)
         if post is None:
-            if len(self._levels) >= _MAX_LEVELS:  # forget the oldest threshold level
-                old = next((t for t in self._levels if t != _BASE), None)
-                if old is not None:
-                    del self._levels[old]
+            if len(self._levels) >= _MAX_LEVELS:  # forget the oldest level
+                del self._levels[next(iter(self._levels))]
             post = self._levels[tau] = {}
             if len(self._levels) == 1:  # ranks change only here and in `add`, never mid-query
                 self._rerank()
@@ -688,13 +661,13 @@ class NoveltyIndex:
         return sorted(keys, key=self._rank.__getitem__)
 
     def _candidates(
-        self, ordered: list[str], tau: float, floor: float, src: float | None = None
+        self, ordered: list[str], tau: float, floor: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Pool texts that can score >= max(tau, floor) - eps against the query whose ordered
         keys are `ordered`, with their bounds, highest bound first (ties by index); see
         `_level_pairs`."""
         _, ids, bound = self._level_pairs(
-            [ordered], np.array([len(ordered)]), np.zeros(1, dtype=np.int64), tau, floor, src
+            [ordered], np.array([len(ordered)]), np.zeros(1, dtype=np.int64), tau, floor
         )
         order = np.argsort(-bound, kind="stable")
         return ids[order], bound[order]
@@ -708,22 +681,8 @@ class NoveltyIndex:
         r = lcs / self._lens[ids]
         return 2 * p * r / (p + r)
 
-    def _score_down(
-        self, q: str, ids: np.ndarray, bound: np.ndarray, tau: float, k: int, have: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Score candidates `ids` (bounds `bound`, highest first) while their bound can reach the
-        k-th best score, counting the scores `have` already known; returns (ids, scores)."""
-        if len(ids) > 96:
-            sc = self._exact(q, ids[:64])
-            both = np.concatenate((have, sc))
-            if len(both) >= k:
-                tau = max(tau, float(np.partition(both, len(both) - k)[len(both) - k]))
-            rest = ids[64:][bound[64:] >= tau - _EPS]
-            return np.concatenate((ids[:64], rest)), np.concatenate((sc, self._exact(q, rest)))
-        return ids, self._exact(q, ids)
-
-    def _match_prefix(self, q: str, threshold: float, k: int, decide_only: bool) -> Match | None:
-        """`match` (k >= 1) by prefix filtering; None when the top k needs the full walk."""
+    def _match_prefix(self, q: str, threshold: float, k: int, decide_only: bool) -> Match:
+        """`match` (k >= 1): the decision by prefix filtering, then the k best by the walk."""
         self._level(threshold)  # first, as building the first level re-ranks the keys
         ordered = self._order(q)
         ids, bound = self._candidates(ordered, threshold, threshold)
@@ -744,29 +703,26 @@ class NoveltyIndex:
             return Match(True, float(sc.max()), _NO_IDS, np.zeros(0))
         if decide_only:
             return Match(False, 0.0, _NO_IDS, np.zeros(0))
-        # the top k. After reading level L (every text scoring >= L - eps whose bound reaches
-        # the k-th best score tau is scored), the k best are final when tau >= L.
-        tau = _kth(sc, k)
-        if tau >= threshold:
-            return _best(ids, sc, k)
-        # one level, at or just below the k-th best the decision's scores give, read from the
-        # base level's postings; none (fewer than k scores, or a low k-th best): the caller
-        # walks the full index instead
-        level = _read_level(tau)
-        if level is None:
-            return None
-        more, b2 = self._candidates(ordered, level, tau, _BASE)
-        if len(more):
-            mark = self._mark
-            mark[ids] = True
-            new = ~mark[more]
-            mark[ids] = False
-            more, b2 = more[new], b2[new]
-        if len(more):
-            more, sc2 = self._score_down(q, more, b2, tau, k, sc)
-            ids = np.concatenate((ids, more))
-            sc = np.concatenate((sc, sc2))
-        return _best(ids, sc, k)  # tau only rose, so it is still >= level: the k best are final
+        # the top k: the walk of the full index, which the decision's scores start with
+        idx, sc = self._walk(q, ids, sc, k)
+        return Match(False, float(sc[0]) if len(sc) else 0.0, idx, sc)
+
+    def _walk(
+        self, q: str, ids: np.ndarray, sc: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (index, score) of encoded query q by `_Query.top_k`, given the exact scores
+        `sc` of pool texts `ids` already known: their k-th best lets the walk read only the keys
+        that can still reach it."""
+        qy = _Query(self, "", q)
+        if len(ids):
+            qy.sc_idx.append(ids)
+            qy.sc_val.append(sc)
+            self._mark[ids] = True
+        try:
+            return qy.top_k(k)
+        finally:
+            qy.close()
+            self.stats["pairs"] -= len(self._enc)
 
     def scores(self, text: str) -> np.ndarray:
         """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order.
@@ -805,14 +761,6 @@ class NoveltyIndex:
             return Match(False, 0.0, _NO_IDS, np.zeros(0))
         self.stats["pairs"] += len(self._enc)
         m = self._match_prefix(q, threshold, max(k, 1), False)
-        if m is None:  # not exceeded; the k best need the full walk
-            qy = _Query(self, text)
-            try:
-                idx, sc = qy.top_k(max(k, 1))
-            finally:
-                qy.close()
-                self.stats["pairs"] -= len(self._enc)
-            m = Match(False, float(sc[0]) if len(sc) else 0.0, idx, sc)
         if m.exceeds or k >= len(m.indices):
             return m
         return Match(False, m.max_score, m.indices[: max(k, 0)], m.scores[: max(k, 0)])
@@ -845,8 +793,7 @@ class NoveltyIndex:
         if not q or not self._enc:
             return False
         self.stats["pairs"] += len(self._enc)
-        m = self._match_prefix(q, threshold, 1, True)
-        return m is not None and m.exceeds
+        return self._match_prefix(q, threshold, 1, True).exceeds
 
     # -- many texts at once ------------------------------------------------------------------
 
@@ -942,9 +889,7 @@ class NoveltyIndex:
         if k is None:
             out = [Match(bool(x), 0.0, _NO_IDS, np.zeros(0)) for x in exceeds]
         else:
-            pool = self._pool_lists(
-                texts, enc, qlen, orders, accepted, (qi, ids, f), threshold, k, n0
-            )
+            pool = self._pool_lists(enc, accepted, (qi, ids, f), k, n0)
             rank = {j: a for a, j in enumerate(accepted)}
             out = []
             for j in range(nb):
@@ -973,7 +918,6 @@ class NoveltyIndex:
         qs: np.ndarray,
         tau: float,
         floor: float | np.ndarray,
-        src: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The (query, pool text) pairs of queries `qs` (positions in `orders`, each query's keys
         in the global order; lengths `qlen`) that can score >= max(tau, floor) - eps, with
@@ -981,11 +925,9 @@ class NoveltyIndex:
 
         Level tau's prefixes find every pair scoring >= tau - eps; the first shared key (query
         position i, text position j) bounds the LCS by min(lq - i, lp - j): no key before it in
-        the order is shared, since it would lie in both prefixes too. The postings read are
-        level `src`'s (default tau; a lower level holds longer prefixes, cut to tau's here).
+        the order is shared, since it would lie in both prefixes too.
         """
-        src = tau if src is None else src
-        post = self._level(src)
+        post = self._level(tau)
         chunks, cq, cpos = [], [], []
         for q in qs.tolist():
             o = orders[q]
@@ -1003,9 +945,6 @@ class NoveltyIndex:
         ids = e >> _POS_BITS
         lp = self._lens[ids]
         pp = e & _POS_MASK
-        if src != tau:  # cut the longer prefixes of level src to tau's
-            m = np.flatnonzero(pp < self._prefix_lens(tau)[lp])
-            qp, ids, lp, pp = qp[m], ids[m], lp[m], pp[m]
         qi = qp >> _POS_BITS
         lq = qlen[qi]
         bound = 2.0 * np.minimum(lq - (qp & _POS_MASK), lp - pp) / (lq + lp)
@@ -1015,16 +954,6 @@ class NoveltyIndex:
         # sort of np.unique keeps entries in reading order
         key, first = np.unique((qi[keep] << 32) | ids[keep], return_index=True)
         return key >> 32, key & 0xFFFFFFFF, bound[keep[first]]
-
-    def _prefix_lens(self, tau: float) -> np.ndarray:
-        """`_prefix_len(tau, n)` for every pool text length n, as a table."""
-        need = int(self._lens[: len(self._enc)].max(initial=0)) + 1
-        table = self._plens.get(tau)
-        if table is None or len(table) < need:
-            size = max(need, 2 * len(table) if table is not None else 256)
-            table = np.array([_prefix_len(tau, n) for n in range(size)], dtype=np.int64)
-            self._plens[tau] = table
-        return table
 
     def _lcs_many(self, q: str, ids: np.ndarray) -> np.ndarray:
         """LCS of encoded query q with each pool text `ids`."""
@@ -1056,24 +985,15 @@ class NoveltyIndex:
 
     def _pool_lists(
         self,
-        texts: list[str],
         enc: list[str],
-        qlen: np.ndarray,
-        orders: list[list[str]],
         accepted: list[int],
         pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-        threshold: float,
         k: int,
         n0: int,
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """The k most similar texts of the pool as it was before the block (k >= 1), for the
-        block's accepted texts, from the threshold level's scored `pairs` on down the ladder.
-
-        Each round reads, for every unfinished text, the level at (or just below) its k-th best
-        score so far (with fewer than k, or below `_BASE`: `_FIRST`, then `_BASE`) and scores
-        every new pair whose bound reaches that k-th best. A text is finished when its k-th best
-        is at or above the level read; one whose k-th best is below `_BASE` gets the full walk.
-        Levels >= `_FIRST` are read from `_FIRST`'s postings, lower ones from `_BASE`'s."""
+        block's accepted texts: the walk of each, started with the decision's scored `pairs`
+        (sorted by query)."""
         k = max(k, 1)
         if n0 == 0 or not accepted:
             return dict.fromkeys(accepted, (_NO_IDS, np.zeros(0)))
@@ -1081,61 +1001,10 @@ class NoveltyIndex:
         acc = np.array(accepted, dtype=np.int64)
         starts = np.searchsorted(qi, acc, "left").tolist()
         ends = np.searchsorted(qi, acc, "right").tolist()
-        got = {j: (ids[a:b], f[a:b]) for j, a, b in zip(accepted, starts, ends, strict=True)}
-        tau = {j: _kth(got[j][1], k) for j in accepted}
-        level = dict.fromkeys(accepted, threshold)
-        pending = [j for j in accepted if tau[j] < threshold]
-        walk: list[int] = []
-        floors = np.zeros(len(texts))
-        mark = self._mark
-        while pending:
-            groups: dict[float, list[int]] = {}
-            for j in pending:
-                # at (or just below) the k-th best: done after one read; with fewer than k
-                # scores or a k-th best below the base, a middle level first, then the base
-                lv = _read_level(tau[j]) if tau[j] > 0 else None
-                if lv is None:
-                    lv = next((x for x in (_FIRST, _BASE) if x < level[j]), None)
-                if lv is None:
-                    walk.append(j)
-                    continue
-                groups.setdefault(lv, []).append(j)
-                level[j] = lv
-            pending = []
-            for lv, qs in groups.items():
-                qs.sort()  # pairs come sorted by query
-                qs_arr = np.array(qs, dtype=np.int64)
-                floors[qs_arr] = [tau[j] for j in qs]
-                src = _FIRST if lv >= _FIRST else _BASE
-                q2, i2, _ = self._level_pairs(orders, qlen, qs_arr, lv, floors, src)
-                starts = np.searchsorted(q2, qs_arr, "left").tolist()
-                ends = np.searchsorted(q2, qs_arr, "right").tolist()
-                for j, a, b in zip(qs, starts, ends, strict=True):
-                    old_i, old_f = got[j]
-                    new_i = i2[a:b]
-                    if len(old_i) and len(new_i):  # drop the pairs scored before
-                        mark[old_i] = True
-                        new_i = new_i[~mark[new_i]]
-                        mark[old_i] = False
-                    if len(new_i):  # one call: the bounds seldom rule out much here
-                        new_f = self._exact(enc[j], new_i)
-                        got[j] = (np.concatenate((old_i, new_i)), np.concatenate((old_f, new_f)))
-                        tau[j] = _kth(got[j][1], k)
-                    if tau[j] < lv:
-                        pending.append(j)
-        out = {}
-        for j in accepted:
-            i, sc = got[j]
-            sel = np.lexsort((i, -sc))[:k]
-            out[j] = (i[sel].astype(np.int64), sc[sel])
-        for j in walk:
-            qy = _Query(self, texts[j])
-            try:
-                out[j] = qy.top_k(k)
-            finally:
-                qy.close()
-                self.stats["pairs"] -= n0
-        return out
+        return {
+            j: self._walk(enc[j], ids[a:b], f[a:b], k)
+            for j, a, b in zip(accepted, starts, ends, strict=True)
+        }
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterable[list[str]]:
