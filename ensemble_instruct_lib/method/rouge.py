@@ -319,6 +319,8 @@ def rouge_l_pairs(
 def _keys(enc: str) -> list[str]:
     """The occurrence keys of an encoded text: token c once as "c", its 2nd occurrence as "cc",
     ... Two texts share min(count_a, count_b) keys per token: their multiset overlap."""
+    if len(set(enc)) == len(enc):  # no repeated token (most texts): the tokens themselves
+        return list(enc)
     out = []
     for c, n in Counter(enc).items():
         out.append(c)
@@ -383,14 +385,9 @@ class _Query:
         self.ix = index
         self.q = index._codes.encode(text) if enc is None else enc
         self.lq = len(self.q)
-        posts = index._post
-        present = []
-        for k in _keys(self.q):
-            p = posts.get(k)
-            if p is not None:
-                present.append(p)
+        present = [p for p in map(index._post.get, _keys(self.q)) if p is not None]
         present.sort(key=len)
-        self.present = [np.frombuffer(p, dtype=np.intc) for p in present]
+        self.present = present  # the postings (arrays of ids), rarest key first
         self.missing = self.lq - len(present)  # keys no pool text has: read for free
         self.m = -1  # keys read so far
         self.cand = self.cnt = _NO_IDS
@@ -409,7 +406,7 @@ class _Query:
             if not chunks:
                 self.cand = self.cnt = _NO_IDS
             else:
-                ids = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+                ids = np.frombuffer(b"".join(chunks), dtype=np.intc)  # a copy, not a view
                 n = len(self.ix._enc)
                 if len(ids) * 2 > n:  # else sorting is faster (bincount allocates n counts)
                     counts = np.bincount(ids, minlength=n)
@@ -516,7 +513,7 @@ class _Query:
         return best
 
     def close(self) -> None:
-        self.present = []  # release the views on the postings (they block appends)
+        self.present = []
         ix = self.ix
         for idx in self.sc_idx:
             ix._mark[idx] = False
@@ -657,8 +654,7 @@ class NoveltyIndex:
 
     def _order(self, q: str) -> list[str]:
         """The query's keys in the global order (keys no pool text has first)."""
-        keys = list(q) if len(set(q)) == len(q) else _keys(q)
-        return sorted(keys, key=self._rank.__getitem__)
+        return sorted(_keys(q), key=self._rank.__getitem__)
 
     def _candidates(
         self, ordered: list[str], tau: float, floor: float
