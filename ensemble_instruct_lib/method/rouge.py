@@ -801,10 +801,11 @@ class NoveltyIndex:
         exceeds the threshold. Gives the same answers and leaves the same pool as that loop.
 
         Works a block of texts at a time, so numpy and rapidfuzz calls serve many texts: the
-        pool as it was before the block is searched for all of them together (prefix postings,
-        one `cpdist` call for every pair whose bound survives), the texts of the block are
-        scored against each other with one `cdist`, and the decisions and lists then follow in
-        order. Returns one `Match` per text.
+        pool as it was before the block is searched for all of them together (the threshold's
+        prefix postings in one numpy pass, one `cdist` call per text for the pairs whose bound
+        survives), the texts of the block are scored against each other with one `cdist`, the
+        decisions then follow in order, and each accepted text's list comes from the walk
+        (`match`'s), merged with the block's earlier texts. Returns one `Match` per text.
         """
         out: list[Match] = []
         for chunk in _chunks(texts, block):
