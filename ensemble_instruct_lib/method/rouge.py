@@ -421,15 +421,10 @@ class _Query:
     def score(self, idx: np.ndarray) -> np.ndarray:
         """Exact F of the query against candidates `idx` (recorded and marked as scored); the
         same float operations as `_f_measure`, with LCS >= 1 for every candidate."""
-        ix = self.ix
-        lcs = ix._lcs_many(self.q, idx)
-        p = lcs / self.lq
-        r = lcs / ix._lens[idx]
-        sc = 2 * p * r / (p + r)
-        ix._mark[idx] = True
+        sc = self.ix._exact(self.q, idx)  # counts its pairs in the index's stats
+        self.ix._mark[idx] = True
         self.sc_idx.append(idx)
         self.sc_val.append(sc)
-        self.n_scored += len(idx)
         return sc
 
     def score_down(self, idx: np.ndarray, ub: np.ndarray, k: int, tau: float) -> float:
@@ -735,8 +730,7 @@ class NoveltyIndex:
             lcs[qy.cand] = qy.cnt
             need = qy.cand[qy.cnt >= 2]
             if need.size:
-                enc = self._enc
-                lcs[need] = _lcs_row(qy.q, [enc[i] for i in need.tolist()], self.workers)
+                lcs[need] = self._lcs_many(qy.q, need)
             qy.n_scored += int(need.size)
             return _f_measure_array(lcs, qy.lq, self._lens[:n])
         finally:
@@ -843,7 +837,7 @@ class NoveltyIndex:
             self._level(threshold)  # first, as building the first level re-ranks the keys
             orders = [self._order(e) for e in enc]
             qi, ids, _ = self._level_pairs(orders, qlen, np.arange(nb), threshold, threshold)
-            f = self._pair_scores(enc, qlen, qi, ids)
+            f = self._pair_scores(enc, qi, ids)
         pool_ex = np.zeros(nb, dtype=bool)
         pool_ex[qi[f > threshold]] = True
         pool_max = np.zeros(nb)
@@ -954,31 +948,18 @@ class NoveltyIndex:
 
     def _lcs_many(self, q: str, ids: np.ndarray) -> np.ndarray:
         """LCS of encoded query q with each pool text `ids`."""
-        if len(ids) <= 8:
-            sim = LCSseq.similarity
-            enc = self._enc
-            return np.array([sim(q, enc[i]) for i in ids.tolist()], dtype=np.int64)
-        choices = self._enc_arr[ids]
-        return cdist([q], choices, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)[
-            0
-        ]
+        return _lcs_row(q, self._enc_arr[ids], self.workers)
 
-    def _pair_scores(
-        self, enc: list[str], qlen: np.ndarray, qi: np.ndarray, ids: np.ndarray
-    ) -> np.ndarray:
+    def _pair_scores(self, enc: list[str], qi: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact F of block queries qi (prediction; sorted) against pool texts ids, pair by pair
-        (each pair shares a key, so LCS >= 1); the same float operations as `_f_measure`."""
+        (each pair shares a key): `_exact` once per query."""
         n = len(ids)
-        if not n:
-            return np.zeros(0)
-        lcs = np.empty(n, dtype=np.int64)
+        f = np.zeros(n)
         cut = (np.flatnonzero(np.diff(qi)) + 1).tolist()
         for a, b in zip([0, *cut], [*cut, n], strict=True):
-            lcs[a:b] = self._lcs_many(enc[qi[a]], ids[a:b])
-        self.stats["exact"] += n
-        p = lcs / qlen[qi]
-        r = lcs / self._lens[ids]
-        return 2 * p * r / (p + r)
+            if b > a:
+                f[a:b] = self._exact(enc[qi[a]], ids[a:b])
+        return f
 
     def _pool_lists(
         self,
