@@ -374,6 +374,34 @@ class Match(NamedTuple):
     scores: np.ndarray
 
 
+def _code_points(enc: str) -> np.ndarray:
+    """An encoded text's token codes (its characters' code points)."""
+    return np.frombuffer(enc.encode("utf-32-le"), dtype=np.int32)
+
+
+def _kth(sc: np.ndarray, k: int) -> float:
+    """The k-th largest of `sc` (0.0 when it has fewer than k)."""
+    if len(sc) < k:
+        return 0.0
+    return float(np.partition(sc, len(sc) - k)[len(sc) - k])
+
+
+def _count_ids(chunks: list[array], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ids of posting lists `chunks` (ids below n), ascending, and how many of
+    the lists hold each."""
+    ids = np.frombuffer(b"".join(chunks), dtype=np.intc)  # a copy, not a view
+    if len(ids) * 2 > n:  # counting beats sorting when the ids are dense
+        counts = np.bincount(ids, minlength=n)
+        cand = np.flatnonzero(counts)
+        return cand, counts[cand]
+    ids = np.sort(ids)
+    edge = np.empty(len(ids) + 1, dtype=bool)
+    edge[0] = edge[-1] = True
+    np.not_equal(ids[1:], ids[:-1], out=edge[1:-1])
+    starts = np.flatnonzero(edge)
+    return ids[starts[:-1]], np.diff(starts)
+
+
 class _Query:
     """One query's walk over its keys, rarest first, with exact scores of the texts reached.
 
@@ -406,14 +434,7 @@ class _Query:
             if not chunks:
                 self.cand = self.cnt = _NO_IDS
             else:
-                ids = np.frombuffer(b"".join(chunks), dtype=np.intc)  # a copy, not a view
-                n = len(self.ix._enc)
-                if len(ids) * 2 > n:  # else sorting is faster (bincount allocates n counts)
-                    counts = np.bincount(ids, minlength=n)
-                    self.cand = np.flatnonzero(counts)
-                    self.cnt = counts[self.cand]
-                else:
-                    self.cand, self.cnt = np.unique(ids, return_counts=True)
+                self.cand, self.cnt = _count_ids(chunks, len(self.ix._enc))
         lens = self.ix._lens[self.cand]
         o = np.minimum(self.cnt + (self.lq - self.m), lens)
         return 2.0 * o / (self.lq + lens)
@@ -452,10 +473,7 @@ class _Query:
 
     def kth(self, k: int) -> float:
         """The k-th best score so far (0.0 while fewer than k)."""
-        _, sc = self.scored()
-        if len(sc) < k:
-            return 0.0
-        return float(np.partition(sc, len(sc) - k)[len(sc) - k])
+        return _kth(self.scored()[1], k)
 
     def exceeds(self, threshold: float) -> bool:
         """Whether some text scores > threshold (0 < threshold): texts sharing none of the keys
@@ -555,6 +573,10 @@ class NoveltyIndex:
         self._lens = np.zeros(1024, dtype=np.int64)
         self._mark = np.zeros(1024, dtype=bool)
         self._enc_arr = np.empty(1024, dtype=object)  # _enc as an array, for fancy indexing
+        self._cnt = np.zeros(1024, dtype=np.int32)  # the compiled walk's zeroed work array
+        self._tok = np.zeros(16384, dtype=np.int32)  # every text's token codes, end to end
+        self._off = np.zeros(1025, dtype=np.int64)  # text i is _tok[_off[i]:_off[i + 1]]
+        self._pm = np.zeros(0, dtype=np.uint64)  # token code -> bit vector, zeroed between walks
         self._post: dict[str, array] = {}
         self._rank = _Rank()  # the global key order (smaller = earlier = rarer)
         self._new_rank = -1
@@ -580,9 +602,16 @@ class NoveltyIndex:
         if i == len(self._lens):
             self._lens = np.resize(self._lens, 2 * i)
             self._mark = np.zeros(2 * i, dtype=bool)
+            self._cnt = np.zeros(2 * i, dtype=np.int32)
             self._enc_arr = np.resize(self._enc_arr, 2 * i)
+            self._off = np.resize(self._off, 2 * i + 1)
         self._lens[i] = len(enc)
         self._enc_arr[i] = enc
+        a = self._off[i]
+        b = self._off[i + 1] = a + len(enc)
+        if b > len(self._tok):
+            self._tok = np.resize(self._tok, 2 * b)
+        self._tok[a:b] = _code_points(enc)
         keys = _keys(enc)
         self._keys.append(keys)
         posts = self._post
@@ -701,9 +730,48 @@ class NoveltyIndex:
     def _walk(
         self, q: str, ids: np.ndarray, sc: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The k best (index, score) of encoded query q by `_Query.top_k`, given the exact scores
-        `sc` of pool texts `ids` already known: their k-th best lets the walk read only the keys
-        that can still reach it."""
+        """The k best (index, score) of encoded query q, given the exact scores `sc` of pool
+        texts `ids` already known (each sharing a key with q): their k-th best tells how many of
+        q's keys, rarest first, must be read; one read then gives every other text that can
+        still reach it, with a bound from the keys it shares."""
+        if len(sc) < k:  # no k-th best yet: the general walk finds one
+            return self._walk_general(q, ids, sc, k)
+        lq = len(q)
+        present = [p for p in map(self._post.get, _keys(q)) if p is not None]
+        present.sort(key=len)
+        missing = lq - len(present)
+        m = min(max(lq - _unseen_keys_for(_kth(sc, k), lq), missing), lq)
+        if m > missing:
+            codes = _code_points(q)
+            size = len(self._vocab) + 0x801  # above every code the vocabulary has given
+            if len(self._pm) < size:
+                self._pm = np.zeros(2 * size, dtype=np.uint64)
+            from ensemble_instruct_lib.method import _walk_kernel  # numba: imported on first use
+
+            top, top_sc, n_scored = _walk_kernel.walk_scores(
+                np.frombuffer(b"".join(present[: m - missing]), dtype=np.intc),
+                self._cnt,
+                self._mark,
+                self._pm,
+                np.asarray(ids, dtype=np.int64),
+                sc,
+                self._lens,
+                self._tok,
+                self._off,
+                codes,
+                lq - m,
+                k,
+                _EPS,
+            )
+            self.stats["exact"] += n_scored
+            return top, top_sc
+        sel = np.lexsort((ids, -sc))[:k]
+        return ids[sel].astype(np.int64), sc[sel]
+
+    def _walk_general(
+        self, q: str, ids: np.ndarray, sc: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`_walk` by `_Query.top_k`, which first reads the rarest keys for a k-th best score."""
         qy = _Query(self, "", q)
         if len(ids):
             qy.sc_idx.append(ids)
