@@ -427,13 +427,12 @@ def test_add_novel_equals_match_then_add_on_a_growing_real_pool(seed_instruction
     rng.shuffle(texts)
     seeds = seed_instructions[:100]
     calls = {"walk": 0, "levels": set()}
-    import ensemble_instruct_lib.method.rouge as rouge_mod
 
-    walk, pairs = rouge_mod._Query.top_k, NoveltyIndex._level_pairs
+    walk, pairs = NoveltyIndex._walk, NoveltyIndex._level_pairs
 
-    def spy_walk(self, k):
+    def spy_walk(self, *args):
         calls["walk"] += 1
-        return walk(self, k)
+        return walk(self, *args)
 
     def spy_pairs(self, orders, qlen, qs, tau, *args):
         calls["levels"].add(tau)
@@ -443,11 +442,11 @@ def test_add_novel_equals_match_then_add_on_a_growing_real_pool(seed_instruction
         ref_idx, ref = _one_at_a_time(seeds, texts, threshold, k)
         idx = NoveltyIndex()
         idx.extend(seeds)
-        rouge_mod._Query.top_k, NoveltyIndex._level_pairs = spy_walk, spy_pairs
+        NoveltyIndex._walk, NoveltyIndex._level_pairs = spy_walk, spy_pairs
         try:
             got = idx.add_novel(texts, threshold, k, block=128)
         finally:
-            rouge_mod._Query.top_k, NoveltyIndex._level_pairs = walk, pairs
+            NoveltyIndex._walk, NoveltyIndex._level_pairs = walk, pairs
         bad = [i for i, (a, b) in enumerate(zip(ref, got, strict=True)) if not _same(a, b)]
         assert not bad, (threshold, k, bad[:5])
         assert idx.texts == ref_idx.texts

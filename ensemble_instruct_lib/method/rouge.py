@@ -17,12 +17,13 @@ symmetric in its two arguments, so each pair's LCS is computed once. `pairwise_r
 tokenizes each distinct text of many groups once and computes each distinct pair once.
 
 `NoveltyIndex` adds an inverted index over token occurrences ("the 2nd 'a'" is its own key, so
-shared keys count the token-multiset overlap, an upper bound on the LCS). A query walks its keys
+shared keys count the token-multiset overlap, an upper bound on the LCS). A query reads its keys
 from the rarest: a pool text sharing none of the first m keys has LCS <= len(query) - m, so once
-that bound is below the threshold (or the current k-th best score) the common keys need not be read
-at all, and only the texts found so far whose bound can still reach it get an exact LCS. Decisions,
-maxima and top-k lists are exact (ties broken by insertion order). `NoveltyIndex.add_novel` grows a
-pool from many texts with the answers of checking and adding them one at a time, a block at a time.
+that bound is below the threshold (or the k-th best score known) the common keys need not be read
+at all, and only the texts found whose bound can still reach it get an exact LCS. The top-k part
+runs compiled (`_walk_kernel`, numba). Decisions, maxima and top-k lists are exact (ties broken by
+insertion order). `NoveltyIndex.add_novel` grows a pool from many texts with the answers of
+checking and adding them one at a time, a block at a time.
 
 Not included: Rouge-1/2 and Rouge-Lsum (the method does not use them).
 """
@@ -402,138 +403,6 @@ def _count_ids(chunks: list[array], n: int) -> tuple[np.ndarray, np.ndarray]:
     return ids[starts[:-1]], np.diff(starts)
 
 
-class _Query:
-    """One query's walk over its keys, rarest first, with exact scores of the texts reached.
-
-    A text that shares at least one key with the query (a "candidate") has LCS >= 1, so every
-    score computed here is > 0.
-    """
-
-    def __init__(self, index: NoveltyIndex, text: str, enc: str | None = None) -> None:
-        self.ix = index
-        self.q = index._codes.encode(text) if enc is None else enc
-        self.lq = len(self.q)
-        present = [p for p in map(index._post.get, _keys(self.q)) if p is not None]
-        present.sort(key=len)
-        self.present = present  # the postings (arrays of ids), rarest key first
-        self.missing = self.lq - len(present)  # keys no pool text has: read for free
-        self.m = -1  # keys read so far
-        self.cand = self.cnt = _NO_IDS
-        self.sc_idx: list[np.ndarray] = []
-        self.sc_val: list[np.ndarray] = []
-        self.n_scored = 0
-
-    def read(self, m: int) -> np.ndarray:
-        """Candidates = texts sharing one of the first m keys, with how many of them they share;
-        returns each candidate's upper bound on F: its LCS is at most (shared keys read) + (keys
-        not read), and at most its length."""
-        m = min(max(m, self.missing), self.lq)
-        if m != self.m:
-            self.m = m
-            chunks = self.present[: m - self.missing]
-            if not chunks:
-                self.cand = self.cnt = _NO_IDS
-            else:
-                self.cand, self.cnt = _count_ids(chunks, len(self.ix._enc))
-        lens = self.ix._lens[self.cand]
-        o = np.minimum(self.cnt + (self.lq - self.m), lens)
-        return 2.0 * o / (self.lq + lens)
-
-    def score(self, idx: np.ndarray) -> np.ndarray:
-        """Exact F of the query against candidates `idx` (recorded and marked as scored); the
-        same float operations as `_f_measure`, with LCS >= 1 for every candidate."""
-        sc = self.ix._exact(self.q, idx)  # counts its pairs in the index's stats
-        self.ix._mark[idx] = True
-        self.sc_idx.append(idx)
-        self.sc_val.append(sc)
-        return sc
-
-    def score_down(self, idx: np.ndarray, ub: np.ndarray, k: int, tau: float) -> float:
-        """Score candidates `idx` (bounds `ub`) from the highest bound while it can reach the
-        k-th best score `tau`, raising `tau` as scores come in; returns the final `tau`."""
-        if len(idx) > 96:
-            order = np.argsort(-ub, kind="stable")
-            idx, ub = idx[order], ub[order]
-            self.score(idx[:64])
-            tau = self.kth(k)
-            keep = ub[64:] >= tau - _EPS
-            idx = idx[64:][keep]
-        if len(idx):
-            self.score(idx)
-            tau = self.kth(k)
-        return tau
-
-    def scored(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.sc_idx:
-            return _NO_IDS, np.zeros(0)
-        if len(self.sc_idx) > 1:
-            self.sc_idx = [np.concatenate(self.sc_idx)]
-            self.sc_val = [np.concatenate(self.sc_val)]
-        return self.sc_idx[0], self.sc_val[0]
-
-    def kth(self, k: int) -> float:
-        """The k-th best score so far (0.0 while fewer than k)."""
-        return _kth(self.scored()[1], k)
-
-    def exceeds(self, threshold: float) -> bool:
-        """Whether some text scores > threshold (0 < threshold): texts sharing none of the keys
-        read cannot, nor can candidates whose bound is below it."""
-        ub = self.read(self.lq - _unseen_keys_for(threshold, self.lq))
-        keep = ub >= threshold - _EPS
-        idx = self.cand[keep]
-        if len(idx) > 256:
-            idx = idx[np.argsort(-ub[keep], kind="stable")]
-        chunks = (idx[s : s + 256] for s in range(0, len(idx), 256))
-        return any(bool((self.score(c) > threshold).any()) for c in chunks)
-
-    def top_k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best (index, score), best first, ties by index; texts sharing no key excluded."""
-        tau = self.kth(k)
-        m = max(self.m, self.missing + 1)
-        while tau == 0.0:  # fewer than k scores: the most promising candidates give a first k-th
-            ub = self.read(m)
-            free = ~self.ix._mark[self.cand]
-            idx, b = self.cand[free], ub[free]
-            need = k - len(self.scored()[0]) + 32
-            if len(idx) > need:
-                idx = idx[np.argpartition(-b, need - 1)[:need]]
-            if len(idx):
-                self.score(idx)
-                tau = self.kth(k)
-            if self.m >= self.lq:
-                break
-            m = self.m + max(1, self.m - self.missing)
-        if tau == 0.0:  # fewer than k texts share a key with the query: all are scored
-            return self.best(k)
-        ub = self.read(max(self.m, self.lq - _unseen_keys_for(tau, self.lq)))
-        keep = (ub >= tau - _EPS) & ~self.ix._mark[self.cand]
-        self.score_down(self.cand[keep], ub[keep], k, tau)
-        return self.best(k)
-
-    def best(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        idx, sc = self.scored()
-        sel = np.lexsort((idx, -sc))[:k]
-        return idx[sel].astype(np.int64), sc[sel]
-
-    def max_score(self) -> float:
-        """The best score, after `exceeds` has scored at least one text above the threshold."""
-        _, sc = self.scored()
-        best = float(sc.max())
-        ub = self.read(self.m)
-        keep = (ub >= best - _EPS) & ~self.ix._mark[self.cand]
-        if keep.any():
-            best = max(best, float(self.score(self.cand[keep]).max()))
-        return best
-
-    def close(self) -> None:
-        self.present = []
-        ix = self.ix
-        for idx in self.sc_idx:
-            ix._mark[idx] = False
-        ix.stats["pairs"] += len(ix._enc)
-        ix.stats["exact"] += self.n_scored
-
-
 class _Rank(dict):
     """key -> its place in the global key order; a key no pool text has comes first."""
 
@@ -554,9 +423,9 @@ class NoveltyIndex:
     only the prefix of its ordered keys for a level tau, so a query reads a few short posting
     lists; the first shared key, at position i of the query and j of the pool text, bounds the
     overlap (hence the LCS) by min(lq - i, lp - j). Only texts whose bound reaches the threshold
-    (or the current k-th best score) get an exact LCS. The k most similar of a text that does
-    not exceed the threshold come from the walk of the full inverted index (`_Query`), started
-    with the decision's scores: their k-th best tells it how few keys it must read. `add_novel`
+    get an exact LCS. The k most similar of a text that does not exceed the threshold come from
+    the walk of the full inverted index (`_walk`), started with the decision's scores: their k-th
+    best tells it how few keys it must read. `add_novel`
     and `add_novel_decisions` grow the pool from many texts a block at a time. `stats` counts
     pairs considered and pairs whose LCS was computed. Decisions, maxima and top-k lists are
     exact (ties broken by insertion order).
@@ -731,16 +600,17 @@ class NoveltyIndex:
         self, q: str, ids: np.ndarray, sc: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best (index, score) of encoded query q, given the exact scores `sc` of pool
-        texts `ids` already known (each sharing a key with q): their k-th best tells how many of
-        q's keys, rarest first, must be read; one read then gives every other text that can
-        still reach it, with a bound from the keys it shares."""
-        if len(sc) < k:  # no k-th best yet: the general walk finds one
-            return self._walk_general(q, ids, sc, k)
+        texts `ids` already known (each sharing a key with q, each once): their k-th best tells
+        how many of q's keys, rarest first, must be read; the texts holding them get a bound from
+        how many they hold, and `_walk_kernel.walk_scores` scores them from the highest bound
+        down while it can still reach the k-th best so far."""
         lq = len(q)
         present = [p for p in map(self._post.get, _keys(q)) if p is not None]
         present.sort(key=len)
         missing = lq - len(present)
-        m = min(max(lq - _unseen_keys_for(_kth(sc, k), lq), missing), lq)
+        # no k-th best yet (fewer than k known): every key is read, and the bounds are exact
+        # overlaps, so the first texts scored give one
+        m = lq if len(sc) < k else min(max(lq - _unseen_keys_for(_kth(sc, k), lq), missing), lq)
         if m > missing:
             codes = _code_points(q)
             size = len(self._vocab) + 0x801  # above every code the vocabulary has given
@@ -768,41 +638,26 @@ class NoveltyIndex:
         sel = np.lexsort((ids, -sc))[:k]
         return ids[sel].astype(np.int64), sc[sel]
 
-    def _walk_general(
-        self, q: str, ids: np.ndarray, sc: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """`_walk` by `_Query.top_k`, which first reads the rarest keys for a k-th best score."""
-        qy = _Query(self, "", q)
-        if len(ids):
-            qy.sc_idx.append(ids)
-            qy.sc_val.append(sc)
-            self._mark[ids] = True
-        try:
-            return qy.top_k(k)
-        finally:
-            qy.close()
-            self.stats["pairs"] -= len(self._enc)
-
     def scores(self, text: str) -> np.ndarray:
         """Exact Rouge-L F of `text` (as prediction) against every pool text, in insertion order.
 
         Pairs sharing at most one token need no LCS: it equals their overlap (0 or 1).
         """
-        qy = _Query(self, text)
+        q = self._codes.encode(text)
         n = len(self._enc)
-        try:
-            if not qy.q or n == 0:
-                return np.zeros(n)
-            qy.read(qy.lq)
-            lcs = np.zeros(n, dtype=np.int64)
-            lcs[qy.cand] = qy.cnt
-            need = qy.cand[qy.cnt >= 2]
+        self.stats["pairs"] += n
+        if not q or n == 0:
+            return np.zeros(n)
+        lcs = np.zeros(n, dtype=np.int64)
+        present = [p for p in map(self._post.get, _keys(q)) if p is not None]
+        if present:
+            cand, cnt = _count_ids(present, n)
+            lcs[cand] = cnt
+            need = cand[cnt >= 2]
             if need.size:
-                lcs[need] = self._lcs_many(qy.q, need)
-            qy.n_scored += int(need.size)
-            return _f_measure_array(lcs, qy.lq, self._lens[:n])
-        finally:
-            qy.close()
+                lcs[need] = self._lcs_many(q, need)
+            self.stats["exact"] += int(need.size)
+        return _f_measure_array(lcs, len(q), self._lens[:n])
 
     def match(self, text: str, threshold: float, k: int = 10) -> Match:
         """Exactly: does any pool text score > `threshold`; the best score; and the k most
@@ -830,13 +685,11 @@ class NoveltyIndex:
             (indices, scores); ties are broken by insertion order. Fewer than k when the pool is
             smaller or other texts share no token with `text`.
         """
-        qy = _Query(self, text)
-        try:
-            if not qy.q or not self._enc or k <= 0:
-                return np.zeros(0, dtype=np.int64), np.zeros(0)
-            return qy.top_k(k)
-        finally:
-            qy.close()
+        q = self._codes.encode(text)
+        if not q or not self._enc or k <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.stats["pairs"] += len(self._enc)
+        return self._walk(q, _NO_IDS, np.zeros(0), k)
 
     def max_score(self, text: str) -> float:
         """The highest exact Rouge-L F of `text` against the pool (0.0 for an empty pool)."""
