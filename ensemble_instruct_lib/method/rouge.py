@@ -464,7 +464,7 @@ class NoveltyIndex:
         """Add a text to the pool; returns its index."""
         return self._append(text, self._codes.encode(text))
 
-    def _append(self, text: str, enc: str) -> int:
+    def _append(self, text: str, enc: str, keys: list[str] | None = None) -> int:
         i = len(self._enc)
         self._texts.append(text)
         self._enc.append(enc)
@@ -481,7 +481,7 @@ class NoveltyIndex:
         if b > len(self._tok):
             self._tok = np.resize(self._tok, 2 * b)
         self._tok[a:b] = _code_points(enc)
-        keys = _keys(enc)
+        keys = _keys(enc) if keys is None else keys
         self._keys.append(keys)
         posts = self._post
         rank = self._rank
@@ -545,9 +545,10 @@ class NoveltyIndex:
                     self._post_prefixes(i, {tau: post})
         return self._levels[tau]
 
-    def _order(self, q: str) -> list[str]:
-        """The query's keys in the global order (keys no pool text has first)."""
-        return sorted(_keys(q), key=self._rank.__getitem__)
+    def _order(self, q: str, keys: list[str] | None = None) -> list[str]:
+        """The query's keys (`keys`, when known) in the global order (keys no pool text has
+        first)."""
+        return sorted(_keys(q) if keys is None else keys, key=self._rank.__getitem__)
 
     def _candidates(
         self, ordered: list[str], tau: float, floor: float
@@ -597,7 +598,7 @@ class NoveltyIndex:
         return Match(False, float(sc[0]) if len(sc) else 0.0, idx, sc)
 
     def _walk(
-        self, q: str, ids: np.ndarray, sc: np.ndarray, k: int
+        self, q: str, ids: np.ndarray, sc: np.ndarray, k: int, keys: list[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best (index, score) of encoded query q, given the exact scores `sc` of pool
         texts `ids` already known (each sharing a key with q, each once): their k-th best tells
@@ -605,7 +606,7 @@ class NoveltyIndex:
         how many they hold, and `_walk_kernel.walk_scores` scores them from the highest bound
         down while it can still reach the k-th best so far."""
         lq = len(q)
-        present = [p for p in map(self._post.get, _keys(q)) if p is not None]
+        present = [p for p in map(self._post.get, _keys(q) if keys is None else keys) if p]
         present.sort(key=len)
         missing = lq - len(present)
         # no k-th best yet (fewer than k known): every key is read, and the bounds are exact
@@ -749,6 +750,7 @@ class NoveltyIndex:
             return out
         n0 = len(self._enc)
         enc = [self._codes.encode(t) for t in texts]
+        keys = [_keys(e) for e in enc]
         qlen = np.array([len(e) for e in enc], dtype=np.int64)
         nb = len(enc)
         self.stats["pairs"] += n0 * nb + nb * (nb - 1) // 2
@@ -756,7 +758,7 @@ class NoveltyIndex:
         orders: list[list[str]] = []
         if n0:
             self._level(threshold)  # first, as building the first level re-ranks the keys
-            orders = [self._order(e) for e in enc]
+            orders = [self._order(e, ks) for e, ks in zip(enc, keys, strict=True)]
             qi, ids, _ = self._level_pairs(orders, qlen, np.arange(nb), threshold, threshold)
             f = self._pair_scores(enc, qi, ids)
         pool_ex = np.zeros(nb, dtype=bool)
@@ -801,7 +803,7 @@ class NoveltyIndex:
         if k is None:
             out = [Match(bool(x), 0.0, _NO_IDS, np.zeros(0)) for x in exceeds]
         else:
-            pool = self._pool_lists(enc, accepted, (qi, ids, f), k, n0)
+            pool = self._pool_lists(enc, keys, accepted, (qi, ids, f), k, n0)
             rank = {j: a for a, j in enumerate(accepted)}
             out = []
             for j in range(nb):
@@ -820,7 +822,7 @@ class NoveltyIndex:
                         idx, sc = idx[sel], sc[sel]
                 out.append(Match(False, float(sc[0]) if len(sc) else 0.0, idx[:k], sc[:k]))
         for j in accepted:
-            self._append(texts[j], enc[j])
+            self._append(texts[j], enc[j], keys[j])
         return out
 
     def _level_pairs(
@@ -885,14 +887,15 @@ class NoveltyIndex:
     def _pool_lists(
         self,
         enc: list[str],
+        keys: list[list[str]],
         accepted: list[int],
         pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
         k: int,
         n0: int,
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """The k most similar texts of the pool as it was before the block (k >= 1), for the
-        block's accepted texts: the walk of each, started with the decision's scored `pairs`
-        (sorted by query)."""
+        block's accepted texts (encoded `enc`, with their `keys`): the walk of each, started with
+        the decision's scored `pairs` (sorted by query)."""
         k = max(k, 1)
         if n0 == 0 or not accepted:
             return dict.fromkeys(accepted, (_NO_IDS, np.zeros(0)))
@@ -901,7 +904,7 @@ class NoveltyIndex:
         starts = np.searchsorted(qi, acc, "left").tolist()
         ends = np.searchsorted(qi, acc, "right").tolist()
         return {
-            j: self._walk(enc[j], ids[a:b], f[a:b], k)
+            j: self._walk(enc[j], ids[a:b], f[a:b], k, keys[j])
             for j, a, b in zip(accepted, starts, ends, strict=True)
         }
 
