@@ -163,3 +163,14 @@ def test_walk_scores_from_weak_known_scores_equals_brute_force():
         assert sc.tolist() == exact[order[:k]].tolist()
         assert n < len(order) - len(known)  # the bounds pruned some
         assert not idx._cnt.any() and not idx._mark.any() and not idx._pm.any()
+
+
+def test_warm_up_compiles_what_the_index_calls():
+    """`warm_up` passes the argument types `NoveltyIndex` passes (numba types include
+    read-only-ness), so the first walk after it compiles nothing more."""
+    kernel_mod.warm_up()
+    idx = NoveltyIndex()
+    idx.extend(["a b c d", "a b c e", "b c d e", "a c d e", "a b d e", "x y z"])
+    idx.top_k("a b c d e", 3)  # fewer than k known scores
+    idx.add_novel(["a b c d f", "q r s", "a b c d e f g"], 0.9, 2)
+    assert len(kernel_mod.walk_scores.signatures) == 1, kernel_mod.walk_scores.signatures

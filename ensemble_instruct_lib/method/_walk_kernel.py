@@ -246,3 +246,24 @@ def walk_scores(
         top_ids[j + 1] = x
         top_sc[j + 1] = f
     return top_ids[:k].copy(), top_sc[:k].copy(), m
+
+
+def warm_up() -> None:
+    """Compile the kernel (or load it from numba's cache) now, for the argument types
+    `NoveltyIndex._walk` passes, rather than in the first walk (benchmarks time it apart)."""
+    one = np.frombuffer(np.zeros(1, np.int32).tobytes(), dtype=np.int32)  # read-only, like _walk's
+    walk_scores(
+        one,
+        np.zeros(1, np.int32),
+        np.zeros(1, np.bool_),
+        np.zeros(2, np.uint64),
+        np.zeros(0, np.int64),
+        np.zeros(0),
+        np.ones(1, np.int64),
+        np.ones(1, np.int32),
+        np.array([0, 1], np.int64),
+        np.frombuffer(np.ones(1, np.int32).tobytes(), dtype=np.int32),
+        0,
+        1,
+        1e-9,
+    )
