@@ -597,6 +597,10 @@ class NoveltyIndex:
         idx, sc = self._walk(q, ids, sc, k)
         return Match(False, float(sc[0]) if len(sc) else 0.0, idx, sc)
 
+    def _postings(self, keys: list[str]) -> list[array]:
+        """The posting lists of those of `keys` that some pool text holds."""
+        return [p for p in map(self._post.get, keys) if p is not None]
+
     def _walk(
         self, q: str, ids: np.ndarray, sc: np.ndarray, k: int, keys: list[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -606,7 +610,7 @@ class NoveltyIndex:
         how many they hold, and `_walk_kernel.walk_scores` scores them from the highest bound
         down while it can still reach the k-th best so far."""
         lq = len(q)
-        present = [p for p in map(self._post.get, _keys(q) if keys is None else keys) if p]
+        present = self._postings(_keys(q) if keys is None else keys)
         present.sort(key=len)
         missing = lq - len(present)
         # no k-th best yet (fewer than k known): every key is read, and the bounds are exact
@@ -650,7 +654,7 @@ class NoveltyIndex:
         if not q or n == 0:
             return np.zeros(n)
         lcs = np.zeros(n, dtype=np.int64)
-        present = [p for p in map(self._post.get, _keys(q)) if p is not None]
+        present = self._postings(_keys(q))
         if present:
             cand, cnt = _count_ids(present, n)
             lcs[cand] = cnt
