@@ -470,6 +470,39 @@ def _models(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# choosing members
+
+
+def _eval_members_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="an eval-members YAML, or a run config")
+    p.add_argument("--out", help="default: outputs/eval-members/<config name>")
+    p.add_argument("--n", type=int, help="tasks per task set (override the config's n)")
+    p.add_argument("--members", help="comma-separated members to answer with this time")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--report-only", action="store_true", help="no LM calls: report from the answers on disk"
+    )
+
+
+@subcommand(
+    "eval-members",
+    "score stage-3 members and their mixtures' consensus against gold tasks (docs/eval-members.md)",
+    _eval_members_arguments,
+)
+def _eval_members(args: argparse.Namespace) -> int:
+    from .analysis.eval_members import eval_members, load_eval_config
+
+    cfg = load_eval_config(args.config, n=args.n)
+    only = [m.strip() for m in args.members.split(",") if m.strip()] if args.members else None
+    res = eval_members(
+        cfg, args.out, only=only, progress=not args.no_progress, report_only=args.report_only
+    )
+    print(res.markdown)
+    print(f"wrote {res.out / 'members.csv'}, {res.out / 'mixtures.csv'}, {res.out / 'report.md'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # the program
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,7 +125,7 @@ def test_a_run_config_is_its_generator_and_extra_models_in_one_mixture(tmp_path)
 
 
 def test_the_shipped_config_loads():
-    cfg = load_eval_config("configs/eval-members.yaml")
+    cfg = load_eval_config(Path(__file__).parents[1] / "configs" / "eval-members.yaml")
     assert [m.name for m in cfg.members] == [
         "gemma-fewshot",
         "gemma-zeroshot",
