@@ -7,7 +7,9 @@
 # pairwise score is at or below the threshold (0.01), else the candidate with the largest sum of
 # agreement is kept. This notebook has two parts. The first runs stage 4 on the run notebook 02
 # generated (by default Gemma 3 270M as generator and members): kept fraction and why examples
-# were dropped, pairwise Rouge-L, whose output is kept, the kept fraction as the threshold varies.
+# were dropped, pairwise Rouge-L (per example and per member pair), whose output is kept (the
+# generator's or which extra model's, by exact match or consensus), the kept fraction as the
+# threshold varies.
 # It also re-exports the run (`alpaca.jsonl`, `alpaca_single_output.jsonl`) for notebook 05. The
 # second part always uses the recorded answers of GPT-3-family models to the 252 user-oriented
 # instructions (real, heterogeneous LM outputs with gold outputs, no model needed; the first model
@@ -91,7 +93,9 @@ display(fig)
 # ## Pairwise agreement
 #
 # Rouge-L F between every two candidates of every example (normalized text, Porter stemming), per
-# pair of members, and its mean as a matrix.
+# pair of members; then per pair of members, over kept and dropped examples alike, the mean and
+# the share of examples where the pair scored above the threshold (stage 4 drops an example
+# when its lowest pair is at or below it), as a table and a matrix.
 
 # %%
 pairs = plots.pairwise_scores(study.frame)
@@ -101,7 +105,12 @@ plots.save_figure(fig, cfg.out_path, "pairwise")
 display(fig)
 
 # %%
-fig = plots.plot_agreement_matrix(plots.mean_agreement(study.frame))
+pair_table = steps.member_pairs(study)
+plots.save_table(pair_table, cfg.out_path, "pair_agreement")
+display(pair_table)
+
+# %%
+fig = plots.plot_pair_agreement(pair_table, study.threshold)
 plots.save_figure(fig, cfg.out_path, "agreement_matrix")
 display(fig)
 
@@ -113,6 +122,22 @@ chosen = plots.chosen_counts(study.frame)
 plots.save_table(chosen, cfg.out_path, "chosen")
 fig = plots.plot_chosen(chosen)
 plots.save_figure(fig, cfg.out_path, "chosen")
+display(fig)
+
+# %% [markdown]
+# The same by source and by the reason that kept the example: the generator's own output (the
+# first model named plays it here) or an extra model's, kept on an exact match (the first of the
+# equal candidates is stored) or by consensus. `answered` and `missing` count the examples where
+# the member had a candidate or its call had failed.
+
+# %%
+sources = steps.kept_sources(study)
+plots.save_table(sources, cfg.out_path, "sources")
+display(sources)
+
+# %%
+fig = plots.plot_kept_sources(sources)
+plots.save_figure(fig, cfg.out_path, "sources")
 display(fig)
 
 # %% [markdown]

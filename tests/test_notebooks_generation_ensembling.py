@@ -71,10 +71,32 @@ def test_notebooks_02_then_03_on_its_run(tmp_path):
     chosen = pd.read_csv(out3 / "run_chosen.csv")
     assert chosen["model"].tolist() == ["gen", "extra-a", "extra-b"]
     assert chosen["chosen"].sum() == examples["kept"].sum()
+    # whose output is kept, by member and reason, against the examples table
+    sources = pd.read_csv(out3 / "run_sources.csv")
+    assert sources["model"].tolist() == ["gen", "extra-a", "extra-b"]
+    assert sources["role"].tolist() == ["generator (stage 2)"] + ["extra model (stage 3)"] * 2
+    kept = examples[examples["kept"]]
+    by_reason = pd.crosstab(kept["chosen_model"], kept["reason"])
+    for reason in ("exact_match", "consensus"):
+        expected = by_reason.get(reason, pd.Series(dtype=int))
+        assert sources[reason].tolist() == [int(expected.get(m, 0)) for m in sources["model"]]
+    assert sources["kept"].tolist() == chosen["chosen"].tolist()
+    assert (sources["answered"] == valid).all() and (sources["missing"] == 0).all()
+    # the agreement of each member pair, against the per-example pairwise table
+    pair_table = pd.read_csv(out3 / "run_pair_agreement.csv")
+    assert pair_table["pair"].tolist() == ["gen / extra-a", "gen / extra-b", "extra-a / extra-b"]
+    assert (pair_table["examples"] == valid).all()
+    per_example = pd.read_csv(out3 / "run_pairwise.csv").groupby("pair")["score"]
+    means = per_example.mean()
+    assert pair_table["mean"].tolist() == pytest.approx(means[pair_table["pair"]].tolist())
+    run_threshold = manifest["config"]["consensus"]["threshold"]
+    above = per_example.apply(lambda s: int((s > run_threshold).sum()))
+    assert pair_table["above"].tolist() == above[pair_table["pair"]].tolist()
     ensembled = (out / "run" / "alpaca.jsonl").read_text().splitlines()
     assert len(ensembled) == examples["kept"].sum()  # stage 4 re-exported the run
-    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve"):
+    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "sources"):
         assert_png(out3 / f"run_{name}.png")
+    assert_png(out3 / "run_threshold_curve.png")
     # the recorded part runs next to it, on the recorded answers with gold
     assert pd.read_csv(out3 / "reasons.csv")["examples"].sum() == 252
     assert not pd.read_csv(out3 / "gold.csv").empty
@@ -110,6 +132,25 @@ def test_notebook_03_on_recorded_outputs(tmp_path):
     assert (gold.loc["oracle", "all_mean"] >= gold.loc[models, "all_mean"]).all()
     chosen = pd.read_csv(out / "chosen.csv")
     assert chosen["model"].tolist() == models and chosen["chosen"].sum() == ref.kept
+    sources = pd.read_csv(out / "sources.csv")
+    assert sources["model"].tolist() == models
+    assert sources["kept"].tolist() == chosen["chosen"].tolist()
+    assert sources["exact_match"].sum() == reasons.loc["exact_match", "examples"]
+    assert sources["consensus"].sum() == reasons.loc["consensus", "examples"]
+    pair_table = pd.read_csv(out / "pair_agreement.csv").set_index("pair")
+    by_pair = pd.read_csv(out / "pairwise.csv").groupby("pair")["score"]
+    assert (pair_table["examples"] == 252).all()
+    assert pair_table["mean"].to_dict() == pytest.approx(by_pair.mean().to_dict())
+    share = by_pair.apply(lambda s: (s > 0.05).mean())  # the notebook's threshold
+    assert pair_table["share_above"].to_dict() == pytest.approx(share.to_dict())
+    # the table is displayed in the executed notebook, not only written
+    html = [
+        o["data"].get("text/html", "")
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "data" in o
+    ]
+    assert any("share_above" in h for h in html) and any("answered" in h for h in html)
     pairs = pd.read_csv(out / "pairwise.csv")
     assert len(pairs) == 3 * 252 and pairs["score"].between(0, 1).all()
     sel = pd.read_csv(out / "selectors.csv").set_index("selector")
@@ -117,5 +158,6 @@ def test_notebook_03_on_recorded_outputs(tmp_path):
     assert sel.loc["sum", "kept_fraction"] == pytest.approx(ref.kept / 252)
     assert sel.loc["sum", "gold_kept"] == pytest.approx(gold.loc["consensus", "kept_mean"])
     assert sel.loc["mbr:rouge_l", "agree_sum"] == 1.0
-    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "threshold_curve", "gold"):
+    for name in ("reasons", "pairwise", "agreement_matrix", "chosen", "sources", "gold"):
         assert_png(out / f"{name}.png")
+    assert_png(out / "threshold_curve.png")

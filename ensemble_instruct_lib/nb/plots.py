@@ -416,42 +416,160 @@ def plot_pairwise(pairs: pd.DataFrame, threshold: float | None = None) -> Figure
     return fig
 
 
-def mean_agreement(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean pairwise Rouge-L between members over all examples (a models x models table; the
-    diagonal, a candidate against itself, is NaN)."""
+def _member_order(frame: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
+    """The members in candidate order: `models` when given, then any other name the records
+    carry; else the longest ``models`` list of a record (one where every member answered), then
+    the other names in the order they first appear (``missing_models`` included)."""
+    names: list[str] = list(models or [])
+    lists = [list(m) for m in frame["models"]] if "models" in frame.columns else []
+    if not names and lists:
+        names = list(max(lists, key=len))
+    missing = frame["missing_models"] if "missing_models" in frame.columns else []
+    for members in [*lists, *(m for m in missing if isinstance(m, list | tuple))]:
+        names += [m for m in members if m not in names]
+    return names
+
+
+def _named_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every ordered off-diagonal cell of every stored score matrix, by member name: columns
+    row (position in `frame`), model_a, model_b, score. A record without some member (its
+    stage-3 call failed) has a smaller matrix over the members it has, so cells are matched by
+    name, never by position."""
+    rows = []
+    for k, (scores, members) in enumerate(zip(frame["scores"], frame["models"], strict=True)):
+        m = np.asarray(scores, dtype=float)
+        for i, a in enumerate(members):
+            for j, b in enumerate(members):
+                if i != j:
+                    rows.append((k, a, b, float(m[i, j])))
+    return pd.DataFrame(rows, columns=["row", "model_a", "model_b", "score"])
+
+
+def mean_agreement(frame: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean pairwise Rouge-L between members (a models x models table; the diagonal, a
+    candidate against itself, is NaN), each cell over the examples where both members have a
+    candidate. Members are in `models` order (default: `_member_order`)."""
     if frame.empty:
         return pd.DataFrame()
-    models = list(frame["models"].iloc[0])
-    mean = np.stack([np.asarray(s, dtype=float) for s in frame["scores"]]).mean(axis=0)
-    np.fill_diagonal(mean, np.nan)
-    return pd.DataFrame(mean, index=models, columns=models)
+    names = _member_order(frame, models)
+    cells = _named_scores(frame)
+    mean = cells.groupby(["model_a", "model_b"])["score"].mean().unstack()
+    m = mean.reindex(index=names, columns=names).to_numpy(dtype=float, copy=True)
+    np.fill_diagonal(m, np.nan)
+    return pd.DataFrame(m, index=names, columns=names)
 
 
-def plot_agreement_matrix(agreement: pd.DataFrame) -> Figure:
-    """Heatmap of `mean_agreement`, each cell labelled."""
-    fig, ax = _figure(4.8, 4.0)
+PAIR_COLUMNS = ["pair", "model_a", "model_b", "examples", "mean", "above", "share_above"]
+
+
+def pair_agreement(
+    frame: pd.DataFrame, threshold: float, models: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Agreement of every pair of members, from the stored stage-4 score matrices of kept and
+    dropped examples alike.
+
+    Args:
+        frame: `ensemble_frame` rows (scores, models; a record lacking a member has a smaller
+            matrix over the members it has).
+        threshold: the stage-4 threshold; a pair "agrees" on an example when its score is above
+            it (stage 4 drops an example whose lowest pairwise score is at or below it).
+        models: the members in candidate order (default: `_member_order`).
+
+    Returns:
+        One row per unordered pair (a before b in member order): pair ("<a> / <b>"), model_a,
+        model_b, examples (where both have a candidate), mean (their mean Rouge-L there; NaN
+        when none), above (examples scoring above `threshold`), share_above (of `examples`).
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=PAIR_COLUMNS)
+    names = _member_order(frame, models)
+    rank = {m: k for k, m in enumerate(names)}
+    cells = _named_scores(frame)
+    cells = cells[cells["model_a"].map(rank) < cells["model_b"].map(rank)]
+    by_pair = dict(list(cells.groupby(["model_a", "model_b"])["score"]))
+    empty = pd.Series(dtype=float)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            s = by_pair.get((a, b), empty)
+            above = int((s > threshold).sum())
+            rows.append(
+                {
+                    "pair": f"{a} / {b}",
+                    "model_a": a,
+                    "model_b": b,
+                    "examples": len(s),
+                    "mean": float(s.mean()) if len(s) else float("nan"),
+                    "above": above,
+                    "share_above": above / len(s) if len(s) else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def pair_matrix(pairs: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
+    """A column of `pair_agreement` as a symmetric members x members table (diagonal NaN), in
+    the pairs' member order: what `plot_agreement_matrix` draws."""
+    if pairs.empty:
+        return pd.DataFrame()
+    names = list(dict.fromkeys([*pairs["model_a"], *pairs["model_b"]]))
+    m = pd.DataFrame(np.nan, index=names, columns=names)
+    for a, b, v in zip(pairs["model_a"], pairs["model_b"], pairs[value], strict=True):
+        m.loc[a, b] = m.loc[b, a] = float(v)
+    return m
+
+
+def plot_agreement_matrix(
+    agreement: pd.DataFrame,
+    share: pd.DataFrame | None = None,
+    threshold: float | None = None,
+) -> Figure:
+    """Heatmap of the mean pairwise agreement (`mean_agreement`, or `pair_matrix` of
+    `pair_agreement`), rows and columns labelled with the member names, each cell labelled with
+    its mean; with `share` (``pair_matrix(pairs, "share_above")``) also the share of examples
+    where the pair scored above `threshold`."""
+    fig, ax = _figure(
+        4.8 + 0.6 * max(len(agreement) - 3, 0), 4.0 + 0.5 * max(len(agreement) - 3, 0)
+    )
     if agreement.empty:
         _no_data(ax, "examples")
         return fig
-    m = agreement.to_numpy()
+    m = agreement.to_numpy(dtype=float)
     im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(m)), agreement.columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(m)), agreement.index)
+    ax.set_xticks(range(len(m)), [str(c) for c in agreement.columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(m)), [str(i) for i in agreement.index])
     for i in range(len(m)):
         for j in range(len(m)):
-            if i == j:
+            if i == j or np.isnan(m[i, j]):
                 continue
+            text = f"{m[i, j]:.2f}"
+            if share is not None:
+                text += f"\n{share.loc[agreement.index[i], agreement.columns[j]]:.0%}"
             ax.text(
                 j,
                 i,
-                f"{m[i, j]:.2f}",
+                text,
                 ha="center",
                 va="center",
                 color="white" if m[i, j] < 0.5 else "black",
             )
     fig.colorbar(im, ax=ax, shrink=0.8, label="mean Rouge-L F")
-    ax.set_title("Mean pairwise agreement")
+    title = "Mean pairwise agreement"
+    if share is not None:
+        above = "" if threshold is None else f" {threshold:g}"
+        title += f"\n(below each mean: share of examples above{above})"
+    ax.set_title(title)
     return fig
+
+
+def plot_pair_agreement(pairs: pd.DataFrame, threshold: float | None = None) -> Figure:
+    """`plot_agreement_matrix` of a `pair_agreement` table: the by-pair mean, and under it the
+    share of examples above `threshold`."""
+    if pairs.empty:
+        return plot_agreement_matrix(pd.DataFrame())
+    return plot_agreement_matrix(
+        pair_matrix(pairs, "mean"), pair_matrix(pairs, "share_above"), threshold
+    )
 
 
 def chosen_counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -462,7 +580,7 @@ def chosen_counts(frame: pd.DataFrame) -> pd.DataFrame:
     """
     if frame.empty:
         return pd.DataFrame(columns=["model", "chosen", "share"])
-    models = list(frame["models"].iloc[0])
+    models = _member_order(frame)
     kept = frame[frame["kept"].astype(bool)]
     counts = kept["chosen_model"].value_counts()
     n = max(len(kept), 1)
@@ -485,6 +603,96 @@ def plot_chosen(chosen: pd.DataFrame) -> Figure:
         ax.text(n, y, f" {share:.0%}", va="center")
     ax.set_xlabel("kept examples whose output is this member's")
     ax.set_title("Which member's output is kept")
+    return fig
+
+
+KEPT_REASONS = ("exact_match", "consensus")
+GENERATOR_ROLE = "generator (stage 2)"
+EXTRA_ROLE = "extra model (stage 3)"
+
+
+def kept_sources(
+    frame: pd.DataFrame,
+    models: Sequence[str] | None = None,
+    *,
+    generator_first: bool = True,
+) -> pd.DataFrame:
+    """Which member each kept output came from, split by the reason that kept it.
+
+    The source of a kept example is its stored ``chosen_model``. On an exact match the
+    candidates agree and stage 4 keeps the first of the equal ones, so the exact_match column
+    says whose copy was stored, not who "won".
+
+    Args:
+        frame: `ensemble_frame` rows (kept, reason, chosen_model, models, and
+            missing_models where the run has it).
+        models: the members in candidate order (default: `_member_order`).
+        generator_first: whether the first member is the generator's stage-2 output (the
+            pipeline's order; False for a self-ensemble, whose candidates are all stage-3
+            samples).
+
+    Returns:
+        One row per member: model, role (`GENERATOR_ROLE` or `EXTRA_ROLE`), one count column
+        per kept reason (exact_match, consensus, then any other reason that kept an example),
+        kept (their sum), share (of all kept examples), answered (examples where the member
+        had a candidate) and missing (examples where its call failed for good).
+    """
+    reasons = list(KEPT_REASONS)
+    columns = ["model", "role", *reasons, "kept", "share", "answered", "missing"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    names = _member_order(frame, models)
+    kept = frame[frame["kept"].astype(bool)]
+    reasons += sorted(set(kept["reason"].astype(str)) - set(reasons))
+    columns = ["model", "role", *reasons, "kept", "share", "answered", "missing"]
+    counts = pd.crosstab(kept["chosen_model"], kept["reason"]) if not kept.empty else None
+    answered = pd.Series([m for ms in frame["models"] for m in ms]).value_counts()
+    lacking = frame["missing_models"] if "missing_models" in frame.columns else []
+    missing = pd.Series(
+        [m for ms in lacking if isinstance(ms, list | tuple) for m in ms], dtype=object
+    ).value_counts()
+    total = max(len(kept), 1)
+    rows = []
+    for k, m in enumerate(names):
+        row: dict[str, Any] = {
+            "model": m,
+            "role": GENERATOR_ROLE if generator_first and k == 0 else EXTRA_ROLE,
+        }
+        for r in reasons:
+            has = counts is not None and m in counts.index and r in counts.columns
+            row[r] = int(counts.loc[m, r]) if has else 0
+        row["kept"] = sum(row[r] for r in reasons)
+        row["share"] = row["kept"] / total
+        row["answered"] = int(answered.get(m, 0))
+        row["missing"] = int(missing.get(m, 0))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_kept_sources(sources: pd.DataFrame) -> Figure:
+    """Bars of `kept_sources`: kept examples per member, stacked by the reason that kept them,
+    each bar labelled with its share of all kept examples."""
+    fig, ax = _figure(6.5, 1.2 + 0.45 * max(len(sources), 2))
+    if sources.empty or sources["kept"].sum() == 0:
+        _no_data(ax, "kept examples")
+        return fig
+    reasons = list(sources.columns[2 : list(sources.columns).index("kept")])
+    labels = [
+        f"{m}\n{'generator' if r == GENERATOR_ROLE else 'extra'}"
+        for m, r in zip(sources["model"], sources["role"], strict=True)
+    ][::-1]
+    left = np.zeros(len(sources))
+    for r in reasons:
+        n = sources[r].to_numpy(dtype=float)[::-1]
+        ax.barh(labels, n, left=left, color=REASON_COLORS.get(r, "#9467bd"), label=r)
+        left += n
+    for y, (n, share) in enumerate(zip(left, sources["share"][::-1], strict=True)):
+        ax.text(n, y, f" {share:.0%}", va="center")
+    ax.set_xlim(0, left.max() * 1.15)  # room for the share labels
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("kept examples whose output is this member's")
+    ax.set_title("Which member each kept output came from")
+    ax.legend(title="kept by", loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 

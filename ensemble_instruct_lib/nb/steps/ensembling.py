@@ -32,6 +32,8 @@ class EnsembleStudy:
         threshold, rule: the consensus settings used.
         source: "recorded" or the run dir.
         gold: the recorded ensemble's summary (system, kept_mean, all_mean), or None.
+        generator_first: whether the first member is the generator's stage-2 output (False
+            for a self-ensemble run, whose candidates are all stage-3 samples).
     """
 
     frame: pd.DataFrame
@@ -40,6 +42,7 @@ class EnsembleStudy:
     rule: str
     source: str
     gold: pd.DataFrame | None = None
+    generator_first: bool = True
 
     def settings(self) -> pd.DataFrame:
         kept = int(self.frame["kept"].sum()) if not self.frame.empty else 0
@@ -89,7 +92,8 @@ def recorded_study(config: EnsemblingConfig) -> EnsembleStudy:
 
 def report_run(study: EnsembleStudy | None, config: EnsemblingConfig) -> None:
     """Notebook 03's part on a generated run, in one step: the settings, kept fraction and
-    reasons, pairwise agreement, whose output is kept and the threshold curve, each saved as
+    reasons, pairwise agreement (per example and per member pair), whose output is kept (per
+    member, and by member and reason: `kept_sources`) and the threshold curve, each saved as
     ``run_<name>.csv`` / ``.png`` under `config.out_path` and displayed (the threshold curve
     over `config.thresholds`). Nothing when `study` is None."""
     from IPython.display import display
@@ -108,11 +112,18 @@ def report_run(study: EnsembleStudy | None, config: EnsemblingConfig) -> None:
     pairs = plots.pairwise_scores(study.frame)
     plots.save_table(pairs, out_path, "run_pairwise")
     figures["run_pairwise"] = plots.plot_pairwise(pairs, study.threshold)
-    figures["run_agreement_matrix"] = plots.plot_agreement_matrix(plots.mean_agreement(study.frame))
+    pair_table = member_pairs(study)
+    plots.save_table(pair_table, out_path, "run_pair_agreement")
+    display(pair_table)
+    figures["run_agreement_matrix"] = plots.plot_pair_agreement(pair_table, study.threshold)
     chosen = plots.chosen_counts(study.frame)
     plots.save_table(chosen, out_path, "run_chosen")
     display(chosen)
     figures["run_chosen"] = plots.plot_chosen(chosen)
+    sources = kept_sources(study)
+    plots.save_table(sources, out_path, "run_sources")
+    display(sources)
+    figures["run_sources"] = plots.plot_kept_sources(sources)
     curve = plots.threshold_curve(study.frame, config.thresholds, study.rule)
     plots.save_table(curve, out_path, "run_threshold_curve")
     figures["run_threshold_curve"] = plots.plot_threshold_curve(curve, study.threshold)
@@ -134,10 +145,16 @@ def ensemble_study(config: EnsemblingConfig) -> EnsembleStudy:
         tables = pipeline.load_run(run)
         frame = ensemble_frame(tables.ensembled, tables.dropped)
         cfg = tables.manifest["config"]
-        models = pipeline.candidate_names(load_config(cfg))
+        run_config = load_config(cfg)
+        models = pipeline.candidate_names(run_config)
         threshold = cfg["consensus"]["threshold"] if config.threshold is None else config.threshold
         return EnsembleStudy(
-            frame, models, float(threshold), config.rule or cfg["consensus"]["rule"], str(run)
+            frame,
+            models,
+            float(threshold),
+            config.rule or cfg["consensus"]["rule"],
+            str(run),
+            generator_first=run_config.output.self_ensemble is None,
         )
     from ...analysis.recorded_ensemble import ensemble_recorded
 
@@ -184,6 +201,22 @@ def example_table(study: EnsembleStudy) -> pd.DataFrame:
         "output",
     ]
     return study.frame[[c for c in cols if c in study.frame.columns]]
+
+
+def kept_sources(study: EnsembleStudy) -> pd.DataFrame:
+    """Which member each kept output came from (the generator's stage-2 output or an extra
+    model's), split by exact_match / consensus: `plots.kept_sources` over the study's members."""
+    from .. import plots
+
+    return plots.kept_sources(study.frame, study.models, generator_first=study.generator_first)
+
+
+def member_pairs(study: EnsembleStudy) -> pd.DataFrame:
+    """Mean pairwise Rouge-L and share of examples above the study's threshold for every pair
+    of members, over kept and dropped examples: `plots.pair_agreement`."""
+    from .. import plots
+
+    return plots.pair_agreement(study.frame, study.threshold, study.models)
 
 
 def gold_table(study: EnsembleStudy) -> pd.DataFrame:
