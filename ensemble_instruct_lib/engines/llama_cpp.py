@@ -22,8 +22,16 @@ A prompt's logits can differ in the last bits when a different previous prompt l
 reusable prefix (the prefill is then split differently), so, as with `HFBackend`'s batches, an
 output is reproducible for the same call, and the call cache stores it once made.
 
-Left out: GPU offload options beyond `n_gpu_layers`, chat templates (`chat=True` is rejected: the
-kit's prompts are raw text), speculative decoding, grammars.
+Chat: with `params.chat` a prompt becomes one user message rendered through the chat template
+stored in the GGUF (`tokenizer.chat_template`), with llama-cpp-python's own `Jinja2ChatFormatter`
+(the renderer its `create_chat_completion` uses for a GGUF template), and is tokenized without an
+extra BOS (the template writes its special tokens). The generation loop is the same as for raw
+prompts. A GGUF with no template and `chat=True` is a `ConfigError` naming the model. The call
+cache keys chat calls on the template (`chat_template()`).
+
+Left out: GPU offload options beyond `n_gpu_layers`, system messages and multi-turn chats,
+llama-cpp-python's built-in chat formats (only the GGUF's own template is used), speculative
+decoding, grammars.
 """
 
 from __future__ import annotations
@@ -107,6 +115,40 @@ class LlamaCppBackend(Backend):
         self._eog = [t for t in range(self.llm.n_vocab()) if is_eog(self._vocab, t)]
         self._eog_set = frozenset(self._eog)
         self._candidate_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        self._template = self.llm.metadata.get("tokenizer.chat_template") or None
+        self._formatter: Any = None
+
+    def chat_template(self) -> str | None:
+        """The chat template stored in the GGUF, or None."""
+        return self._template
+
+    def render(self, prompt: str, chat: bool) -> str:
+        """The text actually tokenized: the prompt, or its rendering as one user message through
+        the GGUF's chat template when `chat`."""
+        if not chat:
+            return prompt
+        if self._template is None:
+            raise ConfigError(
+                f"chat: true but the GGUF of model {self.model_id!r} ({self.path}) has no chat "
+                "template: use chat: false (raw prompts) or a model that ships one"
+            )
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = self.llm._model
+            bos, eos = model.token_bos(), model.token_eos()
+            self._formatter = Jinja2ChatFormatter(
+                template=self._template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+            )
+        return self._formatter(messages=[{"role": "user", "content": prompt}]).prompt
+
+    def _encode(self, prompt: str, chat: bool) -> list[int]:
+        if chat:  # the template already wrote the special tokens the model expects
+            text = self.render(prompt, True)
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self.tokenize(prompt)
 
     @property
     def _vocab(self) -> Any:
@@ -138,14 +180,9 @@ class LlamaCppBackend(Backend):
     def _generate(
         self, prompts: list[str], params: DecodingParams, sample_indices: list[int]
     ) -> list[Generation]:
-        if params.chat:
-            raise ValueError(
-                "chat=True is not supported by the llama_cpp backend: the kit sends raw prompts "
-                "to base models; use chat=False or the hf / openai backends for chat models"
-            )
         if self.llm is None:
             raise RuntimeError("this LlamaCppBackend was closed")
-        encoded = [self.tokenize(p) for p in prompts]
+        encoded = [self._encode(p, params.chat) for p in prompts]
         for i, ids in enumerate(encoded):
             if len(ids) + params.max_new_tokens > self.n_ctx:
                 raise ValueError(
@@ -211,8 +248,6 @@ class LlamaCppBackend(Backend):
         position's logits are log-softmaxed; log-sum-exp over the candidate's tokens."""
         import numpy as np
 
-        if chat:
-            raise ValueError("chat=True is not supported by the llama_cpp backend")
         if self.llm is None:
             raise RuntimeError("this LlamaCppBackend was closed")
         llm = self.llm
@@ -225,7 +260,7 @@ class LlamaCppBackend(Backend):
         ids = self._candidate_ids[key]
         results: list[dict[str, float]] = [{} for _ in prompts]
         for i in range(len(prompts)):
-            tokens = self.tokenize(prompts[i])
+            tokens = self._encode(prompts[i], chat)
             if len(tokens) >= self.n_ctx:
                 raise ValueError(
                     f"a prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}"

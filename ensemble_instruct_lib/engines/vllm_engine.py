@@ -156,6 +156,10 @@ class VLLMBackend(Backend):
             return self._revision_arg or ""
         return resolve_revision(self.model_id, self._revision_arg)
 
+    def chat_template(self) -> str | None:
+        """The chat template of the engine's tokenizer, or None."""
+        return getattr(self.llm.get_tokenizer(), "chat_template", None) or None
+
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(

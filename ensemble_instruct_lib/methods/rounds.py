@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import SeedTask
-from ..engines.base import Backend, DecodingParams, Generation, sampling_params
+from ..engines.base import (
+    Backend,
+    DecodingParams,
+    Generation,
+    require_chat_template,
+    sampling_params,
+)
 from ..engines.cache import CachedBackend, CallCache
 from ..engines.isolation import FailureBudget, generate_isolated
 from ..errors import ConfigError
@@ -77,9 +83,11 @@ class RunContext:
         """The cached backend for a model spec (an override given to `run` wins)."""
         from ..engines.factory import make_backend
 
-        inner = self.overrides.get(spec.name) or make_backend(
-            spec.backend_spec(), where=getattr(spec, "where", "")
-        )
+        where = getattr(spec, "where", "")
+        inner = self.overrides.get(spec.name) or make_backend(spec.backend_spec(), where=where)
+        if getattr(spec, "chat", False):
+            field_at = where[: -len(".model")] if where.endswith(".model") else where
+            require_chat_template(inner, f"{field_at}.chat" if field_at else "")
         cb = CachedBackend(inner, self.cache)
         self.used.append(cb)
         self.models[spec.name] = {**inner.describe(), "role": None}
