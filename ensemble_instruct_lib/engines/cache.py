@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .base import Backend, DecodingParams, Generation
-from .isolation import FAILED, PartialFailure
+from .isolation import FAILED, PartialFailure, reason_of
+from .ledger import Call, CallLedger
 
 #: finish reasons that are never stored
 UNSTORED = frozenset({"error", FAILED})
@@ -94,6 +95,10 @@ def cache_key(
         payload["chat_template"] = hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _call(key: str, g: Generation) -> Call:
+    return Call(key, g.prompt_tokens, g.completion_tokens)
 
 
 def _json_extra(extra: dict[str, Any]) -> str:
@@ -276,6 +281,8 @@ class CachedBackend(Backend):
         cache: a `CallCache` or the path of its file.
         chunk_size: send misses to the model in chunks of this many prompts, committing after
             each (None: all misses in one batch). Smaller chunks lose less work on a crash.
+        ledger: the run dir's token ledger (`engines.ledger`), told of every hit, miss and
+            failure, under `ledger_name` (default: the model id).
 
     Attributes:
         hits: prompts answered without the model, over this object's lifetime.
@@ -283,7 +290,13 @@ class CachedBackend(Backend):
     """
 
     def __init__(
-        self, backend: Backend, cache: CallCache | str | Path, *, chunk_size: int | None = None
+        self,
+        backend: Backend,
+        cache: CallCache | str | Path,
+        *,
+        chunk_size: int | None = None,
+        ledger: CallLedger | None = None,
+        ledger_name: str | None = None,
     ) -> None:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
@@ -292,6 +305,8 @@ class CachedBackend(Backend):
         self.chunk_size = chunk_size
         self.hits = 0
         self.misses = 0
+        self.ledger = ledger
+        self.ledger_name = ledger_name
 
     @property  # type: ignore[override]
     def name(self) -> str:
@@ -339,7 +354,13 @@ class CachedBackend(Backend):
         keys = [cache_key(name, model_id, revision, params, m, 0, template) for m in marked]
         found = {k: json.loads(g.text) for k, g in self.cache.get_many(keys).items()}
         todo = list({k: p for p, k in enumerate(keys) if k not in found}.values())
+        ledger, who = self.ledger, self.ledger_name or model_id
+        if ledger is not None:
+            ledger.served(who, [Call(k) for k in dict.fromkeys(keys) if k in found])
         if todo:
+            if ledger is not None:
+                ledger.asking(who, [keys[p] for p in todo])
+                t0 = ledger.clock()
             fresh = self.inner.next_token_logprobs([prompts[p] for p in todo], candidates, chat)
             self.cache.put_many(
                 [
@@ -357,9 +378,29 @@ class CachedBackend(Backend):
                 ]
             )
             found.update({keys[p]: d for p, d in zip(todo, fresh, strict=True)})
+            if ledger is not None:
+                ledger.answered(who, [Call(keys[p]) for p in todo], ledger.clock() - t0)
         self.misses += len(todo)
         self.hits += len(prompts) - len(todo)
         return [dict(found[k]) for k in keys]
+
+    @staticmethod
+    def _to_ledger(
+        ledger: CallLedger,
+        who: str,
+        chunk: list[str],
+        fresh: dict[str, Generation],
+        errors: dict[str, BaseException],
+        t0: float,
+    ) -> None:
+        """A chunk's answered calls (its wall time split over all its calls) and failures (an
+        answer with an unstored finish reason, "error", is a failure: it will be asked again)."""
+        wall = ledger.clock() - t0
+        done = [k for k in chunk if k in fresh and fresh[k].finish_reason not in UNSTORED]
+        ledger.answered(who, [_call(k, fresh[k]) for k in done], wall * len(done) / len(chunk))
+        bad = [k for k in chunk if k not in done]
+        why = [reason_of(errors[k]) if k in errors else fresh[k].finish_reason for k in bad]
+        ledger.failed(who, bad, why)
 
     def close(self) -> None:
         """Close the wrapped backend (the cache may be shared: close it yourself)."""
@@ -378,6 +419,9 @@ class CachedBackend(Backend):
             for p, i in zip(prompts, sample_indices, strict=True)
         ]
         found = self.cache.get_many(keys)
+        ledger, who = self.ledger, self.ledger_name or model_id
+        if ledger is not None and found:
+            ledger.served(who, [_call(k, found[k]) for k in dict.fromkeys(keys) if k in found])
         todo: dict[str, int] = {}  # key -> first position needing the model
         for pos, key in enumerate(keys):
             if key not in found and key not in todo:
@@ -406,6 +450,9 @@ class CachedBackend(Backend):
             chunk = positions[start : start + step]
             args = ([prompts[p] for p in chunk], params, [sample_indices[p] for p in chunk])
             stored: set[int] = set()
+            if ledger is not None:
+                ledger.asking(who, [keys[p] for p in chunk])
+                t0 = ledger.clock()
 
             def on_result(j: int, g: Generation, chunk: list[int] = chunk, stored=stored) -> None:
                 fresh[keys[chunk[j]]] = g
@@ -419,8 +466,10 @@ class CachedBackend(Backend):
                 failed: list[BaseException | None] = [None] * len(chunk)
             except PartialFailure as e:
                 results, failed = e.results, e.errors
-            except BaseException:
+            except BaseException as e:
                 self.misses += start + len(chunk)  # asked, whether answered or not
+                if ledger is not None and len(chunk) == 1 and isinstance(e, Exception):
+                    ledger.failed(who, [keys[chunk[0]]], [reason_of(e)])
                 raise
             for p, g, err in zip(chunk, results, failed, strict=True):
                 if err is not None or g is None:
@@ -434,6 +483,8 @@ class CachedBackend(Backend):
                     if keys[p] in fresh and j not in stored
                 ]
             )
+            if ledger is not None:
+                self._to_ledger(ledger, who, [keys[p] for p in chunk], fresh, errors, t0)
         out: list[Generation | None] = []
         for pos, key in enumerate(keys):
             if key in found:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +31,12 @@ from ..engines.base import (
 )
 from ..engines.cache import CachedBackend, CallCache
 from ..engines.isolation import FailureBudget, generate_isolated
+from ..engines.ledger import CallLedger
 from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt
 from ..method.records import candidate_id, instance_record, is_failed, stage1_candidate
+from .hygiene import hygiene
 
 if TYPE_CHECKING:
     from ..runs.config import RunConfig
@@ -55,10 +58,39 @@ def stage3_path(out: Path, model_name: str) -> Path:
     return out / f"stage3_outputs_{model_name}.jsonl"
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool, tokens: Callable[[], int] | None = None):
+    """A tqdm bar (tqdm shows the ETA); with `tokens` (generated tokens so far, e.g.
+    `RunContext.generated_tokens`) its postfix also shows the generated tokens per second since
+    the bar opened."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
+    if tokens is None:
+        return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
+
+    class TokenBar(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self._tokens, self._t0 = tokens, None
+            super().__init__(
+                total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True
+            )
+            self._n0, self._t0 = tokens(), time.perf_counter()
+            self._extra: dict[str, Any] = {}
+
+        def _tok_s(self) -> dict[str, Any]:
+            elapsed = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+            n = self._tokens() - self._n0
+            return {"tok/s": f"{n / elapsed:.1f}"} if elapsed > 0 and n > 0 else {}
+
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            self._extra = {**(ordered_dict or {}), **kwargs}
+            super().set_postfix(self._extra | self._tok_s(), refresh=refresh)
+
+        def update(self, n=1):
+            if not self.disable and self._t0 is not None:
+                super().set_postfix(self._extra | self._tok_s(), refresh=False)
+            return super().update(n)
+
+    return TokenBar()
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -78,6 +110,7 @@ class RunContext:
     progress: bool = True
     used: list[CachedBackend] = field(default_factory=list)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledger: CallLedger | None = None
 
     def backend(self, spec) -> CachedBackend:
         """The cached backend for a model spec (an override given to `run` wins)."""
@@ -88,7 +121,7 @@ class RunContext:
         if getattr(spec, "chat", False):
             field_at = where[: -len(".model")] if where.endswith(".model") else where
             require_chat_template(inner, f"{field_at}.chat" if field_at else "")
-        cb = CachedBackend(inner, self.cache)
+        cb = CachedBackend(inner, self.cache, ledger=self.ledger, ledger_name=spec.name)
         self.used.append(cb)
         self.models[spec.name] = {**inner.describe(), "role": None}
         return cb
@@ -98,6 +131,10 @@ class RunContext:
             "hits": sum(b.hits for b in self.used),
             "misses": sum(b.misses for b in self.used),
         }
+
+    def generated_tokens(self) -> int:
+        """Completion tokens of the model calls this process made (progress bars' tok/s)."""
+        return self.ledger.live_completion_tokens if self.ledger is not None else 0
 
     def budget(self, what: str) -> FailureBudget:
         """The failure budget of one stage and model (`config.max_failed_fraction`)."""
@@ -185,14 +222,18 @@ def judge_candidate(
     target: int,
     novelty: NoveltyFilter,
     reason: str | None = None,
+    screen: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> dict[str, Any]:
-    """Fill in a candidate's verdict: target reached, a post-filter (or the given `reason`), or
-    the novelty decision; an accepted one gets its id and joins `accepted` and the novelty pool."""
+    """Fill in a candidate's verdict: target reached, a post-filter (or the given `reason`), the
+    `screen` (decontamination, `hygiene.Hygiene.stage1_reason`), or the novelty decision; an
+    accepted one gets its id and joins `accepted` and the novelty pool."""
     group = rec["task_type"]
     if len(accepted) >= target:
         rec["reason"] = "target_reached"
         return rec
     rec["reason"] = reason or instruction_rejection(rec["instruction"])
+    if rec["reason"] is None and screen is not None:
+        rec["reason"] = screen(rec)
     if rec["reason"] is not None:
         return rec
     d = novelty.check(rec["instruction"], group)
@@ -350,8 +391,12 @@ def run_rounds(
     st = ctx.config.instruction
     pools = [_open_pool(ctx, g) for g in groups]
     novelty = _novelty_pool(ctx, pools)
+    screen = hygiene(ctx.config).stage1_reason
     bar = progress_bar(
-        sum(g.target for g in groups), f"stage 1: instructions ({ctx.config.method})", ctx.progress
+        sum(g.target for g in groups),
+        f"stage 1: instructions ({ctx.config.method})",
+        ctx.progress,
+        ctx.generated_tokens,
     )
     bar.update(sum(min(len(p.accepted), p.group.target) for p in pools))
     rejected = sum(p.rejected for p in pools)
@@ -368,7 +413,7 @@ def run_rounds(
                 mine = [
                     (j, pr, g) for (p, j, pr), g in zip(prompts, gens, strict=True) if p is pool
                 ]
-                records = _judge_round(pool, mine, parse, novelty)
+                records = _judge_round(pool, mine, parse, novelty, screen)
                 pool.writer.extend(records)
                 pool.next_round += 1
                 rejected += sum(not r["accepted"] for r in records)
@@ -442,6 +487,7 @@ def _judge_round(
     responses: Sequence[tuple[int, Prompt, Generation]],
     parse: ResponseParser,
     novelty: NoveltyFilter,
+    screen: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every candidate of a group's round, in order (response, then position), with its verdict."""
     g, r = pool.group, pool.next_round
@@ -461,7 +507,7 @@ def _judge_round(
                 finish_reason=gen.finish_reason,
                 fields=c.fields,
             )
-            records.append(judge_candidate(rec, pool.accepted, g.target, novelty, c.reason))
+            records.append(judge_candidate(rec, pool.accepted, g.target, novelty, c.reason, screen))
     for rec in records:
         rec["round_size"] = len(records)
     return records

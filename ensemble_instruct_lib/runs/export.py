@@ -113,6 +113,7 @@ def dataset_card(manifest: dict[str, Any], n_rows: int, n_single: int) -> str:
             f"(threshold {cfg['consensus']['threshold']}, selector {cfg['consensus'].get('selector') or cfg['consensus']['rule']}; "
             f"decisions: {json.dumps(reasons)})"
         )
+    lines += token_table(manifest.get("ledger", {}))
     lines += [
         "",
         "## Prompts and parameters",
@@ -132,6 +133,30 @@ def dataset_card(manifest: dict[str, Any], n_rows: int, n_single: int) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def token_table(ledger: dict[str, Any]) -> list[str]:
+    """The card's "Tokens" section: the run's ledger (`engines.ledger`) as a Markdown table."""
+    from ..engines.ledger import FIELDS, ledger_rows
+
+    rows = ledger_rows(ledger)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Tokens",
+        "",
+        "LM calls per stage and model over every invocation of the run (`ledger.jsonl`): new calls "
+        "with their tokens and wall time, cache hits counted apart.",
+        "",
+        "| stage | model | " + " | ".join(FIELDS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in FIELDS) + " |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['stage']} | {r['model']} | " + " | ".join(str(r[f]) for f in FIELDS) + " |"
+        )
+    return lines
 
 
 def export_run(out_dir: str | Path) -> dict[str, Any]:

@@ -46,12 +46,15 @@ from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend, DecodingParams
 from ..engines.cache import CallCache
 from ..engines.isolation import is_failure
+from ..engines.ledger import LEDGER, CallLedger, format_ledger
 from ..errors import ConfigError, TooManyFailures
+from ..method.degenerate import is_degenerate
 from ..method.parsing import parse_output
 from ..method.prompts import get_prompt_set, instance_demos
 from ..method.records import consensus_record, is_failed, output_record, single_output_record
 from ..method.selectors import select
 from ..methods import get_method, method_prompt_versions
+from ..methods.hygiene import hygiene_counts
 from ..methods.rounds import (
     DROPPED,
     ENSEMBLED,
@@ -65,7 +68,7 @@ from ..methods.rounds import (
     progress_bar,
     stage3_path,
 )
-from .config import ConsensusStage, ModelSpec, RunConfig, load_config
+from .config import ConsensusStage, Degenerate, ModelSpec, RunConfig, load_config
 
 log = logging.getLogger("ensemble_instruct")
 
@@ -171,7 +174,7 @@ def _stage3_file(
     todo = [r for r in instances if r["valid"] and r["id"] not in asked]
     budget = ctx.budget(f"stage 3 ({name})")
     n_valid = sum(r["valid"] for r in instances)
-    bar = progress_bar(n_valid, f"stage 3: {name}", ctx.progress)
+    bar = progress_bar(n_valid, f"stage 3: {name}", ctx.progress, ctx.generated_tokens)
     bar.update(n_valid - len(todo))
     with JsonlAppender(path) as out:
         for chunk in chunks(todo, st.batch_size):
@@ -245,6 +248,7 @@ def stage4_consensus(
     backend_for: Callable[[ModelSpec], Backend] | None = None,
     first_from_stage2: bool = True,
     seed: int = 0,
+    degenerate: Degenerate | None = None,
 ) -> dict[str, int]:
     """Stage 4 over every valid instance's candidates; rewrites the results.
 
@@ -259,6 +263,9 @@ def stage4_consensus(
             threshold/rule.
         backend_for: builds a judge's backend from its model spec (the run's cached backends).
         seed: the judges' decoding seed.
+        degenerate: with ``enabled``, a stage-3 output that is mostly repetition
+            (`method.degenerate`) counts as missing, like a failed call
+            (``missing_reasons``: "degenerate"); None keeps every output.
 
     An instance for which an extra model's stage-3 call failed for good is ensembled over the
     candidates that exist (``missing_models`` names the absent members; with every member
@@ -283,6 +290,7 @@ def stage4_consensus(
         backend_for=backend_for,
         first_from_stage2=first_from_stage2,
         seed=seed,
+        degenerate=degenerate,
     )
     write_jsonl(out / ENSEMBLED, kept)
     write_jsonl(out / DROPPED, dropped)
@@ -310,6 +318,7 @@ def stage4_decisions(
     backend_for: Callable[[ModelSpec], Backend] | None = None,
     first_from_stage2: bool = True,
     seed: int = 0,
+    degenerate: Degenerate | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Stage 4's records without writing them (what `stage4_consensus` writes; the arguments
     are its own): (kept records, dropped records, the valid stage-2 instances in id order)."""
@@ -328,14 +337,21 @@ def stage4_decisions(
             raise ConfigError(f"{p} is missing: run stage 3 for {name!r} first")
         extra[name] = {r["id"]: r for r in read_jsonl(p)}  # the last line of an id wins
     ready = [i for i in instances if all(i["id"] in extra[n] for n in extra)]  # stage 3 done
-    members = []  # per instance: (candidate names, candidates, missing members)
+    members = []  # per instance: (candidate names, candidates, missing members: why)
     for inst in ready:
-        present = [n for n in extra if not is_failed(extra[n][inst["id"]])]
+        why = {n: "failed" for n in extra if is_failed(extra[n][inst["id"]])}
+        if degenerate is not None and degenerate.enabled:
+            for n in extra:
+                if n not in why and is_degenerate(
+                    extra[n][inst["id"]]["output"], degenerate.ngram, degenerate.threshold
+                ):
+                    why[n] = "degenerate"
+        present = [n for n in extra if n not in why]
         names = ([model_names[0]] if first_from_stage2 else []) + present
         cands = ([inst["output"]] if first_from_stage2 else []) + [
             extra[n][inst["id"]]["output"] for n in present
         ]
-        members.append((names, cands, [n for n in extra if n not in present]))
+        members.append((names, cands, {n: why[n] for n in extra if n in why}))
     scorer = candidate_scorer(cs, backend_for, seed=seed)
     scorable = [k for k, (_, cands, _) in enumerate(members) if len(cands) >= 2]
     scored: list[tuple[Any, Any]] = [(None, None)] * len(ready)
@@ -363,7 +379,8 @@ def stage4_decisions(
                     models=names,
                     rule=cs.rule,
                     threshold=cs.threshold,
-                    missing_models=missing,
+                    missing_models=list(missing),
+                    missing_reasons=missing,
                 )
             )
             continue
@@ -389,7 +406,8 @@ def stage4_decisions(
             models=names,
             rule=fields.pop("rule"),
             threshold=fields.pop("threshold"),
-            missing_models=missing,
+            missing_models=list(missing),
+            missing_reasons=missing,
             **fields,
         )
         (kept if sel.kept else dropped).append(rec)
@@ -563,6 +581,7 @@ def run(
     seed_path, seeds = _load_seeds(config)
     cache = CallCache(Path(config.cache) if config.cache else out / "cache.sqlite")
     ctx = RunContext(config, out, seeds, cache, dict(backends or {}), progress)
+    ctx.ledger = CallLedger(out / LEDGER)
     manifest = _new_manifest(config, seed_path, previous)
     write_json(out / MANIFEST, manifest)
     method = get_method(config.method)
@@ -587,6 +606,7 @@ def run(
         raise
     finally:
         cache.close()
+        ctx.ledger.close()
     _print_summary(out, manifest)
     return RunResult(out, manifest)
 
@@ -625,7 +645,10 @@ def _new_manifest(
 
 @contextmanager
 def _timed(ctx: RunContext, manifest: dict[str, Any], stage: str) -> Iterator[None]:
-    """Record a stage's wall time in the manifest and write it when the stage ends."""
+    """Record a stage's wall time in the manifest and write it when the stage ends; the
+    ledger counts the stage's calls under its name."""
+    if ctx.ledger is not None:
+        ctx.ledger.stage = stage
     t0 = time.perf_counter()
     yield
     manifest["timings_s"][stage] = round(time.perf_counter() - t0, 3)
@@ -687,6 +710,8 @@ def _extra_outputs(
 def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
     """Stage 4 with the config's selector (the manifest is written when the run closes)."""
     cfg = ctx.config
+    if ctx.ledger is not None:
+        ctx.ledger.stage = "stage4"
     t0 = time.perf_counter()
     manifest["counts"]["stage4"] = stage4_consensus(
         ctx.out,
@@ -695,6 +720,7 @@ def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
         backend_for=ctx.backend,
         first_from_stage2=cfg.output.self_ensemble is None,
         seed=cfg.seed,
+        degenerate=cfg.degenerate,
     )
     manifest["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
 
@@ -705,7 +731,10 @@ def _close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> N
     if status == "done":
         manifest["models"].update(ctx.models)
     manifest["cache"] = ctx.cache_stats()
+    if ctx.ledger is not None:
+        manifest["ledger"] = ctx.ledger.summary()
     manifest["failures"] = failure_counts(ctx.out, ctx.config)
+    manifest["hygiene"] = hygiene_counts(ctx.out, ctx.config)
     manifest["status"] = status
     if status == "done":
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -802,11 +831,13 @@ def run_stage4(
             backend_for=backend_for,
             first_from_stage2=config.output.self_ensemble is None,
             seed=config.seed,
+            degenerate=config.degenerate,
         )
     finally:
         backend_for.close()
     cs = config.consensus
     manifest["counts"]["stage4"] = counts
+    manifest["hygiene"] = hygiene_counts(out, config)
     manifest["consensus_override"] = {
         "threshold": cs.threshold,
         "rule": cs.rule,
@@ -874,6 +905,10 @@ def _print_summary(out: Path, manifest: dict[str, Any]) -> None:
         s4 = c["stage4"]
         lines.append(f"  stage 4: kept {s4['kept']} of {s4['instances']} examples")
     lines.append(f"  cache: {manifest['cache']['hits']} hits, {manifest['cache']['misses']} misses")
+    ledger = format_ledger(manifest.get("ledger", {}))
+    if ledger:
+        lines += ["  tokens (ledger.jsonl, every invocation of this run dir):"]
+        lines += [f"    {line}" for line in ledger]
     failed = [
         f"{stage.replace('stage', 'stage ')} {name}: {c['failed']} ({json.dumps(c['reasons'])})"
         for stage, per_model in manifest.get("failures", {}).items()

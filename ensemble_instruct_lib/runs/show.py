@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.jsonl import read_jsonl
+from ..engines.ledger import format_ledger, read_ledger, summarize
 from ..errors import ConfigError
 from ..methods.rounds import DROPPED, ENSEMBLED, MANIFEST
 
@@ -57,6 +58,10 @@ def describe_run(run_dir: str | Path, examples: int = 5, limit: int = 300) -> st
     s4 = counts.get("stage4")
     if s4:
         lines.append(f"  stage 4: kept {s4['kept']} of {s4['instances']} examples")
+    tokens = format_ledger(summarize(read_ledger(out)))
+    if tokens:
+        lines.append("  tokens per stage and model (ledger.jsonl):")
+        lines += [f"    {line}" for line in tokens]
     kept = read_jsonl(out / ENSEMBLED) if (out / ENSEMBLED).exists() else []
     shown, title = kept, "kept examples"
     if not kept and (out / DROPPED).exists():
