@@ -36,7 +36,6 @@ from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..engines.isolation import FailureBudget, is_failure
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
-from .hygiene import hygiene
 from .rounds import (
     STAGE2,
     Candidate,
@@ -315,7 +314,6 @@ def stage2_instances(
     params = sampling_params(
         st, ("\nTask:", "\n\n") if st.stop_at_blank_line else ("\nTask:",), cfg.seed
     )
-    screen = hygiene(cfg).screen_instance
     cls_version = VERSIONS["classification"] if opts.classification == "lm" else None
     todo = [r for r in instructions if r["id"] not in done_ids]
     bar = progress_bar(
@@ -367,7 +365,7 @@ def stage2_instances(
                         prompt_version=p.version,
                         extra=extra,
                     )
-                out.append(screen(rec))
+                out.append(rec)
                 done.append(rec)
                 bar.update(1)
             budget.check()
