@@ -19,8 +19,9 @@ A subcommand with its own sub-subcommands (``models fetch``) adds them in its ar
 with ``p.add_subparsers(dest=...)`` and dispatches on that name. Importing this module, and
 parsing the arguments of one subcommand, load only what that subcommand's argument function
 imports: the work's modules (torch, pandas, ...) load when it runs. `DataError`, `ConfigError`,
-`ValueError` and `FileNotFoundError` raised by a subcommand are printed as one ``error:`` line with
-exit status 2. ``KEY=VALUE`` options (``-p``, ``--set``, ``--grid``) are read by `runs.keyvalue`.
+`NetworkError`, `ValueError` and `FileNotFoundError` raised by a subcommand are printed as one
+``error:`` line with exit status 2. ``KEY=VALUE`` options (``-p``, ``--set``, ``--grid``) are read
+by `runs.keyvalue`.
 More in docs/cli.md.
 """
 
@@ -32,8 +33,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import ConfigError, DataError, TooManyFailures
+from .errors import ConfigError, DataError, NetworkError, TooManyFailures
+
+if TYPE_CHECKING:
+    from .data.public import DataLocation
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Handler = Callable[[argparse.Namespace], int]
@@ -85,46 +90,76 @@ def subcommand(
 
 
 def _fetch_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dest", help="target folder (default: $EI_DATA_DIR or seeds/data)")
+    p.add_argument(
+        "--dest",
+        help="target folder (default: the folder the commands read: $EI_DATA_DIR, else "
+        "shared/data beside the checkout when it holds the seeds, else seeds/data)",
+    )
     p.add_argument("--from", help="copy from a local folder laid out like shared/data")
     p.add_argument("--force", action="store_true", help="fetch again even if present")
 
 
+def _where(loc: DataLocation, option: str) -> str:
+    """'FOLDER (why this one)' for the data messages."""
+    return f"{loc.path} ({option if loc.source == 'argument' else loc.reason})"
+
+
 @subcommand(
     "fetch-data",
-    "download (or copy with --from) the pinned public data and verify its sha256",
+    "bring the pinned public data into the data folder (download, or copy a local one) and "
+    "verify its sha256",
     _fetch_data_arguments,
 )
 def _fetch_data(args: argparse.Namespace) -> int:
-    from .data.public import data_dir, fetch_data
+    from .data.public import fetch_data, locate_data, verify_data
 
-    dest = data_dir(args.dest)
-    result = fetch_data(args.dest, source=getattr(args, "from"), force=args.force)
+    dest = locate_data(args.dest)
+    read = locate_data()  # the folder the other commands read
+    source = getattr(args, "from")
+    print(f"data folder: {_where(dest, '--dest')}")
+    if (
+        source is None
+        and read.source in ("env", "shared")
+        and read.path != dest.path
+        and set(verify_data(read.path).values()) == {"ok"}
+    ):
+        source = read.path  # a verified local copy: no download needed
+        print(f"copying from {_where(read, '')}, where every pinned file verifies")
+    result = fetch_data(dest.path, source=source, force=args.force)
     for name, how in result.items():
         print(f"{how:>10}  {name}")
-    print(f"data ready in {dest} (set EI_DATA_DIR={dest} if it is not the default)")
+    if set(result.values()) == {"present"}:
+        print(
+            f"all {len(result)} pinned files are present and verified in {dest.path}: "
+            "nothing to download"
+        )
+    else:
+        print(f"data ready in {dest.path}")
+    if dest.path != read.path:
+        print(
+            f"the commands read {_where(read, '')}: set EI_DATA_DIR={dest.path} to read this copy"
+        )
     return 0
 
 
 def _verify_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="the folder to check (default: the one the commands read)")
 
 
 @subcommand(
     "verify-data", "check the data folder against the pinned digests", _verify_data_arguments
 )
 def _verify_data(args: argparse.Namespace) -> int:
-    from .data.public import data_dir, verify_data
+    from .data.public import locate_data, verify_data
 
-    status = verify_data(args.data_dir)
+    loc = locate_data(args.data_dir)
+    print(f"data folder: {_where(loc, '--data-dir')}")
+    status = verify_data(loc.path)
     for name, st in status.items():
         print(f"{st:>16}  {name}")
     bad = [n for n, s in status.items() if s != "ok"]
     if bad:
-        print(
-            f"{len(bad)} file(s) not ok under {data_dir(args.data_dir)}: run fetch-data",
-            file=sys.stderr,
-        )
+        print(f"{len(bad)} file(s) not ok under {loc.path}: run fetch-data", file=sys.stderr)
         return 1
     return 0
 
@@ -536,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
         ImportError,
         TooManyFailures,
+        NetworkError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

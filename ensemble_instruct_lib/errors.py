@@ -43,3 +43,18 @@ class ConfigError(ValueError):
 class TooManyFailures(RuntimeError):
     """Too many calls of a stage failed for good: the run stopped rather than go on making an
     empty or mostly-failed dataset (a dead server, a wrong model name, a bad API key)."""
+
+
+class NetworkError(RuntimeError):
+    """A download the kit needed could not be made: the message names the URL, the reason and
+    the offline way out. Work finished before it (files already fetched) is kept.
+
+    Attributes:
+        url: what could not be fetched.
+        reason: the short reason (e.g. ``Name or service not known``).
+    """
+
+    def __init__(self, url: str, reason: str, message: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(message)

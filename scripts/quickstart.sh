@@ -17,11 +17,10 @@ esac
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . "${VENV:-.venv}/bin/activate"
-if [ -n "${EI_DATA_DIR:-}" ]; then
-  python -m ensemble_instruct_lib verify-data
-else
-  python -m ensemble_instruct_lib fetch-data
-fi
+# The data folder: $EI_DATA_DIR, else ../shared/data when it holds the seeds (nothing downloaded
+# when every pinned file verifies there), else a download into seeds/data. A failed download is
+# one line naming the offline ways out, and the script stops (exit 2).
+python -m ensemble_instruct_lib fetch-data
 name=$(python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$config")
 python -m ensemble_instruct_lib run --config "$config" --out "outputs/$name"
 python -m ensemble_instruct_lib show "outputs/$name"

@@ -4,7 +4,10 @@ Implements METHOD.md "Data": the 175 Self-Instruct seed tasks split into type A 
 has a non-empty input) and type B (it has none), plus the 252 user-oriented evaluation tasks and the
 eight GPT-3-family models' recorded answers to them. None of these files is committed: `fetch_data`
 downloads them at a pinned commit and checks their sha256, or copies a local folder laid out like
-``../shared/data``. `EI_DATA_DIR` names such a folder for every call that is not given one.
+``../shared/data``. Where the data is read from (`locate_data`): the folder a call is given, else
+`$EI_DATA_DIR`, else ``shared/data`` beside a source checkout when it holds the seed file, else the
+default fetch location (``seeds/data`` in a checkout). A download that cannot reach its URL is a
+`NetworkError` naming the URL and the offline ways out.
 The same fetch also brings the authors' Ensemble-Instruct prompt-template files (read as data by
 `data.reference`), pinned the same way.
 """
@@ -12,25 +15,33 @@ The same fetch also brings the authors' Ensemble-Instruct prompt-template files 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, NetworkError
 from .jsonl import iter_jsonl
 
 ENV_VAR = "EI_DATA_DIR"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_CHECKOUT = (PACKAGE_DIR.parent / "pyproject.toml").exists()
 #: Where `fetch-data` writes by default: `seeds/data` in a source checkout, else a user cache dir.
 DEFAULT_DATA_DIR = (
     PACKAGE_DIR.parent / "seeds" / "data"
-    if (PACKAGE_DIR.parent / "pyproject.toml").exists()
+    if _CHECKOUT
     else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ensemble-instruct"
 )
+#: A ``shared/data`` folder beside a source checkout (``<checkout>/../shared/data``), read when
+#: it holds the seed file and neither a path nor `$EI_DATA_DIR` names another folder.
+SHARED_DATA_DIR: Path | None = PACKAGE_DIR.parent.parent / "shared" / "data" if _CHECKOUT else None
+#: The file whose presence makes a folder count as a data folder.
+SEED_FILE = "self_instruct/seed_tasks.jsonl"
 
 SELF_INSTRUCT_REPO = "yizhongw/self-instruct"
 SELF_INSTRUCT_COMMIT = "0b26ccaa415992100fa32df62d41b994cf928e23"
@@ -123,14 +134,48 @@ ALL_FILES: tuple[DataFile, ...] = DATA_FILES + REFERENCE_FILES
 # locating and fetching
 
 
-def data_dir(path: str | Path | None = None) -> Path:
-    """The data folder: `path` if given, else `$EI_DATA_DIR`, else the default fetch location."""
+@dataclass(frozen=True)
+class DataLocation:
+    """The data folder a call reads, and why that one.
+
+    Attributes:
+        path: the folder.
+        source: "argument" (a path was given), "env" (`$EI_DATA_DIR`), "shared" (``shared/data``
+            beside the checkout) or "default" (the default fetch location).
+    """
+
+    path: Path
+    source: str
+
+    @property
+    def reason(self) -> str:
+        """Why this folder, in words (for messages)."""
+        return {
+            "argument": "the folder given",
+            "env": f"from ${ENV_VAR}",
+            "shared": "the shared/data folder beside the checkout",
+            "default": f"the default location; ${ENV_VAR} is unset and no shared/data folder "
+            "with the seed file is beside the checkout",
+        }[self.source]
+
+
+def locate_data(path: str | Path | None = None) -> DataLocation:
+    """Which data folder to read: `path` if given, else `$EI_DATA_DIR`, else ``shared/data``
+    beside the checkout when it holds the seed file, else the default fetch location."""
     if path is not None:
-        return Path(path).expanduser().resolve()
+        return DataLocation(Path(path).expanduser().resolve(), "argument")
     env = os.environ.get(ENV_VAR)
     if env:
-        return Path(env).expanduser().resolve()
-    return DEFAULT_DATA_DIR
+        return DataLocation(Path(env).expanduser().resolve(), "env")
+    if SHARED_DATA_DIR is not None and (SHARED_DATA_DIR / SEED_FILE).is_file():
+        return DataLocation(SHARED_DATA_DIR.resolve(), "shared")
+    return DataLocation(DEFAULT_DATA_DIR, "default")
+
+
+def data_dir(path: str | Path | None = None) -> Path:
+    """The data folder (`locate_data`): `path`, else `$EI_DATA_DIR`, else ``shared/data`` beside
+    the checkout when it holds the seed file, else the default fetch location."""
+    return locate_data(path).path
 
 
 def data_path(relative: str, root: str | Path | None = None) -> Path:
@@ -149,7 +194,7 @@ def data_path(relative: str, root: str | Path | None = None) -> Path:
 
 
 def seed_tasks_path(root: str | Path | None = None) -> Path:
-    return data_path("self_instruct/seed_tasks.jsonl", root)
+    return data_path(SEED_FILE, root)
 
 
 def user_oriented_path(root: str | Path | None = None) -> Path:
@@ -194,12 +239,46 @@ def _download(url: str, dest: Path) -> None:
         shutil.copyfileobj(r, out)
 
 
+#: What a download that cannot reach its URL raises (not a local disk error: those propagate).
+_NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
+
+
+def network_reason(error: BaseException) -> str:
+    """The short reason of a failed connection: ``Name or service not known``, ``timed out``,
+    ``HTTP 404 Not Found``, ..."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}".strip()
+    reason: object = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, OSError) and reason.strerror:
+        text = reason.strerror
+    else:
+        text = str(reason) or type(reason).__name__
+    return " ".join(text.split())[:200]
+
+
+def _download_error(url: str, error: BaseException, dest_dir: Path, kept: int) -> NetworkError:
+    reason = network_reason(error)
+    what = (
+        f"the server answered {reason}"
+        if isinstance(error, urllib.error.HTTPError)
+        else f"this machine could not reach it ({reason})"
+    )
+    have = f"; the {kept} file(s) already in {dest_dir} are kept" if kept else ""
+    return NetworkError(
+        url,
+        reason,
+        f"could not download {url}: {what}{have}. Without internet: copy a folder laid out like "
+        "shared/data with `python -m ensemble_instruct_lib fetch-data --from DIR`, or read one "
+        f"in place with {ENV_VAR}=DIR",
+    )
+
+
 def fetch_data(
     dest: str | Path | None = None,
     *,
     source: str | Path | None = None,
     force: bool = False,
-    download: Callable[[str, Path], None] = _download,
+    download: Callable[[str, Path], None] | None = None,
     files: tuple[DataFile, ...] = ALL_FILES,
 ) -> dict[str, str]:
     """Bring the pinned public data (default: every pinned file) into `dest`, verifying sha256s.
@@ -208,7 +287,8 @@ def fetch_data(
         dest: target folder (default: `data_dir()`).
         source: a local folder laid out like ``shared/data`` to copy from instead of downloading.
         force: re-fetch files that are already present and valid.
-        download: the function that fetches one URL into a path (replaceable in tests).
+        download: the function that fetches one URL into a path (default: `_download`, looked
+            up at call time so tests can replace it).
         files: which pinned files (default: the seeds, evaluation data and the authors' templates).
 
     Returns:
@@ -216,9 +296,12 @@ def fetch_data(
 
     Raises:
         DataError: a file's digest does not match (the bad copy is removed, good files are kept).
+        NetworkError: a download failed (one line naming the URL, the reason and the offline
+            ways out; the files fetched before it are kept).
     """
     dest_dir = data_dir(dest)
-    result = {}
+    fetch = download if download is not None else _download
+    result: dict[str, str] = {}
     for f in files:
         target = dest_dir / f.local
         if not force and target.exists() and sha256_of(target) == f.sha256:
@@ -235,7 +318,11 @@ def fetch_data(
             shutil.copyfile(src, tmp)
             how = "copied"
         else:
-            download(f.url, tmp)
+            try:
+                fetch(f.url, tmp)
+            except _NETWORK_ERRORS as e:
+                tmp.unlink(missing_ok=True)
+                raise _download_error(f.url, e, dest_dir, len(result)) from None
             how = "downloaded"
         digest = sha256_of(tmp)
         if digest != f.sha256:

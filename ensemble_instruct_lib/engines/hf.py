@@ -17,6 +17,10 @@ sample indices (the caller's RNG state is restored afterwards). The batch a prom
 on the other prompts of the call, so a sample is reproducible for the same call, not for the same
 prompt in another mix (the call cache stores it once drawn).
 
+A hub id is checked against the hub once before loading (one request, no retries) unless
+HF_HUB_OFFLINE is set: when the hub cannot be reached, a cached model loads from the hub cache and
+an uncached one is a one-line `ConfigError` naming the id and the offline ways out.
+
 Left out: multi-GPU sharding, quantization and continuous batching (use the vLLM backend for
 throughput).
 """
@@ -155,31 +159,155 @@ def _sampling_seed(seed: int, sample_indices: Sequence[int]) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+#: Exception classes (by name, anywhere in the chain) that mean the hub could not be reached.
+_UNREACHABLE = frozenset(
+    {
+        "LocalEntryNotFoundError",  # huggingface_hub: not cached, and the hub not asked/answering
+        "OfflineModeIsEnabled",
+        "ConnectError",  # httpx
+        "ConnectTimeout",
+        "TimeoutException",
+        "NetworkError",
+        "ConnectionError",  # requests, and the builtin
+    }
+)
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def hub_unreachable(e: BaseException) -> bool:
+    """Whether a load failure came from a hub that could not be reached (offline mode included),
+    as opposed to a missing, private or broken model."""
+    for x in _chain(e):
+        if any(c.__name__ in _UNREACHABLE for c in type(x).__mro__):
+            return True
+        if "couldn't connect to" in str(x):
+            return True
+    return False
+
+
+def _offline_mode() -> bool:
+    try:
+        from huggingface_hub.constants import is_offline_mode
+    except ImportError:  # an older huggingface_hub
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    return bool(is_offline_mode())
+
+
+def _short_reason(e: BaseException) -> str:
+    """The innermost system reason of a failed connection (``Name or service not known``), else
+    the first line of the innermost error."""
+    chain = _chain(e)
+    for x in reversed(chain):
+        if isinstance(x, OSError) and x.strerror:
+            return str(x.strerror)[:160]
+    text = str(chain[-1]).strip()
+    return (text.splitlines()[0] if text else type(chain[-1]).__name__)[:160]
+
+
+def _unreachable_reason(e: BaseException) -> str:
+    """Why the hub could not be reached: offline mode, or the innermost reason."""
+    if _offline_mode():
+        return "HF_HUB_OFFLINE is set, so the hub is not asked"
+    return _short_reason(e)
+
+
+def hub_probe(timeout: float = 5.0) -> BaseException | None:
+    """One request to the hub (no retries, the hub client's own proxies): None when it answers
+    (any status), else the error that says it cannot be reached."""
+    try:
+        from huggingface_hub.constants import ENDPOINT
+        from huggingface_hub.utils import get_session
+    except ImportError:
+        return None
+    try:
+        get_session().head(ENDPOINT, timeout=timeout, follow_redirects=False)
+    except Exception as e:
+        return e if hub_unreachable(e) else None
+    return None
+
+
+def _offline_load_options(
+    model: str, revision: str | None, cache_dir: str | None
+) -> dict[str, Any]:
+    """Extra `from_pretrained` options for a hub id when the hub cannot be reached.
+
+    Without this, huggingface_hub retries each file for about 25 s (a warning per try) before
+    transformers falls back to the cache or fails. One quick probe instead: a cached model loads
+    from the cache (``local_files_only``); an uncached one is the one-line `ConfigError`.
+    """
+    if os.path.isdir(model) or _offline_mode():
+        return {}
+    error = hub_probe()
+    if error is None:
+        return {}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(model, "config.json", cache_dir=cache_dir, revision=revision)
+    except Exception:  # an id the hub helpers reject: let from_pretrained say what is wrong
+        return {}
+    if isinstance(hit, str):
+        return {"local_files_only": True}
+    raise _unreachable_error(model, error)
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub.constants import ENDPOINT
+    except ImportError:
+        return "https://huggingface.co"
+    return ENDPOINT
+
+
+def _unreachable_error(model: str, e: BaseException) -> ConfigError:
+    from .models import KNOWN_MODELS
+
+    return ConfigError(
+        f"model {model!r} could not be loaded{describe_model_value(model)}: it is not a local "
+        "folder, a known name or in the local hub cache, and the Hugging Face hub "
+        f"({_hub_endpoint()}) could not be reached to download it ({_unreachable_reason(e)}); "
+        f"use a local checkpoint folder, a known model name ({', '.join(sorted(KNOWN_MODELS))}: "
+        "python -m ensemble_instruct_lib models list), or fill the hub cache on a machine with "
+        "internet and run with HF_HUB_OFFLINE=1"
+    )
+
+
 @contextlib.contextmanager
 def _load_errors(model: str) -> Iterator[None]:
-    """Turn transformers' / huggingface_hub's load failures into one-line `ConfigError`s."""
+    """Turn transformers' / huggingface_hub's load failures into one-line `ConfigError`s: an
+    unreachable hub (offline) names the model id and the offline ways out."""
     try:
         yield
-    except OSError as e:  # missing files, unreachable or unknown hub repos (offline included)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        where = (
-            "the local folder has no loadable checkpoint"
-            if os.path.isdir(model)
-            else "it is not a local folder, and as a hub id it is neither in the local hub cache "
-            "nor reachable (offline?)"
-        )
-        raise ConfigError(
-            f"model {model!r} could not be loaded{describe_model_value(model)}: {where} "
-            f"({first[:200]}); give a local checkpoint folder, a hub id you can reach, or a "
-            "known name (python -m ensemble_instruct_lib models list)"
-        ) from None
-    except ValueError as e:
-        if type(e).__name__ != "HFValidationError":
-            raise
-        raise ConfigError(
-            f"model {model!r} is neither an existing folder nor a valid hub id ({e}); "
-            "check the path, or see python -m ensemble_instruct_lib models list"
-        ) from None
+    except Exception as e:
+        if not os.path.isdir(model) and hub_unreachable(e):
+            raise _unreachable_error(model, e) from None
+        if isinstance(e, OSError):  # missing files, an unknown or private hub repo
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            where = (
+                "the local folder has no loadable checkpoint"
+                if os.path.isdir(model)
+                else "it is not a local folder, and as a hub id it is neither in the local hub "
+                "cache nor reachable (offline?)"
+            )
+            raise ConfigError(
+                f"model {model!r} could not be loaded{describe_model_value(model)}: {where} "
+                f"({first[:200]}); give a local checkpoint folder, a hub id you can reach, or a "
+                "known name (python -m ensemble_instruct_lib models list)"
+            ) from None
+        if type(e).__name__ == "HFValidationError":
+            raise ConfigError(
+                f"model {model!r} is neither an existing folder nor a valid hub id ({e}); "
+                "check the path, or see python -m ensemble_instruct_lib models list"
+            ) from None
+        raise
 
 
 #: Default cap on prompt tokens per `generate` call: rows x the longest prompt (padding included).
@@ -263,12 +391,17 @@ class HFBackend(Backend):
             "trust_remote_code": trust_remote_code,
             "cache_dir": cache_dir,
         }
+        load.update(_offline_load_options(self.model_id, revision, cache_dir))
+        # transformers 5.25 looks for a PEFT adapter with `adapter_kwargs` only: without
+        # local_files_only there, that lookup asks the hub (and retries for ~25 s offline)
+        offline = {"local_files_only": True, "cache_dir": cache_dir}
+        adapter = {"adapter_kwargs": offline} if load.get("local_files_only") else {}
         with _load_errors(self.model_id):
             config = AutoConfig.from_pretrained(self.model_id, **load)
             self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
             auto_cls = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
             self.model = auto_cls.from_pretrained(
-                self.model_id, config=config, dtype=self.dtype, **load
+                self.model_id, config=config, dtype=self.dtype, **load, **adapter
             )
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id, **load)
         self.model.to(self.device)
