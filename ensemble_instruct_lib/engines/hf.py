@@ -463,6 +463,10 @@ class HFBackend(Backend):
 
     # ----------------------------------------------------------------------------------------
 
+    def chat_template(self) -> str | None:
+        """The tokenizer's chat template, or None."""
+        return getattr(self.tokenizer, "chat_template", None) or None
+
     def render(self, prompt: str, chat: bool) -> str:
         """The text actually tokenized: the prompt, or its chat-template rendering when `chat`."""
         if not chat:
