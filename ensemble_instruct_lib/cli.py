@@ -175,6 +175,21 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="override the config's random seed")
     p.add_argument("--stages", default="1,2,3,4", help="comma-separated stages to run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the expected calls, tokens and time per stage and model instead of running "
+        "(a few timed calibration calls per model; nothing is written to the run dir)",
+    )
+    p.add_argument(
+        "--rates-from",
+        help="with --estimate: a previous run dir whose acceptance rates and ledger speeds to use "
+        "(default: the run dir itself, if it holds a run)",
+    )
+    p.add_argument(
+        "--calibration-calls", type=int, default=2, help="with --estimate: calls per stage shape"
+    )
+    p.add_argument("--estimate-json", help="with --estimate: also write it to this JSON file")
 
 
 @subcommand(
@@ -187,6 +202,15 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, num_instructions=args.num_instructions, seed=args.seed)
     out = Path(args.out) if args.out else Path("outputs") / cfg.name
     stages = [int(s) for s in args.stages.split(",")]
+    if args.estimate:
+        from .runs.estimate import estimate
+
+        previous = args.rates_from or (out if (out / "manifest.json").exists() else None)
+        est = estimate(cfg, previous=previous, calls_per_stage=args.calibration_calls)
+        print(est.to_text())
+        if args.estimate_json:
+            Path(args.estimate_json).write_text(json.dumps(est.to_dict(), indent=2) + "\n")
+        return 0
     run(cfg, out, progress=not args.no_progress, stages=stages)
     return 0
 
