@@ -107,6 +107,7 @@ def run_selector_decisions(
                 backend_for=backend_for,
                 first_from_stage2=cfg.output.self_ensemble is None,
                 seed=cfg.seed,
+                degenerate=cfg.degenerate,
             )
             columns[entry] = {
                 r["id"]: -1 if r["chosen_index"] is None else int(r["chosen_index"])

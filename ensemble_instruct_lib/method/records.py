@@ -188,6 +188,7 @@ def consensus_record(
     rule: str | None,
     threshold: float,
     missing_models: Sequence[str] = (),
+    missing_reasons: Mapping[str, str] | None = None,
     **selection: Any,
 ) -> dict[str, Any]:
     """One stage-4 decision over an instance's candidate outputs.
@@ -199,6 +200,8 @@ def consensus_record(
         rule, threshold: the selection rule and the threshold it applied.
         missing_models: extra models whose stage-3 call failed for good for this instance (not
             among `models`; empty when every member answered, the paper's case).
+        missing_reasons: why each missing member is missing: "failed" (its call failed for
+            good) or "degenerate" (its output was mostly repetition, `method.degenerate`).
         selection: the selector's own fields, after these (selector, utility, candidate_scores,
             score_details, why).
     """
@@ -218,6 +221,7 @@ def consensus_record(
         "rule": rule,
         "threshold": threshold,
         "missing_models": list(missing_models),
+        "missing_reasons": {m: (missing_reasons or {}).get(m, "failed") for m in missing_models},
         **selection,
     }
 

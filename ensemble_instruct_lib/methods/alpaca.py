@@ -30,6 +30,7 @@ from ..data.public import SeedTask
 from ..engines.base import Backend, Generation
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
+from .hygiene import hygiene
 from .rounds import (
     STAGE2,
     Candidate,
@@ -196,6 +197,7 @@ def stage2_instances(
     path = ctx.out / STAGE2
     done = read_jsonl(path) if path.exists() else []
     done_ids = {r["id"] for r in done}
+    screen = hygiene(ctx.config).screen_instance
     with JsonlAppender(path) as out:
         for r in instructions:
             if r["id"] in done_ids:
@@ -214,7 +216,7 @@ def stage2_instances(
                 finish_reason=r.get("finish_reason"),
                 prompt_version=r.get("prompt_version", VERSIONS["batch"]),
             )
-            out.append(rec)
+            out.append(screen(rec))
             done.append(rec)
     return done
 

@@ -25,6 +25,7 @@ from ..method.parsing import parse_instance_verbose, parse_instructions
 from ..method.prompts import END, SET_VERSIONS, Prompt, PromptSet, get_prompt_set, instance_demos
 from ..method.prompts import VERSIONS as _PROMPT_VERSIONS
 from ..method.records import harvested_instance, instance_record
+from .hygiene import hygiene
 from .rounds import (
     STAGE2,
     Candidate,
@@ -109,6 +110,7 @@ def stage2_instances(
     prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     todo = [r for r in instructions if r["id"] not in done_ids]
     harvest = _Harvester(ctx, instructions, done) if st.harvest_extra_blocks else None
+    screen = hygiene(cfg).screen_instance
     bar = progress_bar(len(instructions), "stage 2: instances", ctx.progress, ctx.generated_tokens)
     bar.update(len(instructions) - len(todo))
     valid = sum(r["valid"] for r in done)
@@ -120,7 +122,7 @@ def stage2_instances(
             ]
             gens = generate_checked(backend, [p.text for p in prompts], params, budget)
             for r, p, g in zip(chunk, prompts, gens, strict=True):
-                records = _instance_records(r, p, g, harvest)
+                records = [screen(x) for x in _instance_records(r, p, g, harvest)]
                 out.extend(records)
                 done.extend(records)
                 valid += sum(x["valid"] for x in records)

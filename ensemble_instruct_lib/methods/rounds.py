@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt
 from ..method.records import candidate_id, instance_record, is_failed, stage1_candidate
+from .hygiene import hygiene
 
 if TYPE_CHECKING:
     from ..runs.config import RunConfig
@@ -221,14 +222,18 @@ def judge_candidate(
     target: int,
     novelty: NoveltyFilter,
     reason: str | None = None,
+    screen: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> dict[str, Any]:
-    """Fill in a candidate's verdict: target reached, a post-filter (or the given `reason`), or
-    the novelty decision; an accepted one gets its id and joins `accepted` and the novelty pool."""
+    """Fill in a candidate's verdict: target reached, a post-filter (or the given `reason`), the
+    `screen` (decontamination, `hygiene.Hygiene.stage1_reason`), or the novelty decision; an
+    accepted one gets its id and joins `accepted` and the novelty pool."""
     group = rec["task_type"]
     if len(accepted) >= target:
         rec["reason"] = "target_reached"
         return rec
     rec["reason"] = reason or instruction_rejection(rec["instruction"])
+    if rec["reason"] is None and screen is not None:
+        rec["reason"] = screen(rec)
     if rec["reason"] is not None:
         return rec
     d = novelty.check(rec["instruction"], group)
@@ -386,6 +391,7 @@ def run_rounds(
     st = ctx.config.instruction
     pools = [_open_pool(ctx, g) for g in groups]
     novelty = _novelty_pool(ctx, pools)
+    screen = hygiene(ctx.config).stage1_reason
     bar = progress_bar(
         sum(g.target for g in groups),
         f"stage 1: instructions ({ctx.config.method})",
@@ -407,7 +413,7 @@ def run_rounds(
                 mine = [
                     (j, pr, g) for (p, j, pr), g in zip(prompts, gens, strict=True) if p is pool
                 ]
-                records = _judge_round(pool, mine, parse, novelty)
+                records = _judge_round(pool, mine, parse, novelty, screen)
                 pool.writer.extend(records)
                 pool.next_round += 1
                 rejected += sum(not r["accepted"] for r in records)
@@ -481,6 +487,7 @@ def _judge_round(
     responses: Sequence[tuple[int, Prompt, Generation]],
     parse: ResponseParser,
     novelty: NoveltyFilter,
+    screen: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every candidate of a group's round, in order (response, then position), with its verdict."""
     g, r = pool.group, pool.next_round
@@ -500,7 +507,7 @@ def _judge_round(
                 finish_reason=gen.finish_reason,
                 fields=c.fields,
             )
-            records.append(judge_candidate(rec, pool.accepted, g.target, novelty, c.reason))
+            records.append(judge_candidate(rec, pool.accepted, g.target, novelty, c.reason, screen))
     for rec in records:
         rec["round_size"] = len(records)
     return records

@@ -36,6 +36,7 @@ from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..engines.isolation import FailureBudget, is_failure
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
+from .hygiene import hygiene
 from .rounds import (
     STAGE2,
     Candidate,
@@ -314,6 +315,7 @@ def stage2_instances(
     params = sampling_params(
         st, ("\nTask:", "\n\n") if st.stop_at_blank_line else ("\nTask:",), cfg.seed
     )
+    screen = hygiene(cfg).screen_instance
     cls_version = VERSIONS["classification"] if opts.classification == "lm" else None
     todo = [r for r in instructions if r["id"] not in done_ids]
     bar = progress_bar(
@@ -365,7 +367,7 @@ def stage2_instances(
                         prompt_version=p.version,
                         extra=extra,
                     )
-                out.append(rec)
+                out.append(screen(rec))
                 done.append(rec)
                 bar.update(1)
             budget.check()

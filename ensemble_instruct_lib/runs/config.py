@@ -324,6 +324,70 @@ class ConsensusStage:
         )
 
 
+#: the evaluation sets `decontaminate.sets` may name (data/eval_sets.py)
+EVAL_SETS = ("user_oriented", "superni")
+
+
+@dataclass
+class Decontaminate:
+    """Decontamination of stages 1-2 against evaluation sets (the kit's addition; the paper did
+    not decontaminate; `method/decontaminate.py`, docs/hygiene.md).
+
+    Attributes:
+        sets: the evaluation sets (user_oriented, superni); [] turns decontamination off (the
+            paper's behaviour).
+        ngram: a generated instruction, input or output sharing `min_shared` distinct word
+            n-grams of this length with an evaluation text is contaminated.
+        min_shared: how many distinct shared n-grams make a match (1: any).
+        rouge_l: a generated instruction whose Rouge-L F (no stemming) against an evaluation
+            instruction is > this is contaminated.
+    """
+
+    sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    ngram: int = 13
+    min_shared: int = 1
+    rouge_l: float = 0.7
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.sets, list) and all(s in EVAL_SETS for s in self.sets),
+            f"decontaminate.sets must be a list of {list(EVAL_SETS)} ([] turns it off), "
+            f"got {self.sets!r}",
+        )
+        _check(len(set(self.sets)) == len(self.sets), "decontaminate.sets names a set twice")
+        _check(self.ngram >= 1, f"decontaminate.ngram must be >= 1, got {self.ngram}")
+        _check(
+            self.min_shared >= 1, f"decontaminate.min_shared must be >= 1, got {self.min_shared}"
+        )
+        _check(
+            0 < self.rouge_l <= 1, f"decontaminate.rouge_l must be in (0, 1], got {self.rouge_l}"
+        )
+
+
+@dataclass
+class Degenerate:
+    """Dropping degenerate (looping) text (`method/degenerate.py`, docs/hygiene.md): a stage-2
+    instance whose input or output is mostly repetition is invalid (reason ``degenerate``), and
+    a stage-3 member's output that is is treated in stage 4 like a missing member.
+
+    Attributes:
+        enabled: false keeps looping text (the paper's behaviour).
+        ngram: the n-gram length whose repeats count.
+        threshold: a text of at least 2 x ngram tokens whose repeat share is >= this is
+            degenerate.
+    """
+
+    enabled: bool = True
+    ngram: int = 5
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.ngram >= 1, f"degenerate.ngram must be >= 1, got {self.ngram}")
+        _check(
+            0 < self.threshold <= 1, f"degenerate.threshold must be in (0, 1], got {self.threshold}"
+        )
+
+
 @dataclass
 class RunConfig:
     """A whole Ensemble-Instruct run.
@@ -348,7 +412,9 @@ class RunConfig:
             (records with ``status: failed``); False keeps them as failed.
         max_failed_fraction: stop the run when more than this fraction of a stage's calls fail
             for good (judged after 10 calls, and at the end of a stage where every call failed);
-            1.0 never stops.
+            1.0 never stops.        decontaminate: checks of stages 1-2 against evaluation sets (`Decontaminate`; on by
+            default, ``sets: []`` turns it off).
+        degenerate: dropping looping stage-2 instances and stage-3 outputs (`Degenerate`).
     """
 
     generator: ModelSpec
@@ -369,6 +435,8 @@ class RunConfig:
     cache: str = ""
     retry_failed: bool = True
     max_failed_fraction: float = 0.2
+    decontaminate: Decontaminate = field(default_factory=Decontaminate)
+    degenerate: Degenerate = field(default_factory=Degenerate)
 
     def __post_init__(self) -> None:
         _check(

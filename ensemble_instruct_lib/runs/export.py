@@ -113,6 +113,7 @@ def dataset_card(manifest: dict[str, Any], n_rows: int, n_single: int) -> str:
             f"(threshold {cfg['consensus']['threshold']}, selector {cfg['consensus'].get('selector') or cfg['consensus']['rule']}; "
             f"decisions: {json.dumps(reasons)})"
         )
+    lines += hygiene_section(manifest.get("hygiene"))
     lines += token_table(manifest.get("ledger", {}))
     lines += [
         "",
@@ -157,6 +158,26 @@ def token_table(ledger: dict[str, Any]) -> list[str]:
             f"| {r['stage']} | {r['model']} | " + " | ".join(str(r[f]) for f in FIELDS) + " |"
         )
     return lines
+
+
+def hygiene_section(h: dict[str, Any] | None) -> list[str]:
+    """The card's "Hygiene" lines: the evaluation sets the data was decontaminated against, what
+    was dropped as contaminated or degenerate (docs/hygiene.md); none for an older run."""
+    from .show import hygiene_lines
+
+    if not h:
+        return []
+    d = h.get("decontaminate", {})
+    head = (
+        f"Decontaminated against {', '.join(d['sets'])} (n-gram {d.get('ngram')}, "
+        f"Rouge-L > {d.get('rouge_l')} on instructions; docs/hygiene.md):"
+        if d.get("sets")
+        else "Not decontaminated against any evaluation set (decontaminate.sets: []):"
+    )
+    notes = [f"- read {n}" for n in d.get("read", [])]
+    return ["", "## Hygiene", "", head, "", *notes] + [
+        "- " + line.strip() for line in hygiene_lines(h)[1:]
+    ]
 
 
 def export_run(out_dir: str | Path) -> dict[str, Any]:

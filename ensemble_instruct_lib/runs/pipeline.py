@@ -48,11 +48,13 @@ from ..engines.cache import CallCache
 from ..engines.isolation import is_failure
 from ..engines.ledger import LEDGER, CallLedger, format_ledger
 from ..errors import ConfigError, TooManyFailures
+from ..method.degenerate import is_degenerate
 from ..method.parsing import parse_output
 from ..method.prompts import get_prompt_set, instance_demos
 from ..method.records import consensus_record, is_failed, output_record, single_output_record
 from ..method.selectors import select
 from ..methods import get_method, method_prompt_versions
+from ..methods.hygiene import hygiene_counts
 from ..methods.rounds import (
     DROPPED,
     ENSEMBLED,
@@ -66,7 +68,7 @@ from ..methods.rounds import (
     progress_bar,
     stage3_path,
 )
-from .config import ConsensusStage, ModelSpec, RunConfig, load_config
+from .config import ConsensusStage, Degenerate, ModelSpec, RunConfig, load_config
 
 log = logging.getLogger("ensemble_instruct")
 
@@ -246,6 +248,7 @@ def stage4_consensus(
     backend_for: Callable[[ModelSpec], Backend] | None = None,
     first_from_stage2: bool = True,
     seed: int = 0,
+    degenerate: Degenerate | None = None,
 ) -> dict[str, int]:
     """Stage 4 over every valid instance's candidates; rewrites the results.
 
@@ -260,6 +263,9 @@ def stage4_consensus(
             threshold/rule.
         backend_for: builds a judge's backend from its model spec (the run's cached backends).
         seed: the judges' decoding seed.
+        degenerate: with ``enabled``, a stage-3 output that is mostly repetition
+            (`method.degenerate`) counts as missing, like a failed call
+            (``missing_reasons``: "degenerate"); None keeps every output.
 
     An instance for which an extra model's stage-3 call failed for good is ensembled over the
     candidates that exist (``missing_models`` names the absent members; with every member
@@ -284,6 +290,7 @@ def stage4_consensus(
         backend_for=backend_for,
         first_from_stage2=first_from_stage2,
         seed=seed,
+        degenerate=degenerate,
     )
     write_jsonl(out / ENSEMBLED, kept)
     write_jsonl(out / DROPPED, dropped)
@@ -311,6 +318,7 @@ def stage4_decisions(
     backend_for: Callable[[ModelSpec], Backend] | None = None,
     first_from_stage2: bool = True,
     seed: int = 0,
+    degenerate: Degenerate | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Stage 4's records without writing them (what `stage4_consensus` writes; the arguments
     are its own): (kept records, dropped records, the valid stage-2 instances in id order)."""
@@ -329,14 +337,21 @@ def stage4_decisions(
             raise ConfigError(f"{p} is missing: run stage 3 for {name!r} first")
         extra[name] = {r["id"]: r for r in read_jsonl(p)}  # the last line of an id wins
     ready = [i for i in instances if all(i["id"] in extra[n] for n in extra)]  # stage 3 done
-    members = []  # per instance: (candidate names, candidates, missing members)
+    members = []  # per instance: (candidate names, candidates, missing members: why)
     for inst in ready:
-        present = [n for n in extra if not is_failed(extra[n][inst["id"]])]
+        why = {n: "failed" for n in extra if is_failed(extra[n][inst["id"]])}
+        if degenerate is not None and degenerate.enabled:
+            for n in extra:
+                if n not in why and is_degenerate(
+                    extra[n][inst["id"]]["output"], degenerate.ngram, degenerate.threshold
+                ):
+                    why[n] = "degenerate"
+        present = [n for n in extra if n not in why]
         names = ([model_names[0]] if first_from_stage2 else []) + present
         cands = ([inst["output"]] if first_from_stage2 else []) + [
             extra[n][inst["id"]]["output"] for n in present
         ]
-        members.append((names, cands, [n for n in extra if n not in present]))
+        members.append((names, cands, {n: why[n] for n in extra if n in why}))
     scorer = candidate_scorer(cs, backend_for, seed=seed)
     scorable = [k for k, (_, cands, _) in enumerate(members) if len(cands) >= 2]
     scored: list[tuple[Any, Any]] = [(None, None)] * len(ready)
@@ -364,7 +379,8 @@ def stage4_decisions(
                     models=names,
                     rule=cs.rule,
                     threshold=cs.threshold,
-                    missing_models=missing,
+                    missing_models=list(missing),
+                    missing_reasons=missing,
                 )
             )
             continue
@@ -390,7 +406,8 @@ def stage4_decisions(
             models=names,
             rule=fields.pop("rule"),
             threshold=fields.pop("threshold"),
-            missing_models=missing,
+            missing_models=list(missing),
+            missing_reasons=missing,
             **fields,
         )
         (kept if sel.kept else dropped).append(rec)
@@ -444,6 +461,8 @@ _FROZEN = (
     "instruction",
     "instance",
     "seed_file",
+    "decontaminate",  # stage-1/2 verdicts depend on it
+    "degenerate",
 )
 
 
@@ -703,6 +722,7 @@ def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
         backend_for=ctx.backend,
         first_from_stage2=cfg.output.self_ensemble is None,
         seed=cfg.seed,
+        degenerate=cfg.degenerate,
     )
     manifest["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
 
@@ -716,6 +736,7 @@ def _close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> N
     if ctx.ledger is not None:
         manifest["ledger"] = ctx.ledger.summary()
     manifest["failures"] = failure_counts(ctx.out, ctx.config)
+    manifest["hygiene"] = hygiene_counts(ctx.out, ctx.config)
     manifest["status"] = status
     if status == "done":
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -812,11 +833,13 @@ def run_stage4(
             backend_for=backend_for,
             first_from_stage2=config.output.self_ensemble is None,
             seed=config.seed,
+            degenerate=config.degenerate,
         )
     finally:
         backend_for.close()
     cs = config.consensus
     manifest["counts"]["stage4"] = counts
+    manifest["hygiene"] = hygiene_counts(out, config)
     manifest["consensus_override"] = {
         "threshold": cs.threshold,
         "rule": cs.rule,

@@ -58,6 +58,7 @@ def describe_run(run_dir: str | Path, examples: int = 5, limit: int = 300) -> st
     s4 = counts.get("stage4")
     if s4:
         lines.append(f"  stage 4: kept {s4['kept']} of {s4['instances']} examples")
+    lines += hygiene_lines(manifest.get("hygiene"))
     tokens = format_ledger(summarize(read_ledger(out)))
     if tokens:
         lines.append("  tokens per stage and model (ledger.jsonl):")
@@ -76,4 +77,32 @@ def describe_run(run_dir: str | Path, examples: int = 5, limit: int = 300) -> st
     return "\n".join(lines)
 
 
-__all__ = ["describe_run"]
+def hygiene_lines(h: dict[str, Any] | None) -> list[str]:
+    """The manifest's ``hygiene`` as lines: what decontamination and the degenerate filter
+    dropped, per stage and set (none for a run made before they existed)."""
+    if not h:
+        return []
+    sets = h.get("decontaminate", {}).get("sets") or []
+    out = [f"  decontamination against {', '.join(sets)}" if sets else "  decontamination: off"]
+    for stage, what in (("stage1", "instructions rejected"), ("stage2", "instances invalid")):
+        per_set = h.get(stage, {}).get("contaminated") or {}
+        if sets:
+            out.append(
+                f"    {stage.replace('stage', 'stage ')}: {sum(per_set.values())} {what}"
+                f" as contaminated {json.dumps(per_set)}"
+            )
+    enabled = h.get("degenerate", {}).get("enabled")
+    out.append(
+        f"  degenerate (looping) text: {h.get('stage2', {}).get('degenerate', 0)} stage-2 "
+        f"instances invalid{'' if enabled else ' (filter off)'}"
+    )
+    for name, c in (h.get("stage3") or {}).items():
+        left = (h.get("stage4") or {}).get("degenerate_left_out", {}).get(name, 0)
+        out.append(
+            f"    stage 3 {name}: {c['degenerate']} of {c['outputs']} outputs degenerate; "
+            f"{left} left out of stage 4"
+        )
+    return out
+
+
+__all__ = ["describe_run", "hygiene_lines"]

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from ..data.eval_items import EvalItem
+from ..data.eval_sets import user_oriented_items as _user_oriented_items
 from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import PREDICTION_MODELS, load_predictions, user_oriented_path
 from ..engines.base import Backend, DecodingParams
@@ -270,43 +271,14 @@ def _group(rows: list[dict[str, Any]], key: str) -> pd.DataFrame:
 
 
 def user_oriented_items(path: str | Path | None = None) -> list[EvalItem]:
-    """The 252 user-oriented instructions of Self-Instruct as eval items.
-
-    Each task's one instance becomes an item with the task id as its id (``<id>-<k>`` if a task
-    ever has several), the instruction, the input and the gold output as the only reference; the
-    `motivation_app` (e.g. "Grammarly") is the category.
+    """The 252 user-oriented instructions of Self-Instruct as eval items (one per task: its id,
+    instruction, input and gold output; the loader is `data.eval_sets.user_oriented_items`, which
+    decontamination reads too).
 
     Raises:
         DataError: a record lacks a field or has the wrong type (names the file and record).
     """
-    p = Path(path) if path is not None else user_oriented_path()
-    if not p.exists():
-        raise DataError(p, "file not found", hint="give the user-oriented instructions JSONL")
-    items = []
-    for k, rec in enumerate(read_jsonl(p), start=1):
-        where = f"record {k}"
-        for key in ("id", "instruction"):
-            if not isinstance(rec.get(key), str):
-                raise DataError(p, f"{where}: missing or not a string", field=key)
-        instances = rec.get("instances")
-        if not isinstance(instances, list) or not instances:
-            raise DataError(p, f"{where}: expected a non-empty list", field="instances")
-        for j, inst in enumerate(instances):
-            if not isinstance(inst, dict) or not isinstance(inst.get("output"), str):
-                raise DataError(
-                    p, f"{where}: missing or not a string", field=f"instances[{j}].output"
-                )
-            items.append(
-                EvalItem(
-                    id=rec["id"] if len(instances) == 1 else f"{rec['id']}-{j}",
-                    instruction=rec["instruction"],
-                    input=str(inst.get("input") or ""),
-                    references=(inst["output"],),
-                    task_id=rec["id"],
-                    task_category=str(rec.get("motivation_app", "")),
-                )
-            )
-    return items
+    return _user_oriented_items(path)
 
 
 # --------------------------------------------------------------------------------------------
