@@ -65,6 +65,17 @@ plots.save_table(counts, cfg.out_path, "stage_counts", index=True)
 display(counts)
 
 # %% [markdown]
+# ## Tokens per stage and model
+#
+# The run's ledger (`ledger.jsonl`): every LM call counted once over every invocation of the run
+# dir, new calls with their prompt and completion tokens and wall time, cache hits apart.
+
+# %%
+tokens = steps.token_table(tables)
+plots.save_table(tokens, cfg.out_path, "tokens")
+display(tokens)
+
+# %% [markdown]
 # ## Why candidates were rejected
 #
 # Stage 1: the post-filters (too short or long, a blocked keyword, "Write a program", a leading

@@ -41,6 +41,9 @@ def test_notebooks_02_then_03_on_its_run(tmp_path):
     assert 0 < valid <= 10
     assert counts.loc["3 outputs extra-a", "total"] == valid
     assert counts.loc["3 outputs extra-b", "total"] == valid
+    tokens = pd.read_csv(out / "tokens.csv").set_index(["stage", "model"])  # the token ledger
+    assert tokens.loc[("stage3", "extra-a"), "new"] == valid
+    assert tokens.loc[("stage2", "gen"), "calls"] == 10
     assert counts.loc["1 candidate instructions", "total"] >= 10
     rejected = pd.read_csv(out / "instruction_rejections.csv")
     n_rejected = counts.loc["1 candidate instructions", "total"] - 10

@@ -30,8 +30,10 @@ estimated).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +76,7 @@ class Shape:
     prompts: list[str]
     params: DecodingParams
     calls: int
+    fresh: float = 1.0
 
 
 @dataclass
@@ -101,6 +104,7 @@ class StageEstimate:
     completion_tokens: int
     seconds: float
     token_count: str
+    fresh_prompt: float = 1.0
 
 
 @dataclass
@@ -131,7 +135,15 @@ class Estimate:
                 f"  {r.model}: {r.prompt_tok_s:.0f} prompt tok/s, {r.gen_tok_s:.1f} generated "
                 f"tok/s, load {r.load_s:.1f} s ({r.source}; tokens: {r.token_count})"
             )
-        head = ("stage", "model", "calls", "prompt tokens", "completion tokens", "time s")
+        head = (
+            "stage",
+            "model",
+            "calls",
+            "prompt tokens",
+            "completion tokens",
+            "new prompt",
+            "time s",
+        )
         table = [head] + [
             (
                 r.stage,
@@ -139,6 +151,7 @@ class Estimate:
                 str(r.calls),
                 str(r.prompt_tokens),
                 str(r.completion_tokens),
+                f"{r.fresh_prompt:.0%}",
                 f"{r.seconds:.1f}",
             )
             for r in self.rows
@@ -233,9 +246,15 @@ def shapes(
             _interleave(p1),
             sampling_params(st1, (END,), cfg.seed),
             sum(c for c, _ in s1.values()),
+            _fresh(gen, p1),
         ),
         Shape(
-            "stage2", gen, _interleave(p2), sampling_params(st2, stops, cfg.seed), round(accepted)
+            "stage2",
+            gen,
+            _interleave(p2),
+            sampling_params(st2, stops, cfg.seed),
+            round(accepted),
+            _fresh(gen, p2),
         ),
     ]
     st3 = cfg.output
@@ -267,8 +286,24 @@ def shapes(
             seed=cfg.seed,
             chat=bool(spec.chat),
         )
-        out.append(Shape("stage3", spec, _interleave(p3), params, valid * samples))
+        out.append(
+            Shape("stage3", spec, _interleave(p3), params, valid * samples, _fresh(spec, p3))
+        )
     return out
+
+
+def _fresh(spec: ModelSpec, per_type: Sequence[Sequence[str]]) -> float:
+    """The share of a stage's prompt characters an engine must evaluate anew: 1, except for
+    llama.cpp, which reuses the longest common prefix with the previous prompt; a run asks
+    each type's prompts back to back, so it is measured over consecutive prompts of a type."""
+    if spec.kind != "llama_cpp":
+        return 1.0
+    new = total = 0
+    for prompts in per_type:
+        for prev, cur in itertools.pairwise(prompts):
+            total += len(cur)
+            new += len(cur) - len(os.path.commonprefix([prev, cur]))
+    return new / total if total else 1.0
 
 
 def _interleave(lists: Sequence[Sequence[str]]) -> list[str]:
@@ -316,7 +351,9 @@ def calibrate(
     chars = engine_tokens = 0
     completion: dict[str, list[float]] = {}
     try:
-        longest = max((p for s in model_shapes for p in s.prompts), key=len)
+        # the prefill call: the longest prompt no later call repeats (llama.cpp would reuse it)
+        unused = [p for s in model_shapes for p in s.prompts[calls_per_stage:]]
+        longest = max(unused or [p for s in model_shapes for p in s.prompts], key=len)
         plan = [("prefill", longest, dataclasses.replace(model_shapes[0].params, max_new_tokens=1))]
         plan += [(s.stage, p, s.params) for s in model_shapes for p in s.prompts[:calls_per_stage]]
         for stage, prompt, params in plan:
@@ -387,6 +424,7 @@ def estimate(
     backends: Mapping[str, Backend] | None = None,
     calls_per_stage: int = 2,
     clock: Callable[[], float] = time.perf_counter,
+    rates: Mapping[str, ModelRates] | None = None,
 ) -> Estimate:
     """The expected calls, tokens and time of `config`'s run, per stage and model.
 
@@ -396,6 +434,8 @@ def estimate(
         backends: ready backends by model name (tests), instead of building them.
         calls_per_stage: calibration calls per stage's prompt shape and model.
         clock: seconds (tests pass a fake one).
+        rates: ready rates by model name (e.g. another estimate's): those models are not
+            calibrated.
     """
     from ..engines.factory import make_backend
     from .pipeline import _load_seeds
@@ -409,8 +449,11 @@ def estimate(
         given = (backends or {}).get(spec.name)
         return given if given is not None else make_backend(spec.backend_spec(), where=spec.where)
 
-    rates: dict[str, ModelRates] = {}
+    given, rates = dict(rates or {}), {}
     for name in dict.fromkeys(s.model.name for s in plan):
+        if name in given:
+            rates[name] = dataclasses.replace(given[name], calibration_calls=0)
+            continue
         mine = [s for s in plan if s.model.name == name]
         measured = ledger_rates(name, rows, str(previous)) if rows else None
         if measured is not None and all(s.stage in measured.prompt_tokens for s in mine):
@@ -422,7 +465,8 @@ def estimate(
         r = rates[s.model.name]
         pt = r.prompt_tokens[s.stage]
         ct = r.completion_tokens.get(s.stage, float(s.params.max_new_tokens))
-        per_call = pt / r.prompt_tok_s + ct / r.gen_tok_s
+        fresh = s.fresh if r.source == "calibration" else 1.0  # a ledger measured reuse already
+        per_call = pt * fresh / r.prompt_tok_s + ct / r.gen_tok_s
         out.append(
             StageEstimate(
                 stage=s.stage,
@@ -432,6 +476,7 @@ def estimate(
                 completion_tokens=round(s.calls * ct),
                 seconds=s.calls * per_call,
                 token_count=r.token_count,
+                fresh_prompt=round(fresh, 3),
             )
         )
     notes = []

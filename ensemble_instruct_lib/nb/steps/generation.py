@@ -37,6 +37,16 @@ def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
     return pipeline.load_run(config.run_path)
 
 
+def token_table(tables: Any) -> Any:
+    """The run's token ledger (`engines.ledger`): per stage and model, calls, new calls, cache
+    hits, failures, prompt and completion tokens, wall time and generated tokens per second."""
+    import pandas as pd
+
+    from ...engines.ledger import ledger_rows
+
+    return pd.DataFrame(ledger_rows(tables.manifest.get("ledger", {})))
+
+
 def novelty_threshold(tables: Any) -> float:
     """The novelty threshold a run used (from its manifest)."""
     return float(tables.manifest["config"]["instruction"]["novelty_threshold"])
