@@ -12,6 +12,7 @@ rounds budget, the progress bar and the end-of-stage message. Records are built 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -111,13 +112,34 @@ class RunContext:
     used: list[CachedBackend] = field(default_factory=list)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     ledger: CallLedger | None = None
+    #: loaded engines kept open for a later spec with the same `backend_spec()` (the generator's
+    #: weights answering again as a stage-3 member: no second load, its KV cache still warm)
+    held: dict[str, Backend] = field(default_factory=dict)
+
+    @staticmethod
+    def engine_key(spec) -> str:
+        """What makes two specs load the same engine: kind, model and options."""
+        return json.dumps(spec.backend_spec(), sort_keys=True, default=str)
+
+    def hold(self, spec, backend: CachedBackend) -> None:
+        """Keep `backend`'s engine open for the next `backend()` of a spec with the same engine."""
+        self.held[self.engine_key(spec)] = backend.inner
+
+    def release_held(self) -> None:
+        """Close engines held for reuse that nobody took."""
+        while self.held:
+            self.held.popitem()[1].close()
 
     def backend(self, spec) -> CachedBackend:
         """The cached backend for a model spec (an override given to `run` wins)."""
         from ..engines.factory import make_backend
 
         where = getattr(spec, "where", "")
-        inner = self.overrides.get(spec.name) or make_backend(spec.backend_spec(), where=where)
+        inner = (
+            self.overrides.get(spec.name)
+            or self.held.pop(self.engine_key(spec), None)
+            or make_backend(spec.backend_spec(), where=where)
+        )
         if getattr(spec, "chat", False):
             field_at = where[: -len(".model")] if where.endswith(".model") else where
             require_chat_template(inner, f"{field_at}.chat" if field_at else "")

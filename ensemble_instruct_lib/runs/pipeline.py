@@ -607,6 +607,7 @@ def run(
         _close_manifest(ctx, manifest, "interrupted")
         raise
     finally:
+        ctx.release_held()
         cache.close()
         ctx.ledger.close()
     _print_summary(out, manifest)
@@ -684,7 +685,14 @@ def _generator_stages(
             manifest["counts"]["stage2"] = _stage2_counts(instances)
         return instances
     finally:
-        gen.close()
+        if (
+            3 in stages
+            and spec.name not in ctx.overrides
+            and any(ctx.engine_key(m) == ctx.engine_key(spec) for m in stage3_models(ctx.config))
+        ):
+            ctx.hold(spec, gen)  # a stage-3 member runs on the same engine: keep it loaded
+        else:
+            gen.close()
 
 
 def _accepted_on_file(out: Path) -> dict[str, list[dict[str, Any]]]:
@@ -699,7 +707,9 @@ def _extra_outputs(
     if not instances and (ctx.out / STAGE2).exists():
         instances = read_jsonl(ctx.out / STAGE2)
     with _timed(ctx, manifest, "stage3"):
-        for spec in stage3_models(ctx.config):
+        # a member on the engine the generator left loaded goes first (no second load)
+        specs = sorted(stage3_models(ctx.config), key=lambda m: ctx.engine_key(m) not in ctx.held)
+        for spec in specs:
             b = ctx.backend(spec)
             ctx.models[spec.name]["role"] = f"extra ({spec.prompt_style})"
             try:
