@@ -200,6 +200,18 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+def _rows_in(stage, n):
+    """Whether a run dir's ledger has at least `n` new calls of `stage` (when to kill it)."""
+
+    def ready(run_dir):
+        path = run_dir / "ledger.jsonl"
+        text = path.read_text() if path.exists() else ""
+        new = [line for line in text.splitlines() if line.startswith('{"event":"new"')]
+        return sum(f'"stage":"{stage}"' in line for line in new) >= n
+
+    return ready
+
+
 @pytest.mark.slow
 def test_ledger_of_a_run_killed_twice_equals_the_uninterrupted_one(tmp_path):
     """kill -9 twice (a real subprocess), resume: same calls and tokens per model and stage."""
@@ -210,14 +222,16 @@ def test_ledger_of_a_run_killed_twice_equals_the_uninterrupted_one(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     subprocess.run([sys.executable, str(script), str(ref_dir)], check=True, env=env, timeout=300)
     kills = 0
-    for delay in (1.0, 1.8):  # stage 1, then a later stage (after the imports, ~0.8 s)
+    for ready in (_rows_in("stage1", 3), _rows_in("stage2", 1)):  # mid stage 1, then stage 2
         proc = subprocess.Popen([sys.executable, str(script), str(run_dir)], env=env)
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not ready(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.02)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
-    assert kills >= 1
+    assert kills == 2
     subprocess.run([sys.executable, str(script), str(run_dir)], check=True, env=env, timeout=300)
     ref = json.loads((ref_dir / "manifest.json").read_text())
     got = json.loads((run_dir / "manifest.json").read_text())

@@ -203,6 +203,7 @@ def ledger_rows(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[
             out.append(
                 {"model": model, "stage": stage}
                 | {f: c.get(f, 0) for f in FIELDS}
+                | {"wall_s": round(wall, 1)}
                 | {"gen_tok_per_s": None if rate is None else round(rate, 1)}
             )
     return sorted(out, key=lambda r: (r["stage"], r["model"]))
