@@ -708,14 +708,25 @@ def _extra_outputs(
         instances = read_jsonl(ctx.out / STAGE2)
     with _timed(ctx, manifest, "stage3"):
         # a member on the engine the generator left loaded goes first (no second load)
-        specs = sorted(stage3_models(ctx.config), key=lambda m: ctx.engine_key(m) not in ctx.held)
-        for spec in specs:
+        # a member on the engine the generator left loaded goes first (no second load), and
+        # members on one engine run back to back, sharing it
+        models = stage3_models(ctx.config)
+        first = {ctx.engine_key(m): i for i, m in reversed(list(enumerate(models)))}
+        specs = sorted(
+            models,
+            key=lambda m: (ctx.engine_key(m) not in ctx.held, first[ctx.engine_key(m)]),
+        )
+        for i, spec in enumerate(specs):
             b = ctx.backend(spec)
             ctx.models[spec.name]["role"] = f"extra ({spec.prompt_style})"
             try:
                 outs = stage3_outputs(ctx, spec, b, instances)
             finally:
-                b.close()
+                later = [ctx.engine_key(m) for m in specs[i + 1 :]]
+                if spec.name not in ctx.overrides and ctx.engine_key(spec) in later:
+                    ctx.hold(spec, b)  # another prompt style of the same engine comes next
+                else:
+                    b.close()
             manifest["counts"].setdefault("stage3", {})[spec.name] = len(outs)
 
 
