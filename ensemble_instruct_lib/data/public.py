@@ -126,8 +126,27 @@ REFERENCE_FILES: tuple[DataFile, ...] = tuple(
     DataFile(f"{REFERENCE_SUBDIR}/{up}", up, sha, REFERENCE_REPO, REFERENCE_COMMIT)
     for up, sha in _REFERENCE_SHA.items()
 )
+#: The SuperNI English test split's task list and gold references (no task definitions or
+#: inputs: those come from a natural-instructions checkout, `data.superni`). Read by the
+#: decontamination check of generated data (`data.eval_sets`), which is on by default.
+SUPERNI_FILES: tuple[DataFile, ...] = (
+    DataFile(
+        "superni/test_tasks.txt",
+        "splits/default/test_tasks.txt",
+        "8b2068c1e0c5e545abd1172fcf83b17935a791dae19912b5cf68e29355af3cba",
+        "allenai/natural-instructions",
+        "b00871c954282e35d14de77c546918ee8b9d90da",
+    ),
+    DataFile(
+        "superni/test_references.jsonl",
+        "test_references.jsonl",
+        "9b04c67ef20dc791fb3ff61e2212f46f9573095a64f9c8cd2ed87eed1198f159",
+        "thu-coai/PICL",
+        "df926dd6038313ab901426002d59f3b1e5619554",
+    ),
+)
 #: Every pinned file `fetch_data` brings and `verify_data` checks.
-ALL_FILES: tuple[DataFile, ...] = DATA_FILES + REFERENCE_FILES
+ALL_FILES: tuple[DataFile, ...] = DATA_FILES + REFERENCE_FILES + SUPERNI_FILES
 
 
 # --------------------------------------------------------------------------------------------
