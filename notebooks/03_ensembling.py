@@ -6,7 +6,7 @@
 # with Rouge-L; an exact match keeps the example at once, otherwise it is dropped when the lowest
 # pairwise score is at or below the threshold (0.01), else the candidate with the largest sum of
 # agreement is kept. This notebook has two parts. The first runs stage 4 on the run notebook 02
-# generated (by default Gemma 3 270M as generator and members): kept fraction and why examples
+# generated (by default Gemma 3 270M as generator, SmolLM2-135M-Instruct and Gemma as members): kept fraction and why examples
 # were dropped, pairwise Rouge-L (per example and per member pair), whose output is kept (the
 # generator's or which extra model's, by exact match or consensus), the kept fraction as the
 # threshold varies.

@@ -13,7 +13,7 @@
 # pipeline: Ensemble-Instruct vs Self-Instruct vs Alpaca prompts on the same generator (acceptance
 # per stage, novelty, diversity of leading verbs and verb-noun pairs, lengths), and the number of
 # seed and generated demonstrations in instruction generation. By default they run
-# `configs/offline.yaml` (Gemma 3 270M through llama.cpp and transformers, fetched on first use) at
+# `configs/offline.yaml` (Gemma 3 270M and SmolLM2-135M-Instruct through llama.cpp, fetched on first use) at
 # a small size (`num_instructions` per type, two seeds: about half an hour on 2 CPU cores; the
 # sweeps resume where they stopped); `pipeline_config=None` skips them, `fake_lms=True` exercises
 # the code with deterministic fake LMs.

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from notebook_checks import REPO, assert_png, executed
 
+from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.engines import models as M
 from ensemble_instruct_lib.runs import notebooks
 
@@ -34,6 +35,7 @@ from ensemble_instruct_lib.runs import notebooks
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 GEMMA = M.KNOWN_MODELS["gemma-3-270m"]
+SMOL = M.KNOWN_MODELS["smollm2-135m-instruct"]
 #: Stage-2 parse-rate floor (tests/test_backend_llama_cpp.py measured 14/18 on this model; the
 #: floor catches a broken prompt, stop or decoding path, not quality).
 STAGE2_FLOOR = 0.25
@@ -80,6 +82,8 @@ def root(tmp_path_factory):
         pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
     if not M.package_installed(GEMMA):
         pytest.skip(f"the {GEMMA.package} package is not installed: {M.INSTALL_EXTRA}")
+    if not M.package_installed(SMOL):
+        pytest.skip(f"the {SMOL.package} package is not installed: {SMOL.install_command}")
     root = tmp_path_factory.mktemp("fresh-checkout")
     (root / "configs").symlink_to(REPO / "configs")
     return root
@@ -118,6 +122,15 @@ def test_notebooks_01_to_05_with_defaults(root, monkeypatch):
     assert manifest["status"] == "done" and manifest["config"]["generator"]["model"].endswith(
         "gemma-3-270m"
     )
+    # the default mixture is heterogeneous: two different real weights, named by their sha256
+    weights = {m["revision"] for m in manifest["models"].values()}
+    assert weights == {f"sha256:{GEMMA.gguf_sha256}", f"sha256:{SMOL.gguf_sha256}"}
+    smol = [n for n, m in manifest["models"].items() if m["revision"].endswith(SMOL.gguf_sha256)]
+    smol_outputs = read_jsonl(run / f"stage3_outputs_{smol[-1]}.jsonl")
+    assert len(smol_outputs) == valid and any((r["output"] or "").strip() for r in smol_outputs)
+    assert not any("<|im_" in (r["output"] or "") for r in smol_outputs)  # the template's end
+    card = (run / "README.md").read_text()
+    assert "Apache-2.0" in card and "Gemma Terms of Use" in card  # both licences on the card
     single = (run / "alpaca_single_output.jsonl").read_text().splitlines()
     assert len(single) == valid
     for name in ("instruction_rejections", "instance_rejections", "novelty", "lengths"):
