@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rapidfuzz.distance import LCSseq
 
 from ..data.eval_items import EvalItem
@@ -70,7 +69,7 @@ from ..methods.rounds import (
     load_records,
     progress_bar,
 )
-from ..runs.config import ModelSpec, OutputStage, _build, _yaml_error, load_config
+from ..runs.config import ModelSpec, OutputStage, _build, load_config, read_config_mapping
 from ..train.evaluate import score_example, user_oriented_items
 from .recorded_grids import parse_selector_entry
 
@@ -219,22 +218,11 @@ def load_eval_config(
     Raises:
         ConfigError: one line naming the file and the field.
     """
-    where = ""
-    if isinstance(source, dict):
-        data = dict(source)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(_yaml_error(path, e)) from None
-        where = str(path)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping (name, members, mixtures)")
-        if "generator" in data:
-            return _from_run_config(path, n)
+    data, where = read_config_mapping(
+        source, "name, members, mixtures", "configs/eval-members.yaml"
+    )
+    if where and "generator" in data:
+        return _from_run_config(Path(where), n)
     if n is not None:
         data["n"] = n
     try:

@@ -561,29 +561,42 @@ def _yaml_error(path: Path, e: Exception) -> str:
     return f"{where}: not valid YAML ({what}); fix the syntax there (quote values with ':' or '#')"
 
 
+def read_config_mapping(
+    source: str | Path | dict[str, Any], keys_hint: str, example: str
+) -> tuple[dict[str, Any], str]:
+    """A config's top-level mapping and where it came from ("" for a dict), from a YAML file or
+    a dict (copied).
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML (file, line, column) or its top level
+            is not a mapping (naming `keys_hint` and the `example` file to look at).
+    """
+    if isinstance(source, dict):
+        return dict(source), ""
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(_yaml_error(path, e)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of config keys ({keys_hint}), got a "
+            f"{type(data).__name__}; see {example}"
+        )
+    return data, str(path)
+
+
 def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:
     """A `RunConfig` from a YAML file or a dict, with top-level keys overridden.
 
     Raises:
         ConfigError: naming the file and the key for unknown keys and bad values.
     """
-    where = ""
-    if isinstance(source, dict):
-        data = dict(source)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(_yaml_error(path, e)) from None
-        where = str(path)
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping of config keys (name: ..., generator: "
-                f"...), got a {type(data).__name__}; see configs/quickstart.yaml"
-            )
+    data, where = read_config_mapping(
+        source, "name: ..., generator: ...", "configs/quickstart.yaml"
+    )
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = _build(RunConfig, data, "")
