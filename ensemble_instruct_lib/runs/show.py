@@ -33,6 +33,23 @@ def _block(label: str, text: str | None, limit: int) -> list[str]:
     return lines
 
 
+def model_lines(models: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per model of the run: its role, engine, model and the weights it ran (a GGUF's
+    sha256, a folder's digest), then how many distinct weights made the dataset."""
+    if not models:
+        return []
+    lines = ["  models:"]
+    for name, m in models.items():
+        role = m.get("role") or "-"
+        lines.append(
+            f"    {name}: {role}, {m.get('backend', '?')} {m.get('model_id', '?')} "
+            f"({m.get('revision') or 'no revision'})"
+        )
+    weights = {m.get("revision") for m in models.values() if m.get("revision")}
+    lines.append(f"  {len(weights)} distinct weights")
+    return lines
+
+
 def describe_run(run_dir: str | Path, examples: int = 5, limit: int = 300) -> str:
     """Counts of every stage and the first `examples` kept examples of a run dir.
 
@@ -47,6 +64,7 @@ def describe_run(run_dir: str | Path, examples: int = 5, limit: int = 300) -> st
     manifest: dict[str, Any] = json.loads((out / MANIFEST).read_text())
     counts = manifest.get("counts", {})
     lines = [f"run dir {out} ({manifest.get('status', '?')})"]
+    lines += model_lines(manifest.get("models", {}))
     for group, c in counts.get("stage1", {}).items():
         lines.append(
             f"  stage 1, {group}: {c['accepted']} accepted of {c['candidates']} candidates"
