@@ -165,3 +165,15 @@ def test_cli_estimate_makes_only_calibration_calls_and_writes_no_stage_file(
     assert sum(len(b.calls) for b in made) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert summarize(read_ledger(out)) == json.loads((out / "manifest.json").read_text())["ledger"]
+
+
+def test_llama_cpp_prompt_share_counts_first_prompts_in_full_and_later_ones_by_what_is_new():
+    from ensemble_instruct_lib.runs.config import ModelSpec
+    from ensemble_instruct_lib.runs.estimate import _fresh
+
+    llama = ModelSpec(kind="llama_cpp", model="m.gguf", name="m")
+    # type A: "abcd" in full (4), then "abce" shares "abc" (1 new); type B: "xy" in full (2)
+    assert _fresh(llama, [["abcd", "abce"], ["xy"]]) == pytest.approx(7 / 10)
+    assert _fresh(llama, [["same", "same", "same"]]) == pytest.approx(4 / 12)
+    assert _fresh(ModelSpec(kind="hf", model="m", name="h"), [["abcd", "abce"]]) == 1.0
+    assert _fresh(llama, [[], []]) == 1.0

@@ -21,17 +21,20 @@ longest prompt, then ``calls_per_stage`` calls of each stage's prompt shape with
 decoding parameters, uncached, each timed), fitted as ``wall = prompt_tokens / prompt_tok_s +
 completion_tokens / gen_tok_s``; or, for a model the previous run dir's ledger timed
 (`engines.ledger`), from those measured calls, with no calibration call. Time is call time (the
-ledger's ``wall_s``); model loading is shown apart. Every prompt is costed as evaluated in full: llama.cpp can reuse a
-prompt prefix shared with the previous call, but on Gemma 3 (a sliding-window KV cache) the
-quickstart's stage-2 calls cost what a full evaluation predicts (docs/estimate.md). Left out:
-harvested extra instances, and resuming (the whole job is estimated).
+ledger's ``wall_s``); model loading is shown apart. For llama.cpp, which reuses the prompt
+prefix a call shares with the previous one, a stage's prompt cost is scaled by the share of its
+prompt text that is new when a type's prompts run back to back (the "new prompt" column; a
+one-template stage-2 prompt set is mostly shared). Left out: harvested extra instances, and
+resuming (the whole job is estimated).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +77,7 @@ class Shape:
     prompts: list[str]
     params: DecodingParams
     calls: int
+    fresh: float = 1.0
 
 
 @dataclass
@@ -101,6 +105,7 @@ class StageEstimate:
     completion_tokens: int
     seconds: float
     token_count: str
+    fresh_prompt: float = 1.0
 
 
 @dataclass
@@ -137,6 +142,7 @@ class Estimate:
             "calls",
             "prompt tokens",
             "completion tokens",
+            "new prompt",
             "time s",
         )
         table = [head] + [
@@ -146,6 +152,7 @@ class Estimate:
                 str(r.calls),
                 str(r.prompt_tokens),
                 str(r.completion_tokens),
+                f"{r.fresh_prompt:.0%}",
                 f"{r.seconds:.1f}",
             )
             for r in self.rows
@@ -240,6 +247,7 @@ def shapes(
             _interleave(p1),
             sampling_params(st1, (END,), cfg.seed),
             sum(c for c, _ in s1.values()),
+            _fresh(gen, p1),
         ),
         Shape(
             "stage2",
@@ -247,6 +255,7 @@ def shapes(
             _interleave(p2),
             sampling_params(st2, stops, cfg.seed),
             round(accepted),
+            _fresh(gen, p2),
         ),
     ]
     st3 = cfg.output
@@ -278,8 +287,29 @@ def shapes(
             seed=cfg.seed,
             chat=bool(spec.chat),
         )
-        out.append(Shape("stage3", spec, _interleave(p3), params, valid * samples))
+        out.append(
+            Shape("stage3", spec, _interleave(p3), params, valid * samples, _fresh(spec, p3))
+        )
     return out
+
+
+def _fresh(spec: ModelSpec, per_type: Sequence[Sequence[str]]) -> float:
+    """The share of a stage's prompt characters an engine must evaluate anew: 1, except for
+    llama.cpp, which reuses the longest common prefix with the previous prompt. A run asks each
+    type's prompts back to back, so each type's first prompt counts in full and every later one
+    by what it does not share with the one before."""
+    if spec.kind != "llama_cpp":
+        return 1.0
+    new = total = 0
+    for prompts in per_type:
+        if not prompts:
+            continue
+        new += len(prompts[0])
+        total += len(prompts[0])
+        for prev, cur in itertools.pairwise(prompts):
+            total += len(cur)
+            new += len(cur) - len(os.path.commonprefix([prev, cur]))
+    return new / total if total else 1.0
 
 
 def _interleave(lists: Sequence[Sequence[str]]) -> list[str]:
@@ -441,7 +471,8 @@ def estimate(
         r = rates[s.model.name]
         pt = r.prompt_tokens[s.stage]
         ct = r.completion_tokens.get(s.stage, float(s.params.max_new_tokens))
-        per_call = pt / r.prompt_tok_s + ct / r.gen_tok_s
+        fresh = s.fresh if r.source == "calibration" else 1.0  # a ledger measured reuse already
+        per_call = pt * fresh / r.prompt_tok_s + ct / r.gen_tok_s
         out.append(
             StageEstimate(
                 stage=s.stage,
@@ -451,6 +482,7 @@ def estimate(
                 completion_tokens=round(s.calls * ct),
                 seconds=s.calls * per_call,
                 token_count=r.token_count,
+                fresh_prompt=round(fresh, 3),
             )
         )
     notes = []
