@@ -310,6 +310,10 @@ def _load_errors(model: str) -> Iterator[None]:
         raise
 
 
+#: `_load_errors` for the other places that load a model or tokenizer with transformers
+#: (fine-tuning, reward and embedding models): the same one-line errors
+load_errors = _load_errors
+
 #: Default cap on prompt tokens per `generate` call: rows x the longest prompt (padding included).
 DEFAULT_MAX_BATCH_TOKENS = 16384
 

@@ -238,10 +238,14 @@ class RewardModel:
 
         self.name = model
         self.device, self.batch_size, self.max_length = device, batch_size, max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        from ..engines.hf import load_errors
+
+        with load_errors(model):
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            net = AutoModelForSequenceClassification.from_pretrained(model)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(model).to(device).eval()
+        self.model = net.to(device).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self._torch = torch
@@ -290,10 +294,13 @@ def hf_embedder(
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model)
+    from ..engines.hf import load_errors
+
+    with load_errors(model):
+        tok = AutoTokenizer.from_pretrained(model)
+        net = AutoModel.from_pretrained(model).to(device).eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    net = AutoModel.from_pretrained(model).to(device).eval()
     encoder = net.get_encoder() if getattr(net.config, "is_encoder_decoder", False) else net
 
     def embed(texts: Sequence[str]) -> np.ndarray:

@@ -475,7 +475,11 @@ def _encode_data(cfg: FinetuneConfig, run_dir: Path) -> _Encoded:
     records = load_sft_records(cfg.data)
     train_recs, val_recs = split_records(records, cfg.val_fraction, cfg.split_seed)
     write_jsonl(run_dir / "val.jsonl", val_recs)
-    tokenizer = AutoTokenizer.from_pretrained(model_source(cfg.model))
+    from ..engines.hf import load_errors
+
+    source = model_source(cfg.model)
+    with load_errors(source):
+        tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     train_ex, dropped_train = encode_records(tokenizer, train_recs, cfg.max_seq_len)
@@ -505,7 +509,11 @@ def _load_model(cfg: FinetuneConfig, pad_token_id: int) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_source(cfg.model), dtype=torch.float32)
+    from ..engines.hf import load_errors
+
+    source = model_source(cfg.model)
+    with load_errors(source):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
     if cfg.mode == "lora":
