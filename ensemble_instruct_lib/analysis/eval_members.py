@@ -53,7 +53,7 @@ from rapidfuzz.distance import LCSseq
 from ..data.eval_items import EvalItem
 from ..data.jsonl import JsonlAppender, read_jsonl, write_json
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
-from ..engines.base import Backend, DecodingParams
+from ..engines.base import Backend, greedy_params
 from ..engines.cache import CallCache
 from ..engines.isolation import FailureBudget, is_failure
 from ..errors import ConfigError
@@ -459,13 +459,7 @@ def answer_member(
         demos = {
             t: instance_demos(t, seeds[t], config.few_shot_demos, config.seed) for t in ("A", "B")
         }
-    params = DecodingParams(
-        do_sample=False,
-        max_new_tokens=config.max_new_tokens,
-        stop=tuple(config.stop),
-        seed=config.seed,
-        chat=bool(spec.chat),
-    )
+    params = greedy_params(config, config.seed, spec.chat)
     budget = FailureBudget(f"eval-members ({spec.name})", config.max_failed_fraction)
     bar = progress_bar(len(items), f"answers: {spec.name}", progress)
     bar.update(len(items) - len(todo))

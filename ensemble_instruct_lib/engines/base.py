@@ -254,3 +254,16 @@ def sampling_params(
         seed=seed,
         keep_after_stop=min_new > 0,
     )
+
+
+def greedy_params(stage: Any, seed: int, chat: bool = False) -> DecodingParams:
+    """The greedy `DecodingParams` of stage 3 (METHOD.md: greedy, `max_new_tokens`, the output
+    stop strings), from a stage config with `max_new_tokens` and `stop`; `chat` renders the prompt
+    through the model's chat template."""
+    return DecodingParams(
+        do_sample=False,
+        max_new_tokens=stage.max_new_tokens,
+        stop=tuple(stage.stop),
+        seed=seed,
+        chat=bool(chat),
+    )

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.public import SeedTask
-from ..engines.base import Backend, DecodingParams, Generation, sampling_params
+from ..engines.base import Backend, DecodingParams, Generation, greedy_params, sampling_params
 from ..engines.ledger import read_ledger
 from ..errors import ConfigError
 from ..method.prompts import END, get_prompt_set, instance_demos
@@ -280,13 +280,7 @@ def shapes(
             ]
             for t in types
         ]
-        params = DecodingParams(
-            do_sample=False,
-            max_new_tokens=st3.max_new_tokens,
-            stop=tuple(st3.stop),
-            seed=cfg.seed,
-            chat=bool(spec.chat),
-        )
+        params = greedy_params(st3, cfg.seed, spec.chat)
         out.append(
             Shape("stage3", spec, _interleave(p3), params, valid * samples, _fresh(spec, p3))
         )

@@ -43,7 +43,7 @@ from typing import Any
 
 from ..data.jsonl import JsonlAppender, read_jsonl, write_json, write_jsonl
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
-from ..engines.base import Backend, DecodingParams
+from ..engines.base import Backend, DecodingParams, greedy_params
 from ..engines.cache import CallCache
 from ..engines.isolation import is_failure
 from ..engines.ledger import LEDGER, CallLedger, format_ledger
@@ -134,13 +134,7 @@ def stage3_outputs(
             for k, name in enumerate(se.sample_names())
         ]
     else:
-        greedy = DecodingParams(
-            do_sample=False,
-            max_new_tokens=st.max_new_tokens,
-            stop=tuple(st.stop),
-            seed=cfg.seed,
-            chat=bool(spec.chat),
-        )
+        greedy = greedy_params(st, cfg.seed, spec.chat)
         runs = [(spec.name, greedy, None)]
     demos = {}
     if spec.prompt_style == "few_shot":
