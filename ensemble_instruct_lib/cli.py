@@ -562,6 +562,40 @@ def _eval_members(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# the replication study
+
+
+def _replicate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/replicate-cpu.yaml", help="a replicate YAML")
+    p.add_argument("--out", help="the study folder (default: outputs/replicate/<config name>)")
+    p.add_argument(
+        "--quick", action="store_true", help="the config's quick: overrides (minutes, for tests)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no LM call, no training: rebuild tables and report from the study folder",
+    )
+
+
+@subcommand(
+    "replicate",
+    "the paper's three findings in miniature, resumable (docs/replication.md)",
+    _replicate_arguments,
+)
+def _replicate(args: argparse.Namespace) -> int:
+    from .analysis.replicate import Study, load_replicate_config
+
+    cfg = load_replicate_config(args.config, quick=args.quick)
+    study = Study(cfg, args.out, progress=not args.no_progress)
+    res = study.run(report_only=args.report_only)
+    print(res["summary"])
+    print(f"wrote {study.out / 'tables'} and {study.out / 'report.md'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # the program
 
 

