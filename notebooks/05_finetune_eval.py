@@ -49,8 +49,7 @@ reference_models = [
     "davinci-t0-ft",
     "davinci-self-instruct-and-superni-ft",
 ]  # recorded GPT-3-family models scored as reference rows ([] for none)
-study_config = "configs/replicate-cpu.yaml"  # the replication study shown at the end (None: skip)
-study_dir = None  # its folder; None: outputs/replicate/<its name>
+study_dir = "outputs/replicate/replicate-cpu"  # a replication study's folder (None: skip it)
 
 # %%
 cfg = steps.FinetuneEvalConfig(
@@ -67,7 +66,6 @@ cfg = steps.FinetuneEvalConfig(
     eval_batch_size=eval_batch_size,
     backend_options=backend_options,
     reference_models=reference_models,
-    study_config=study_config,
     study_dir=study_dir,
 )
 display(steps.config_table(cfg))
@@ -128,14 +126,14 @@ display(fig)
 # a - b in Rouge-L x100; `wins` names the side the interval excludes 0 for.
 
 # %%
-if study_config is not None:
-    study = steps.study_tables(cfg)
+study = steps.study_tables(cfg) if study_dir is not None else None
+if study is not None:
     display(study["comparisons"])
     display(study["systems"])
     display(study["data"])
 
 # %%
-if study_config is not None:
+if study is not None:
     for name, fig in steps.study_figures(study).items():
         plots.save_figure(fig, cfg.out_path, name)
         display(fig)

@@ -176,6 +176,15 @@ def test_compare_averages_each_item_over_seeds_before_the_paired_bootstrap():
         round(100 * hi, 2),
     )
     assert row["wins"] == ("a" if lo > 0 else "b" if hi < 0 else "neither")
+    per_seed = [
+        100
+        * (
+            s[(s.system == "ei") & (s.seed == k)]["rouge"].mean()
+            - s[(s.system == "si") & (s.seed == k)]["rouge"].mean()
+        )
+        for k in (0, 1)
+    ]
+    assert row["seeds"] == f"s0 {per_seed[0]:+.1f}, s1 {per_seed[1]:+.1f}"
 
 
 def test_compare_says_who_wins_when_the_interval_excludes_zero():
@@ -189,7 +198,7 @@ def test_compare_says_who_wins_when_the_interval_excludes_zero():
         ],
         n_resamples=200,
     )
-    assert list(comp["wins"]) == ["a", "b"]
+    assert list(comp["wins"]) == ["a", "b"] and list(comp["seeds"]) == ["", ""]
     assert comp.iloc[0]["diff"] == pytest.approx(
         100 * (0.9 - np.mean([0.1 + 0.01 * i for i in range(10)])), abs=0.01
     )
@@ -221,6 +230,25 @@ def test_timing_summary_groups_steps_by_kind():
     s = rep.timing_summary(t).set_index("step")
     assert s.loc["data", "minutes"] == 2.0 and s.loc["evaluate", "share"] == "50%"
     assert s.loc["total", "minutes"] == 4.0
+
+
+def test_a_folder_with_no_study_says_how_to_make_one(tmp_path, capsys):
+    from ensemble_instruct_lib.nb.steps import finetune_eval
+    from ensemble_instruct_lib.nb.steps.configs import FinetuneEvalConfig
+
+    with pytest.raises(ConfigError, match="no study here .* replicate --config"):
+        R.study_at(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "input": "", "output": "b"}\n')
+    cfg = FinetuneEvalConfig(
+        out_dir=str(tmp_path / "nb"),
+        base_model="gemma-3-270m",
+        datasets={"x": str(data)},
+        study_dir=str(tmp_path / "nothing"),
+    )
+    assert finetune_eval.study_tables(cfg) is None
+    assert "no study here" in capsys.readouterr().out
+    assert finetune_eval.study_figures(None) == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,3 +347,7 @@ def test_quick_killed_mid_finetune_and_mid_evaluation_resumes_to_identical_table
     third = subprocess.run(_cmd(killed), cwd=REPO, capture_output=True, text=True)
     assert third.returncode == 0 and json.loads((killed / "timings.json").read_text()) == t0
     assert (killed / "report.md").read_text().startswith("# Replicating the paper's three findings")
+    # what notebook 05 shows: the same tables, rebuilt from the folder alone
+    shown = R.study_at(killed).run(report_only=True, write=False)
+    for name in ("systems", "comparisons"):
+        assert shown[name].to_csv(index=False) == (killed / "tables" / f"{name}.csv").read_text()

@@ -193,6 +193,27 @@ def load_replicate_config(
     return cfg
 
 
+def study_at(out: str | Path, *, progress: bool = False) -> Study:
+    """The study a folder holds, from its ``study_config.json`` (to read its results: its
+    `report` and `readme` are unset, so nothing outside the folder is written).
+
+    Raises:
+        ConfigError: the folder holds no study.
+    """
+    path = Path(out) / "study_config.json"
+    if not path.exists():
+        raise ConfigError(
+            f"{out}: no study here (no study_config.json); run `python -m ensemble_instruct_lib "
+            "replicate --config configs/replicate-cpu.yaml` (or --quick) to make one"
+        )
+    data = json.loads(path.read_text())
+    try:
+        cfg = _build(ReplicateConfig, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return Study(cfg, out, progress=progress)
+
+
 # --------------------------------------------------------------------------------------------
 # the study's plan (pure)
 
@@ -299,6 +320,7 @@ class Study:
         mine = dataclasses.asdict(self.cfg)
         for k in ("quick", "report", "readme", "n_resamples", "source"):
             mine.pop(k)
+        mine = json.loads(json.dumps(mine))
         path = self.out / "study_config.json"
         if path.exists():
             old = json.loads(path.read_text())

@@ -265,9 +265,8 @@ class FinetuneEvalConfig(NotebookConfig):
         max_new_tokens, eval_batch_size: greedy generation settings for evaluation.
         backend_options: extra `HFBackend` arguments for evaluation (device, dtype, ...).
         reference_models: recorded GPT-3-family models scored on the same user-oriented items.
-        study_config: the replication study's YAML (`replicate`) whose tables and figures the
-            notebook shows from its folder (None: skip that section).
-        study_dir: that study's folder (None: outputs/replicate/<its name>).
+        study_dir: the folder of a replication study (`replicate`) whose tables and figures
+            the notebook shows (None: skip that section).
     """
 
     base_model: str = ""
@@ -282,16 +281,10 @@ class FinetuneEvalConfig(NotebookConfig):
     eval_batch_size: int = 8
     backend_options: dict[str, Any] = field(default_factory=dict)
     reference_models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))
-    study_config: str | None = None
     study_dir: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.study_config is not None:
-            _check(
-                resolve_path(self.study_config).exists(),
-                f"study_config {self.study_config!r}: no such file ({resolve_path(self.study_config)})",
-            )
         _check(
             isinstance(self.base_model, str) and bool(self.base_model),
             "base_model must name a model",

@@ -178,40 +178,36 @@ def evaluate_systems(
 # the replication study's results (`python -m ensemble_instruct_lib replicate`)
 
 
-def study_tables(config: FinetuneEvalConfig) -> dict[str, Any]:
-    """The replication study's tables, rebuilt from its folder: no LM call, no training, nothing
-    written (an unfinished study shows what it has; a missing one, empty tables and a line saying
-    how to run it).
+def study_tables(config: FinetuneEvalConfig) -> dict[str, Any] | None:
+    """The replication study's tables, rebuilt from its folder (`study_dir`): no LM call, no
+    training, nothing written; an unfinished study shows what it has. None (and a line saying how
+    to make one) when the folder holds no study.
 
     Returns:
-        ``{"scores", "systems", "comparisons", "data", "timings"}`` DataFrames, ``summary`` (the
-        README's markdown table) and ``out`` (the study folder).
+        ``{"scores", "systems", "comparisons", "data", "timings"}`` DataFrames and ``summary``
+        (the README's markdown table).
     """
-    import dataclasses
+    from ...analysis.replicate import study_at
 
-    from ...analysis.replicate import Study, load_replicate_config
-
-    if config.study_config is None:
-        raise ConfigError("study_config is None: name the study's YAML to show its results")
-    cfg = load_replicate_config(resolve_path(config.study_config))
-    cfg = dataclasses.replace(cfg, report=None, readme=None)
-    out = resolve_path(config.study_dir or f"outputs/replicate/{cfg.name}")
-    if not out.exists():
-        print(
-            f"no study folder at {out}: run `python -m ensemble_instruct_lib replicate --config "
-            f"{config.study_config}` from the repository root (about 2 hours on 2 cores; "
-            "--quick for a few minutes), then run this cell again"
-        )
-    study = Study(cfg, out, progress=False)
-    return {**study.run(report_only=True, write=False), "out": out}
+    if config.study_dir is None:
+        raise ConfigError("study_dir is None: name a study folder to show its results")
+    out = resolve_path(config.study_dir)
+    try:
+        study = study_at(out)
+    except ConfigError as e:
+        print(e)
+        return None
+    return study.run(report_only=True, write=False)
 
 
-def study_figures(tables: Mapping[str, Any]) -> dict[str, Any]:
+def study_figures(tables: Mapping[str, Any] | None) -> dict[str, Any]:
     """The study's figures (intervals of every comparison, every system's score); none for a
     study with nothing scored yet."""
     from ...analysis import replication_report as rep
 
     figs: dict[str, Any] = {}
+    if tables is None:
+        return figs
     if not tables["comparisons"].empty:
         figs["study_comparisons"] = rep.intervals_figure(tables["comparisons"])
     if not tables["systems"].empty:
