@@ -303,6 +303,19 @@ def report_markdown(
     for note in notes:
         lines += [f"> {note}", ""]
     lines += [
+        "## How it is run",
+        "",
+        "1. Finding 3: the eval-members answers of each member on the gold tasks (the stage-3 "
+        "prompt each member uses in the pipeline), scored alone.",
+        "2. Data: one pipeline run per prompt method (Ensemble-Instruct's, Self-Instruct's) and "
+        "seed, with the same generator, mixture and stage-4 rule. From each: the kept (ensembled) "
+        "examples; from the Ensemble-Instruct run also the stage-2 outputs alone (the no-ensemble "
+        "control). Every training set is cut to the size of the smallest kept set by a seeded draw.",
+        "3. Students: LoRA fine-tunes of a vanilla and an instruction-tuned model on those sets "
+        "(finding 1: ei vs si for the finding-1 student; finding 2: ei vs single for both).",
+        "4. Evaluation: every untuned and tuned student answers the gold tasks greedily in the "
+        "fine-tuning prompt format through transformers; Rouge-L against gold.",
+        "",
         "## The paper's numbers",
         "",
         "The paper states its findings with Rouge-L tables of students it fine-tuned (Pythia-1.4B, "
