@@ -227,7 +227,7 @@ def _ensemble_arguments(p: argparse.ArgumentParser) -> None:
     _ensemble_arguments,
 )
 def _ensemble(args: argparse.Namespace) -> int:
-    from .runs.pipeline import run_stage4
+    from .runs.stage4 import run_stage4
 
     counts = run_stage4(args.run_dir, threshold=args.threshold, rule=args.rule)
     print(f"kept {counts['kept']} of {counts['instances']} examples: {json.dumps(counts)}")

@@ -18,7 +18,9 @@ from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.method.consensus import select_consensus
 from ensemble_instruct_lib.methods.rounds import stage1_path
 from ensemble_instruct_lib.runs.config import load_config
-from ensemble_instruct_lib.runs.pipeline import load_run, run, run_stage4
+from ensemble_instruct_lib.runs.pipeline import run
+from ensemble_instruct_lib.runs.run_folder import load_run
+from ensemble_instruct_lib.runs.stage4 import run_stage4
 from ensemble_instruct_lib.testing.fake import fake_backends
 
 BASE = {

@@ -18,7 +18,7 @@ MODELS = ["gen", "x", "y"]
 
 
 def _stage4_rows(candidate_sets, threshold=0.01, rule="sum", models=MODELS):
-    """Records shaped like pipeline.stage4_consensus output, split into (ensembled, dropped)."""
+    """Records shaped like stage4.stage4_consensus output, split into (ensembled, dropped)."""
     kept, dropped = [], []
     for k, cands in enumerate(candidate_sets):
         res = select_consensus(cands, threshold=threshold, rule=rule)

@@ -3,7 +3,7 @@ consensus, scored against gold answers (issue 22, item 6).
 
 Every member answers the first `n` gold-labelled tasks (the 252 user-oriented instructions of
 Self-Instruct; optionally the SuperNI test split) with exactly the stage-3 call of
-`runs.pipeline`: the run's prompt set and the member's `prompt_style` (few-shot demos from
+`runs.stage3`: the run's prompt set and the member's `prompt_style` (few-shot demos from
 `instance_demos` with the config's seed), greedy decoding, the stage-3 stop strings, ``chat`` as
 the member says, the answer cut by `parse_output`. Calls go through the kit's backend factory and
 the persistent call cache (``<out>/cache.sqlite``), one model loaded at a time; answers are

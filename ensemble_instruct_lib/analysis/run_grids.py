@@ -49,7 +49,7 @@ def novelty_frame(runs: Any) -> pd.DataFrame:
         Columns run, method, max_score, accepted (candidates rejected before the novelty check
         have no score and are left out).
     """
-    from ..runs.pipeline import load_run
+    from ..runs.run_folder import load_run
 
     parts = []
     for label, path in _run_list(runs):
@@ -80,7 +80,7 @@ def verb_noun_runs(runs: Any) -> pd.DataFrame:
         Columns run, method, instruction, verb, noun.
     """
     from ..method.diversity import verb_noun_frame
-    from ..runs.pipeline import load_run
+    from ..runs.run_folder import load_run
 
     parts = []
     for label, path in _run_list(runs):

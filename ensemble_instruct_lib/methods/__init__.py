@@ -5,7 +5,7 @@ Each entry is a module with ``stage1_instructions(ctx, backend) -> {group: [acce
 versions). Stage 1 of every entry runs in the one round loop of `methods.rounds` (`run_rounds`):
 an entry gives its groups and prompt builders, its response parser and its decoding params. All
 write the same files with the same record fields (``stage1_instructions_<group>.jsonl``,
-``stage2_instances.jsonl``, built by `method.records`), so stages 3-4 (`runs.pipeline`), exports,
+``stage2_instances.jsonl``, built by `method.records`), so stages 3-4 (`runs.stage3`, `runs.stage4`), exports,
 tables and plots work for every method.
 
 - `ensemble_instruct`: the paper's method (METHOD.md): per task type, short uniform prompts; every

@@ -10,7 +10,7 @@ degenerate (looping) instances, as verdicts on the stage records (docs/hygiene.m
   ``repeat_share``).
 
 The evaluation sets are read and indexed once per process and settings (`decontaminator`).
-Stage 3 outputs are judged in stage 4 (`runs.pipeline`), where a degenerate member's output
+Stage 3 outputs are judged in stage 4 (`runs.stage4`), where a degenerate member's output
 counts as missing.
 """
 

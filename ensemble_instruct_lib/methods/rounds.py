@@ -6,7 +6,7 @@ A method (`methods.ensemble_instruct`, `methods.self_instruct`, `methods.alpaca`
 groups (`Group`: a pool of instructions with its target, seeds and prompt builder), its response
 parser and its decoding params; the loop owns the rounds, their determinism, resuming, the
 rounds budget, the progress bar and the end-of-stage message. Records are built by
-`method.records`, so stages 3-4 (`runs.pipeline`), exports, tables and plots work for every method.
+`method.records`, so stages 3-4 (`runs.stage3`, `runs.stage4`), exports, tables and plots work for every method.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every figure is a `matplotlib.figure.Figure` built without pyplot (no global state; a notebook
 shows it as its last expression and `save_figure` writes it as PNG). Inputs are the frames of
-`pipeline.load_run` (stages 1-4, columns as documented there), the stage-4 frame of
+`run_folder.load_run` (stages 1-4, columns as documented there), the stage-4 frame of
 `ensemble_frame` (one row per example, kept or dropped, with its score matrix), and the result
 tables of notebook 05. Stage-4 statistics that depend on the threshold are recomputed from the
 stored score matrices (`threshold_curve`), so a threshold sweep needs no Rouge-L call.
@@ -321,7 +321,7 @@ def ensemble_frame(ensembled: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFra
     """Kept and dropped stage-4 records in one frame, with a boolean `kept` column.
 
     Args:
-        ensembled, dropped: `pipeline.load_run(...).ensembled` / `.dropped` (or frames with the
+        ensembled, dropped: `run_folder.load_run(...).ensembled` / `.dropped` (or frames with the
             same columns: id, instruction, input, output, reason, chosen_index, chosen_model,
             min_score, scores, candidates, models).
     """

@@ -17,7 +17,7 @@
 - ``embedding``: a `transformers` encoder, mean-pooled over the attention mask, for the MBR
   utility ``embedding``.
 
-Not here: the decision itself (`selectors.select`), reading and writing run files (`pipeline`).
+Not here: the decision itself (`selectors.select`), reading and writing run files (`stage4`).
 """
 
 from __future__ import annotations

@@ -137,16 +137,18 @@ def ensemble_study(config: EnsemblingConfig) -> EnsembleStudy:
     from ..plots import ensemble_frame
 
     if config.run_dir is not None:
-        from ...runs import pipeline
         from ...runs.config import load_config
+        from ...runs.run_folder import load_run
+        from ...runs.stage3 import candidate_names
+        from ...runs.stage4 import run_stage4
 
         run = resolve_path(config.run_dir)
-        pipeline.run_stage4(run, threshold=config.threshold, rule=config.rule)
-        tables = pipeline.load_run(run)
+        run_stage4(run, threshold=config.threshold, rule=config.rule)
+        tables = load_run(run)
         frame = ensemble_frame(tables.ensembled, tables.dropped)
         cfg = tables.manifest["config"]
         run_config = load_config(cfg)
-        models = pipeline.candidate_names(run_config)
+        models = candidate_names(run_config)
         threshold = cfg["consensus"]["threshold"] if config.threshold is None else config.threshold
         return EnsembleStudy(
             frame,

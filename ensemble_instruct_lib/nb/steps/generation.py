@@ -19,14 +19,15 @@ def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
     Stages 1-3 are what notebook 02 shows; stage 4 and the export run too (when the config has
     extra models), so the run dir holds what notebooks 03 (``ensembled.jsonl``) and 05
     (``alpaca.jsonl``, ``alpaca_single_output.jsonl``) read."""
-    from ...runs import pipeline
+    from ...runs.pipeline import run
+    from ...runs.run_folder import load_run
 
     backends = None
     if config.fake_lms:
         from ...testing.fake import fake_backends
 
         backends = fake_backends(config.run_config)
-    pipeline.run(
+    run(
         config.run_config,
         config.run_path,
         backends=backends,
@@ -34,7 +35,7 @@ def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
         stages=(1, 2, 3, 4),
         export=True,
     )
-    return pipeline.load_run(config.run_path)
+    return load_run(config.run_path)
 
 
 def token_table(tables: Any) -> Any:
