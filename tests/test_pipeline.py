@@ -16,7 +16,7 @@ from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.engines.ledger import LEDGER, read_ledger, summarize
 from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.method.consensus import select_consensus
-from ensemble_instruct_lib.methods.rounds import stage1_path
+from ensemble_instruct_lib.method.run_files import stage1_path
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.pipeline import run
 from ensemble_instruct_lib.runs.run_folder import load_run

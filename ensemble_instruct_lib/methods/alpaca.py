@@ -30,11 +30,11 @@ from ..data.public import SeedTask
 from ..engines.base import Backend, Generation
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
+from ..method.run_files import STAGE2
+from .context import StageContext
 from .hygiene import hygiene
 from .rounds import (
-    STAGE2,
     Candidate,
-    RunContext,
     baseline_group,
     check_count,
     instruction_params,
@@ -171,7 +171,7 @@ def parse_tasks(raw: str, first_number: int, finish_reason: str = "stop") -> lis
 # the stages
 
 
-def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
+def stage1_instructions(ctx: StageContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Alpaca batch generation of whole tasks; returns {"all": accepted records}."""
     opts = method_options(ctx.config, AlpacaOptions)
 
@@ -191,7 +191,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
 
 
 def stage2_instances(
-    ctx: RunContext, backend: Backend, instructions: list[dict[str, Any]]
+    ctx: StageContext, backend: Backend, instructions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Record the instances made in stage 1 in the stage-2 format (no LM call)."""
     path = ctx.out / STAGE2

@@ -25,13 +25,13 @@ from ..method.parsing import parse_instance_verbose, parse_instructions
 from ..method.prompts import END, SET_VERSIONS, Prompt, PromptSet, get_prompt_set, instance_demos
 from ..method.prompts import VERSIONS as _PROMPT_VERSIONS
 from ..method.records import harvested_instance, instance_record
+from ..method.run_files import STAGE2
+from .context import StageContext
 from .hygiene import hygiene
 from .rounds import (
-    STAGE2,
     Candidate,
     Group,
     PromptBuilder,
-    RunContext,
     chunks,
     failed_instance,
     generate_checked,
@@ -44,7 +44,7 @@ from .rounds import (
 VERSIONS = {k: _PROMPT_VERSIONS[k] for k in ("instruction", "instance")}
 
 
-def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
+def stage1_instructions(ctx: StageContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Generate instructions per task type until the target or the rounds budget is reached.
 
     Returns:
@@ -94,7 +94,7 @@ def _first_item(gen: Generation, prompt: Prompt) -> list[Candidate]:
 
 
 def stage2_instances(
-    ctx: RunContext, backend: Backend, instructions: list[dict[str, Any]]
+    ctx: StageContext, backend: Backend, instructions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Generate and parse one instance per accepted instruction; returns every stage-2 record."""
     cfg, st = ctx.config, ctx.config.instance
@@ -162,7 +162,7 @@ class _Harvester:
     """Turns blocks an LM invented into extra examples, if they pass every stage-1 filter."""
 
     def __init__(
-        self, ctx: RunContext, instructions: list[dict[str, Any]], done: list[dict[str, Any]]
+        self, ctx: StageContext, instructions: list[dict[str, Any]], done: list[dict[str, Any]]
     ) -> None:
         st = ctx.config.instruction
         types = ctx.config.task_types

@@ -36,11 +36,11 @@ from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..engines.isolation import FailureBudget, is_failure
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
+from ..method.run_files import STAGE2
+from .context import StageContext
 from .hygiene import hygiene
 from .rounds import (
-    STAGE2,
     Candidate,
-    RunContext,
     baseline_group,
     check_count,
     chunks,
@@ -275,7 +275,7 @@ def parse_example(raw: str, output_first: bool) -> tuple[str | None, str | None,
 # the stages
 
 
-def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
+def stage1_instructions(ctx: StageContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Self-Instruct instruction generation; returns {"all": accepted records}."""
     opts = method_options(ctx.config, SelfInstructOptions)
     n_demos = opts.num_seed_demos + opts.num_generated_demos
@@ -298,7 +298,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
 
 
 def stage2_instances(
-    ctx: RunContext, backend: Backend, instructions: list[dict[str, Any]]
+    ctx: StageContext, backend: Backend, instructions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Classify each accepted instruction, then generate one instance output- or input-first."""
     cfg, st = ctx.config, ctx.config.instance

@@ -47,7 +47,7 @@ from ..engines.base import Backend, DecodingParams, Generation, greedy_params, s
 from ..engines.ledger import read_ledger
 from ..errors import ConfigError
 from ..method.prompts import END, get_prompt_set, instance_demos
-from ..methods.rounds import MANIFEST
+from ..method.run_files import MANIFEST
 from .config import ModelSpec, RunConfig
 
 #: stage-1 accepted instructions per call when no previous run says otherwise (Ensemble-Instruct's

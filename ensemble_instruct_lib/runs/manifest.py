@@ -18,10 +18,11 @@ from typing import Any
 
 from ..data.jsonl import write_json
 from ..errors import ConfigError
+from ..method.run_files import MANIFEST
 from ..methods import method_prompt_versions
 from ..methods.hygiene import hygiene_counts
-from ..methods.rounds import MANIFEST, RunContext
 from .config import RunConfig, load_config
+from .context import RunContext
 from .run_folder import failure_counts
 
 

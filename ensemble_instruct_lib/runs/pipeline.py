@@ -46,9 +46,10 @@ from ..engines.cache import CallCache
 from ..engines.ledger import LEDGER, CallLedger
 from ..errors import ConfigError, TooManyFailures
 from ..method.prompts import get_prompt_set
+from ..method.run_files import MANIFEST, STAGE2
 from ..methods import get_method
-from ..methods.rounds import MANIFEST, STAGE2, RunContext
 from .config import RunConfig
+from .context import RunContext
 from .manifest import check_resume, close_manifest, new_manifest
 from .run_folder import accepted_on_file, print_summary, stage1_counts, stage2_counts
 from .stage3 import candidate_names, stage3_models, stage3_outputs

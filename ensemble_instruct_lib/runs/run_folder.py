@@ -16,14 +16,22 @@ from ..data.jsonl import read_jsonl
 from ..engines.ledger import format_ledger
 from ..errors import ConfigError
 from ..method.records import is_failed
-from ..methods.rounds import DROPPED, ENSEMBLED, MANIFEST, STAGE2, stage3_path
+from ..method.run_files import (
+    DROPPED,
+    ENSEMBLED,
+    MANIFEST,
+    STAGE2,
+    stage1_files,
+    stage1_group,
+    stage3_path,
+)
 from .config import RunConfig, load_config
 from .stage3 import stage3_file_names
 
 
 def accepted_on_file(out: Path) -> dict[str, list[dict[str, Any]]]:
     """The accepted stage-1 records of every group, as written by an earlier run."""
-    return {_group(p): [r for r in read_jsonl(p) if r["accepted"]] for p in _stage1_files(out)}
+    return {stage1_group(p): [r for r in read_jsonl(p) if r["accepted"]] for p in stage1_files(out)}
 
 
 def failure_counts(out: Path, config: RunConfig) -> dict[str, Any]:
@@ -46,18 +54,10 @@ def failure_counts(out: Path, config: RunConfig) -> dict[str, Any]:
     return counts
 
 
-def _stage1_files(out: Path) -> list[Path]:
-    return sorted(out.glob("stage1_instructions_*.jsonl"))
-
-
-def _group(path: Path) -> str:
-    return path.stem.removeprefix("stage1_instructions_")
-
-
 def stage1_counts(out: Path) -> dict[str, Any]:
     counts: dict[str, Any] = {}
-    for path in _stage1_files(out):
-        t = _group(path)
+    for path in stage1_files(out):
+        t = stage1_group(path)
         recs = read_jsonl(path)
         reasons: dict[str, int] = {}
         for r in recs:
@@ -150,7 +150,7 @@ def load_run(out_dir: str | Path) -> RunTables:
     return RunTables(
         out_dir=out,
         manifest=manifest,
-        instructions=frame(_stage1_files(out)),
+        instructions=frame(stage1_files(out)),
         instances=frame([out / STAGE2]),
         outputs=frame(stage3_path(out, n) for n in names),
         ensembled=frame([out / ENSEMBLED]),

@@ -17,15 +17,10 @@ from ..engines.isolation import is_failure
 from ..method.parsing import parse_output
 from ..method.prompts import get_prompt_set, instance_demos
 from ..method.records import is_failed, output_record
-from ..methods.rounds import (
-    RunContext,
-    chunks,
-    generate_checked,
-    load_records,
-    progress_bar,
-    stage3_path,
-)
+from ..method.run_files import stage3_path
+from ..methods.rounds import chunks, generate_checked, load_records, progress_bar
 from .config import ModelSpec, RunConfig
+from .context import RunContext
 
 
 def stage3_models(config: RunConfig) -> list[ModelSpec]:

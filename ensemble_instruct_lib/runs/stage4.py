@@ -19,9 +19,9 @@ from ..engines.base import Backend
 from ..errors import ConfigError
 from ..method.degenerate import is_degenerate
 from ..method.records import consensus_record, is_failed, single_output_record
+from ..method.run_files import DROPPED, ENSEMBLED, MANIFEST, SINGLE, STAGE2, stage3_path
 from ..method.selectors import select
 from ..methods.hygiene import hygiene_counts
-from ..methods.rounds import DROPPED, ENSEMBLED, MANIFEST, SINGLE, STAGE2, stage3_path
 from .config import ConsensusStage, Degenerate, ModelSpec, RunConfig, load_config
 from .stage3 import candidate_names
 
