@@ -385,6 +385,7 @@ def _sweep_grid(args: argparse.Namespace) -> dict[str, list]:
 def _sweep(args: argparse.Namespace) -> int:
     from .runs.keyvalue import parse_assignments
     from .runs.sweep import run_sweep
+    from .testing.fake import fake_backends
 
     table = run_sweep(
         args.target,
@@ -395,7 +396,7 @@ def _sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         seeds=args.seeds,
         seed_param=args.seed_param,
-        fake_lms=args.fake_lms,
+        backends=fake_backends if args.fake_lms else None,
         stages=[int(s) for s in args.stages.split(",") if s.strip()],
         progress=not args.quiet,
     )

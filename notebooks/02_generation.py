@@ -26,6 +26,7 @@ from IPython.display import display
 
 from ensemble_instruct_lib.nb import plots, widgets
 from ensemble_instruct_lib.nb.steps import generation as steps
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/02_generation"  # figures and tables go here (relative: repo root)
@@ -41,7 +42,6 @@ cfg = steps.GenerationConfig(
     config_path=config_path,
     overrides=overrides,
     run_dir=run_dir,
-    fake_lms=fake_lms,
     sample_size=sample_size,
 )
 display(steps.config_table(cfg))
@@ -53,7 +53,7 @@ display(steps.config_table(cfg))
 # notebook resumes instead of starting again.
 
 # %%
-tables = steps.run_generation(cfg)
+tables = steps.run_generation(cfg, backends=fake_backends(cfg.run_config) if fake_lms else None)
 
 # %% [markdown]
 # ## What survives each stage

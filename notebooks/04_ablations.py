@@ -27,6 +27,7 @@ from ensemble_instruct_lib.nb import grid_plots as ablation_plots
 from ensemble_instruct_lib.nb import plots
 from ensemble_instruct_lib.nb.steps import ablations as steps
 from ensemble_instruct_lib.runs.sweep import write_metrics
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/04_ablations"  # tables, figures and metrics.json (relative: repo root)
@@ -83,7 +84,6 @@ cfg = steps.AblationsConfig(
     method_seeds=method_seeds,
     num_instructions=num_instructions,
     max_new_tokens=max_new_tokens,
-    fake_lms=fake_lms,
     seed_demos=seed_demos,
     generated_demos=generated_demos,
     workers=workers,
@@ -244,7 +244,7 @@ display(steps.selector_agreement(selector_rows))
 # valid instances per generator call. Empty when `pipeline_config` is None.
 
 # %%
-method_table = steps.method_runs(cfg)
+method_table = steps.method_runs(cfg, backends=fake_backends if fake_lms else None)
 method_summary = ablations.summarize(method_table, ["method"], ablations.RUN_METRICS)
 plots.save_table(method_summary, cfg.out_path, "method_summary")
 display(ablations.format_summary(method_summary, ["method"]))
@@ -277,7 +277,7 @@ display(fig)
 # same counts for each task type): acceptance and novelty. Empty when `pipeline_config` is None.
 
 # %%
-demo_table = steps.demo_runs(cfg)
+demo_table = steps.demo_runs(cfg, backends=fake_backends if fake_lms else None)
 demo_summary = ablations.summarize(
     demo_table, ["seed_demos", "generated_demos"], ["stage1_acceptance", "novelty_mean"]
 )

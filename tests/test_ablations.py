@@ -304,7 +304,7 @@ def test_method_comparison_novelty_and_verb_nouns(runs):
 
 def test_demo_count_sweep_changes_the_prompts(tmp_path):
     table = mab.demo_count_sweep(
-        BASE, tmp_path, seed_demos=[3, 6], generated_demos=[0, 1], fake_lms=True
+        BASE, tmp_path, seed_demos=[3, 6], generated_demos=[0, 1], backends=fake_backends
     )
     assert table["status"].eq("done").all() and len(table) == 4
     assert table[["seed_demos", "generated_demos"]].values.tolist() == [

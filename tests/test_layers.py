@@ -5,7 +5,8 @@ modules of its own layer and of any layer below; an import of a higher layer is 
 import cycles between layers cannot come back. Imports under ``if TYPE_CHECKING:`` are type hints
 only and do not count for layers. Within a layer, no two modules may import each other, directly
 or around a circle, counting every import (inside functions and type-only ones too). The checks
-read the source (AST): no module is imported to run them.
+read the source (AST): no module is imported to run them. Test doubles (`testing`) are chosen at
+the edge (tests, notebooks, the command line), so no other production module imports them.
 """
 
 from __future__ import annotations
@@ -175,6 +176,28 @@ def violations(root: Path = PKG) -> list[str]:
     return found
 
 
+#: The one production module allowed to import `testing`: the command line, the program's edge,
+#: where a user asks for test doubles by name (``make-tiny-models`` builds the random-weight
+#: checkpoints of configs/offline-tiny.yaml, ``sweep --fake-lms`` answers with fake LMs), as a test
+#: or a notebook does by passing them in. Everything else takes backends, never chooses doubles.
+TESTING_EDGE = frozenset({"cli"})
+
+
+def imports_of_testing(root: Path = PKG) -> list[str]:
+    """Imports of `testing` (type-only ones too) by modules outside it, but for `TESTING_EDGE`."""
+    found = []
+    for module, path in _modules(root).items():
+        if module.split(".")[0] == "testing" or module in TESTING_EDGE:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for line, target in imported_modules(
+            tree, module, path.name == "__init__.py", type_checking=True
+        ):
+            if target.split(".")[0] == "testing":
+                found.append(f"{path.relative_to(root.parent)}:{line}: {module} imports {target}")
+    return found
+
+
 def test_every_module_imports_only_lower_layers():
     assert violations() == []
 
@@ -197,6 +220,27 @@ def test_the_circle_check_catches_a_type_only_circle(tmp_path):
     )
     assert import_circles(copy) == [["method.filters", "method.rouge"]]
     assert violations(copy) == []
+
+
+def test_no_production_module_imports_the_test_doubles():
+    assert imports_of_testing() == []
+
+
+def test_the_testing_check_catches_an_import(tmp_path):
+    """Copy the package, let a production module import a fake LM: the check reports it (the
+    layer check does not: `runs` sits above `testing`); `testing` importing itself is fine."""
+    import shutil
+
+    copy = tmp_path / "ensemble_instruct_lib"
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / "runs" / "sweep.py"
+    target.write_text(target.read_text() + "\nfrom ..testing.fake import fake_backends  # noqa\n")
+    found = imports_of_testing(copy)
+    assert len(found) == 1 and "runs.sweep imports testing.fake" in found[0]
+    assert violations(copy) == []
+    inside = copy / "testing" / "servers.py"
+    inside.write_text(inside.read_text() + "\nfrom .fake import fake_backends  # noqa\n")
+    assert len(imports_of_testing(copy)) == 1
 
 
 def test_every_subpackage_has_a_layer_and_a_docstring():

@@ -10,7 +10,7 @@ and `demo_count_sweep` (seed/generated demos in instruction generation) run pipe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def method_sweep(
     methods: Sequence[str] = ("ensemble_instruct", "self_instruct", "alpaca"),
     seeds: Sequence[int] = (0,),
     overrides: Mapping[str, Any] | None = None,
-    fake_lms: bool = False,
+    backends: Callable | str | None = None,
     workers: int | None = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -131,7 +131,8 @@ def method_sweep(
     Args:
         config: a run-config YAML (or dict) naming the generator and extra models.
         overrides: config keys (dotted for nested ones) every run gets.
-        fake_lms: answer with `testing.fake.fake_backends` (tests, demos).
+        backends: a function config -> ready backends by model name, for every run (tests and
+            demos pass `testing.fake.fake_backends`); None builds the config's models.
 
     Returns:
         The `sweep.run_sweep` table: per run, the parameters and `run_metrics`.
@@ -145,7 +146,7 @@ def method_sweep(
         kind="pipeline",
         base_params=dict(overrides or {}),
         seeds=list(seeds),
-        fake_lms=fake_lms,
+        backends=backends,
         workers=workers,
         progress=progress,
     )
@@ -161,7 +162,7 @@ def demo_count_sweep(
     seeds: Sequence[int] = (0,),
     overrides: Mapping[str, Any] | None = None,
     stages: Sequence[int] = (1,),
-    fake_lms: bool = False,
+    backends: Callable | str | None = None,
     workers: int | None = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -187,7 +188,7 @@ def demo_count_sweep(
         kind="pipeline",
         base_params={"method": "ensemble_instruct", **dict(overrides or {})},
         seeds=list(seeds),
-        fake_lms=fake_lms,
+        backends=backends,
         workers=workers,
         stages=stages,
         progress=progress,

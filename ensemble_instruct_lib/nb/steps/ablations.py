@@ -5,6 +5,7 @@ numbers; the recorded-output ablations live in `ablations.py`, the run-dir ones 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,6 @@ class AblationsConfig:
         num_instructions: override the config's instructions per type (None: keep).
         max_new_tokens: cap on the new tokens of every stage's calls in the pipeline grids
             (None: the config's), a size knob for quick runs.
-        fake_lms: answer with fake LMs (tests, demos) instead of the config's models.
         seed_demos, generated_demos: the demo-count grid (Ensemble-Instruct stage 1).
         workers: processes for the pipeline grids.
         selectors: the stage-4 selectors compared ("sum", "best_pair", "mbr:<utility>", and
@@ -96,7 +96,6 @@ class AblationsConfig:
     method_seeds: list[int] = field(default_factory=lambda: [0])
     num_instructions: int | None = None
     max_new_tokens: int | None = None
-    fake_lms: bool = False
     seed_demos: list[int] = field(default_factory=lambda: [10, 20])
     generated_demos: list[int] = field(default_factory=lambda: [0, 2, 4])
     workers: int = 1
@@ -279,9 +278,10 @@ def selector_agreement(rows: pd.DataFrame) -> pd.DataFrame:
     return table.round(3)
 
 
-def method_runs(config: AblationsConfig) -> pd.DataFrame:
+def method_runs(config: AblationsConfig, backends: Callable | None = None) -> pd.DataFrame:
     """Notebook 04's method grid: `method_sweep` into ``<out_dir>/methods`` (an empty table when
-    `config.pipeline_config` is None)."""
+    `config.pipeline_config` is None); `backends` as `method_sweep`'s (the notebook passes fake
+    LMs when asked)."""
     if config.pipeline_config is None:
         return pd.DataFrame(columns=["point", "status", "out_dir", "method", "seed"])
     return method_sweep(
@@ -290,14 +290,14 @@ def method_runs(config: AblationsConfig) -> pd.DataFrame:
         methods=config.methods,
         seeds=config.method_seeds,
         overrides=config.overrides,
-        fake_lms=config.fake_lms,
+        backends=backends,
         workers=config.workers,
     )
 
 
-def demo_runs(config: AblationsConfig) -> pd.DataFrame:
+def demo_runs(config: AblationsConfig, backends: Callable | None = None) -> pd.DataFrame:
     """Notebook 04's demo-count grid: `demo_count_sweep` into ``<out_dir>/demos`` (an empty
-    table when `config.pipeline_config` is None)."""
+    table when `config.pipeline_config` is None); `backends` as in `method_runs`."""
     if config.pipeline_config is None:
         return pd.DataFrame(columns=["point", "status", "out_dir", "seed_demos", "generated_demos"])
     from ...runs.config import load_config
@@ -311,7 +311,7 @@ def demo_runs(config: AblationsConfig) -> pd.DataFrame:
         task_types=types,
         seeds=config.method_seeds,
         overrides=config.overrides,
-        fake_lms=config.fake_lms,
+        backends=backends,
         workers=config.workers,
     )
 
