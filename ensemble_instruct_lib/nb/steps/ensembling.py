@@ -229,9 +229,6 @@ def gold_table(study: EnsembleStudy) -> pd.DataFrame:
     return study.gold
 
 
-SELECTOR_COLUMNS = ["selector", "order", "kept_fraction", "gold_kept", "gold_all"]
-
-
 def selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
     """The stage-4 selectors (`config.selectors`, plus the judge when `config.judge_model` is
     set) on the recorded answers of `config.models` (in that candidate order), against gold:
