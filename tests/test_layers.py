@@ -198,6 +198,15 @@ def imports_of_testing(root: Path = PKG) -> list[str]:
     return found
 
 
+def _copy_package(tmp_path: Path) -> Path:
+    """A copy of the package's source under `tmp_path`, for a check to be shown an injected import."""
+    import shutil
+
+    copy = tmp_path / "ensemble_instruct_lib"
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
 def test_every_module_imports_only_lower_layers():
     assert violations() == []
 
@@ -209,10 +218,7 @@ def test_no_import_circle_between_modules():
 def test_the_circle_check_catches_a_type_only_circle(tmp_path):
     """Copy the package, give `method.rouge` a type-only import of a module that imports it:
     the check reports the two as a circle (the layer check does not: same layer, type only)."""
-    import shutil
-
-    copy = tmp_path / "ensemble_instruct_lib"
-    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = _copy_package(tmp_path)
     assert "from .rouge import" in (copy / "method" / "filters.py").read_text()
     target = copy / "method" / "rouge.py"
     target.write_text(
@@ -229,10 +235,7 @@ def test_no_production_module_imports_the_test_doubles():
 def test_the_testing_check_catches_an_import(tmp_path):
     """Copy the package, let a production module import a fake LM: the check reports it (the
     layer check does not: `runs` sits above `testing`); `testing` importing itself is fine."""
-    import shutil
-
-    copy = tmp_path / "ensemble_instruct_lib"
-    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = _copy_package(tmp_path)
     target = copy / "runs" / "sweep.py"
     target.write_text(target.read_text() + "\nfrom ..testing.fake import fake_backends  # noqa\n")
     found = imports_of_testing(copy)
@@ -253,10 +256,7 @@ def test_every_subpackage_has_a_layer_and_a_docstring():
 
 def test_the_rule_catches_a_reverse_import(tmp_path):
     """Copy the package, add one import of a higher layer to a low one: the check reports it."""
-    import shutil
-
-    copy = tmp_path / "ensemble_instruct_lib"
-    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = _copy_package(tmp_path)
     target = copy / "method" / "rouge.py"
     target.write_text(target.read_text() + "\nfrom ..runs import pipeline  # noqa\n")
     found = violations(copy)
