@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.jsonl import JsonlAppender, read_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, Generation
+from ..engines.resumable import load_records, run_batches
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
 from ..method.run_files import STAGE2
@@ -195,13 +195,11 @@ def stage2_instances(
 ) -> list[dict[str, Any]]:
     """Record the instances made in stage 1 in the stage-2 format (no LM call)."""
     path = ctx.out / STAGE2
-    done = read_jsonl(path) if path.exists() else []
-    done_ids = {r["id"] for r in done}
+    done = load_records(path, retry_failed=False)
     screen = hygiene(ctx.config).screen_instance
-    with JsonlAppender(path) as out:
-        for r in instructions:
-            if r["id"] in done_ids:
-                continue
+
+    def step(batch: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        for r in batch:
             output = r.get("output") or ""
             inp = r.get("input") or ""
             rec = instance_record(
@@ -216,8 +214,11 @@ def stage2_instances(
                 finish_reason=r.get("finish_reason"),
                 prompt_version=r.get("prompt_version", VERSIONS["batch"]),
             )
-            out.append(screen(rec))
-            done.append(rec)
+            done.append(screen(rec))
+            yield [rec]
+
+    # one batch and no bar: nothing is asked of an LM
+    run_batches(instructions, step, asked={r["id"] for r in done}, batch_size=None, path=path)
     return done
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..data.public import SeedTask
 from ..engines.isolation import FailureBudget
+from ..method.prompts import PromptSet
 
 
 class StageConfig(Protocol):
@@ -34,12 +35,14 @@ class StageConfig(Protocol):
 
 
 class StageContext(Protocol):
-    """What stages 1-2 read from the run: its config and folder, the seeds by type, whether to
-    show progress, a failure budget per stage and the generated tokens so far."""
+    """What stages 1-2 read from the run: its config and folder, the seeds by type, the prompt
+    set (``config.prompts``, built once per run), whether to show progress, a failure budget per
+    stage and the generated tokens so far."""
 
     config: StageConfig
     out: Path
     seeds: dict[str, list[SeedTask]]
+    prompt_set: PromptSet
     progress: bool
 
     def budget(self, what: str) -> FailureBudget: ...

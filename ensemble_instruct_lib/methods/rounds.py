@@ -1,7 +1,8 @@
-"""What every prompting method's stages 1-2 share: progress bars, chunking, calls that may fail
-one by one, and stage 1's one round loop (`run_rounds`) with its candidate verdict (post-filters,
-then novelty). The run itself reaches a method as a `methods.context.StageContext`; the run
-folder's file names are `method.run_files`.
+"""What every prompting method's stages 1-2 share: stage 1's one round loop (`run_rounds`) with
+its candidate verdict (post-filters, then novelty), and the record of a stage-2 call that failed.
+Stage 2 runs in the resumable per-item loop of `engines.resumable` (`run_batches`), which stage 3
+and evaluation share. The run itself reaches a method as a `methods.context.StageContext`; the
+run folder's file names are `method.run_files`.
 
 A method (`methods.ensemble_instruct`, `methods.self_instruct`, `methods.alpaca`) supplies only its
 groups (`Group`: a pool of instructions with its target, seeds and prompt builder), its response
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,71 +25,25 @@ from typing import Any
 from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
-from ..engines.isolation import FailureBudget, generate_isolated
+from ..engines.isolation import FailureBudget
+from ..engines.resumable import chunks as chunks  # re-exported: analysis.eval_members
+from ..engines.resumable import generate_checked as generate_checked
+from ..engines.resumable import load_records as load_records
+from ..engines.resumable import progress_bar as progress_bar
+from ..engines.resumable import run_batches
 from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt
-from ..method.records import candidate_id, instance_record, is_failed, stage1_candidate
-from ..method.run_files import stage1_path
+from ..method.records import candidate_id, instance_record, stage1_candidate
+from ..method.run_files import STAGE2, stage1_path
 from .context import StageContext
 from .hygiene import hygiene
 
 log = logging.getLogger("ensemble_instruct")
 
 
-def progress_bar(total: int, desc: str, enabled: bool, tokens: Callable[[], int] | None = None):
-    """A tqdm bar (tqdm shows the ETA); with `tokens` (generated tokens so far, e.g.
-    `StageContext.generated_tokens`) its postfix also shows the generated tokens per second since
-    the bar opened."""
-    from tqdm.auto import tqdm
-
-    if tokens is None:
-        return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
-
-    class TokenBar(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            self._tokens, self._t0 = tokens, None
-            super().__init__(
-                total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True
-            )
-            self._n0, self._t0 = tokens(), time.perf_counter()
-            self._extra: dict[str, Any] = {}
-
-        def _tok_s(self) -> dict[str, Any]:
-            elapsed = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
-            n = self._tokens() - self._n0
-            return {"tok/s": f"{n / elapsed:.1f}"} if elapsed > 0 and n > 0 else {}
-
-        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
-            self._extra = {**(ordered_dict or {}), **kwargs}
-            super().set_postfix(self._extra | self._tok_s(), refresh=refresh)
-
-        def update(self, n=1):
-            if not self.disable and self._t0 is not None:
-                super().set_postfix(self._extra | self._tok_s(), refresh=False)
-            return super().update(n)
-
-    return TokenBar()
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 # ------------------------------------------------------------------------------------------
 # stages 2-3: calls that may fail one by one
-
-
-def load_records(path: Path, retry_failed: bool) -> list[dict[str, Any]]:
-    """A stage-2/3 file's records; with `retry_failed`, records of calls that failed for good
-    are dropped from the file (rewritten atomically) so their ids are asked again and the file
-    never holds two lines for one id."""
-    records = read_jsonl(path) if path.exists() else []
-    if retry_failed and any(is_failed(r) for r in records):
-        records = [r for r in records if not is_failed(r)]
-        write_jsonl(path, records)
-    return records
 
 
 def failed_instance(
@@ -116,19 +70,30 @@ def failed_instance(
     )
 
 
-def generate_checked(
-    backend: Backend,
-    prompts: Sequence[str],
-    params: DecodingParams,
+def stage2_batches(
+    ctx: StageContext,
+    instructions: Sequence[dict[str, Any]],
+    done: Sequence[dict[str, Any]],
+    step: Callable[[Sequence[dict[str, Any]]], Iterable[Sequence[dict[str, Any]]]],
     budget: FailureBudget,
-    sample_indices: Sequence[int] | None = None,
-) -> list[Generation]:
-    """`engines.isolation.generate_isolated` (a failed call becomes a failure marker), counted
-    in `budget`; the caller writes the records, then calls `budget.check()`, which stops the run
-    when too many calls failed."""
-    gens = generate_isolated(backend, prompts, params, sample_indices)
-    budget.add(gens)
-    return gens
+    desc: str,
+    postfix: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """A method's stage 2 in `engines.resumable.run_batches`: the instructions whose ids are not
+    in `done` (the records on file), in batches of ``instance.batch_size``, into the stage-2 file,
+    under the run's progress bar."""
+    run_batches(
+        instructions,
+        step,
+        asked={r["id"] for r in done},
+        batch_size=ctx.config.instance.batch_size,
+        path=ctx.out / STAGE2,
+        budget=budget,
+        desc=desc,
+        progress=ctx.progress,
+        tokens=ctx.generated_tokens,
+        postfix=postfix,
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The run context: what a run's stages share while it runs (config, run dir, seeds, the call
-cache, backends built or given, engines held for reuse, the token ledger and a failure budget
-per stage).
+"""The run context: what a run's stages share while it runs (config, run dir, seeds, the prompt
+set, the call cache, backends built or given, engines held for reuse, the token ledger and a
+failure budget per stage).
 
 `runs.pipeline.run` builds one per invocation; prompting methods read it through
 `methods.context.StageContext`, stages 3-4 and the manifest use it whole. Not here: the files it
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..engines.base import Backend, require_chat_template
 from ..engines.cache import CachedBackend, CallCache
 from ..engines.isolation import FailureBudget
 from ..engines.ledger import CallLedger
+from ..method.prompts import PromptSet, get_prompt_set
 from .config import RunConfig
 
 
@@ -70,6 +72,12 @@ class RunContext:
         self.used.append(cb)
         self.models[spec.name] = {**inner.describe(), "role": None}
         return cb
+
+    @cached_property
+    def prompt_set(self) -> PromptSet:
+        """The run's prompt set (``config.prompts``), built on first use and kept, so stages 1-3
+        share one; `runs.pipeline.run` sets the one it checked before loading any model."""
+        return get_prompt_set(self.config.prompts, self.config.data_dir)
 
     def cache_stats(self) -> dict[str, int]:
         return {

@@ -9,16 +9,16 @@ the estimate follow the same list. Not here: loading models and holding engines 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..data.jsonl import JsonlAppender
 from ..engines.base import Backend, DecodingParams, greedy_params
 from ..engines.isolation import is_failure
+from ..engines.resumable import generate_checked, load_records, run_batches
 from ..method.parsing import parse_output
-from ..method.prompts import get_prompt_set, instance_demos
+from ..method.prompts import instance_demos
 from ..method.records import is_failed, output_record
 from ..method.run_files import stage3_path
-from ..methods.rounds import chunks, generate_checked, load_records, progress_bar
 from .config import ModelSpec, RunConfig
 from .context import RunContext
 
@@ -107,71 +107,72 @@ def _stage3_file(
 ) -> dict[str, str]:
     """Stage 3 into one file (one model, or one sample of a self-ensemble); resumes by id."""
     st = ctx.config.output
-    prompt_set = get_prompt_set(ctx.config.prompts, ctx.config.data_dir)
     path = stage3_path(ctx.out, name)
     done = load_records(path, ctx.config.retry_failed)
     outputs = {r["id"]: r["output"] for r in done if not is_failed(r)}
-    asked = {r["id"] for r in done}
-    todo = [r for r in instances if r["valid"] and r["id"] not in asked]
     budget = ctx.budget(f"stage 3 ({name})")
-    n_valid = sum(r["valid"] for r in instances)
-    bar = progress_bar(n_valid, f"stage 3: {name}", ctx.progress, ctx.generated_tokens)
-    bar.update(n_valid - len(todo))
-    with JsonlAppender(path) as out:
-        for chunk in chunks(todo, st.batch_size):
-            prompts = [
-                prompt_set.output_prompt(
-                    r["instruction"],
-                    r["input"],
-                    style=spec.prompt_style,
-                    task_type=r["task_type"],
-                    demos=demos.get(r["task_type"], ()),
-                )
-                for r in chunk
-            ]
-            indices = None if sample_index is None else [sample_index] * len(prompts)
-            gens = generate_checked(backend, [p.text for p in prompts], params, budget, indices)
-            for r, p, g in zip(chunk, prompts, gens, strict=True):
-                if is_failure(g):
-                    out.append(
-                        output_record(
-                            id=r["id"],
-                            model=spec.name,
-                            output=None,
-                            raw="",
-                            finish_reason=g.finish_reason,
-                            prompt_version=p.version,
-                            status="failed",
-                            reason=str(g.extra.get("reason", "error")),
-                            error=str(g.extra.get("error", "")),
-                        )
+
+    def step(chunk: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        prompts = [
+            ctx.prompt_set.output_prompt(
+                r["instruction"],
+                r["input"],
+                style=spec.prompt_style,
+                task_type=r["task_type"],
+                demos=demos.get(r["task_type"], ()),
+            )
+            for r in chunk
+        ]
+        indices = None if sample_index is None else [sample_index] * len(prompts)
+        gens = generate_checked(backend, [p.text for p in prompts], params, budget, indices)
+        for r, p, g in zip(chunk, prompts, gens, strict=True):
+            if is_failure(g):
+                yield [
+                    output_record(
+                        id=r["id"],
+                        model=spec.name,
+                        output=None,
+                        raw="",
+                        finish_reason=g.finish_reason,
+                        prompt_version=p.version,
+                        status="failed",
+                        reason=str(g.extra.get("reason", "error")),
+                        error=str(g.extra.get("error", "")),
                     )
-                    bar.update(1)
-                    continue
-                text = parse_output(g.text, st.stop)
-                rec = output_record(
-                    id=r["id"],
-                    model=spec.name,
-                    output=text,
-                    raw=g.text,
-                    finish_reason=g.finish_reason,
-                    prompt_version=p.version,
+                ]
+                continue
+            text = parse_output(g.text, st.stop)
+            rec = output_record(
+                id=r["id"],
+                model=spec.name,
+                output=text,
+                raw=g.text,
+                finish_reason=g.finish_reason,
+                prompt_version=p.version,
+            )
+            if sample_index is not None:
+                rec.update(
+                    sample=name,
+                    sample_index=sample_index,
+                    seed=params.seed,
+                    temperature=params.temperature,
+                    top_k=params.top_k,
+                    top_p=params.top_p,
                 )
-                if sample_index is not None:
-                    rec.update(
-                        sample=name,
-                        sample_index=sample_index,
-                        seed=params.seed,
-                        temperature=params.temperature,
-                        top_k=params.top_k,
-                        top_p=params.top_p,
-                    )
-                out.append(rec)
-                outputs[r["id"]] = text
-                bar.update(1)
-            budget.check()
-    bar.close()
-    budget.check(final=True)
+            outputs[r["id"]] = text
+            yield [rec]
+
+    run_batches(
+        [r for r in instances if r["valid"]],
+        step,
+        asked={r["id"] for r in done},
+        batch_size=st.batch_size,
+        path=path,
+        budget=budget,
+        desc=f"stage 3: {name}",
+        progress=ctx.progress,
+        tokens=ctx.generated_tokens,
+    )
     return outputs
 
 
