@@ -1,7 +1,7 @@
 """A run folder's identity and ``manifest.json``: the manifest a run opens, keeps up to date
-and closes, and the check that a folder being resumed was made with the same frozen settings
-(method, seed, prompts, generator, ...), comparing what model paths and the seed file resolve to
-rather than how they were written.
+and closes (`Manifest`, one object with one `save`), and the check that a folder being resumed
+was made with the same frozen settings (method, seed, prompts, generator, ...), comparing what
+model paths and the seed file resolve to rather than how they were written.
 
 Not here: the counts the manifest records (`runs.run_folder`), the stages that fill it
 (`runs.pipeline`).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -158,41 +159,64 @@ def check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
     return old
 
 
-def new_manifest(
-    config: RunConfig, seed_path: Path, previous: dict[str, Any] | None
-) -> dict[str, Any]:
-    """A running manifest; counts and models carry over from the run being resumed."""
-    previous = previous or {}
-    return {
-        "config": config.to_dict(),
-        "versions": _versions(),
-        "prompt_versions": method_prompt_versions(config.method, config.prompts),
-        "seed_file": str(seed_path),
-        "status": "running",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "identities": _identities(config),
-        "invocations": previous.get("invocations", 0) + 1,
-        "counts": previous.get("counts", {}),
-        "timings_s": {},
-        "models": previous.get("models", {}),
-        "cache": {"hits": 0, "misses": 0},
-    }
+@dataclass
+class Manifest:
+    """A run's ``manifest.json`` while the run goes on: `data` is what the file holds (config,
+    versions, prompt versions, counts, timings, models, cache hits), `save` the one place the
+    pipeline writes it (atomically), `close` its final state.
+
+    Attributes:
+        path: ``<run dir>/manifest.json``.
+        data: the manifest as a JSON object; the pipeline fills in counts, timings and models.
+    """
+
+    path: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def start(
+        cls, out: Path, config: RunConfig, seed_path: Path, previous: dict[str, Any] | None
+    ) -> Manifest:
+        """A running manifest, saved; counts and models carry over from the run being resumed."""
+        previous = previous or {}
+        manifest = cls(
+            out / MANIFEST,
+            {
+                "config": config.to_dict(),
+                "versions": _versions(),
+                "prompt_versions": method_prompt_versions(config.method, config.prompts),
+                "seed_file": str(seed_path),
+                "status": "running",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "identities": _identities(config),
+                "invocations": previous.get("invocations", 0) + 1,
+                "counts": previous.get("counts", {}),
+                "timings_s": {},
+                "models": previous.get("models", {}),
+                "cache": {"hits": 0, "misses": 0},
+            },
+        )
+        manifest.save()
+        return manifest
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+    def close(self, ctx: RunContext, status: str) -> None:
+        """Save the final state: "done" (with models and finish time), "stopped" (too many
+        calls failed) or "interrupted"."""
+        data = self.data
+        if status == "done":
+            data["models"].update(ctx.models)
+        data["cache"] = ctx.cache_stats()
+        if ctx.ledger is not None:
+            data["ledger"] = ctx.ledger.summary()
+        data["failures"] = failure_counts(ctx.out, ctx.config)
+        data["hygiene"] = hygiene_counts(ctx.out, ctx.config)
+        data["status"] = status
+        if status == "done":
+            data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.save()
 
 
-def close_manifest(ctx: RunContext, manifest: dict[str, Any], status: str) -> None:
-    """Write the manifest's final state: "done" (with models and finish time), "stopped" (too
-    many calls failed) or "interrupted"."""
-    if status == "done":
-        manifest["models"].update(ctx.models)
-    manifest["cache"] = ctx.cache_stats()
-    if ctx.ledger is not None:
-        manifest["ledger"] = ctx.ledger.summary()
-    manifest["failures"] = failure_counts(ctx.out, ctx.config)
-    manifest["hygiene"] = hygiene_counts(ctx.out, ctx.config)
-    manifest["status"] = status
-    if status == "done":
-        manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(ctx.out / MANIFEST, manifest)
-
-
-__all__ = ["check_resume", "close_manifest", "model_identity", "new_manifest"]
+__all__ = ["Manifest", "check_resume", "model_identity"]

@@ -39,18 +39,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..data.jsonl import read_jsonl, write_json
+from ..data.jsonl import read_jsonl
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend
 from ..engines.cache import CallCache
 from ..engines.ledger import LEDGER, CallLedger
 from ..errors import ConfigError, TooManyFailures
-from ..method.prompts import get_prompt_set
-from ..method.run_files import MANIFEST, STAGE2
+from ..method.prompts import PromptSet, get_prompt_set
+from ..method.run_files import STAGE2
 from ..methods import get_method
 from .config import RunConfig
 from .context import RunContext
-from .manifest import check_resume, close_manifest, new_manifest
+from .manifest import Manifest, check_resume
 from .run_folder import accepted_on_file, print_summary, stage1_counts, stage2_counts
 from .stage3 import candidate_names, stage3_models, stage3_outputs
 from .stage4 import stage4_consensus
@@ -91,12 +91,12 @@ def run(
     out = Path(out_dir) if out_dir is not None else Path("outputs") / config.name
     out.mkdir(parents=True, exist_ok=True)
     previous = check_resume(out, config)
-    seed_path, seeds = load_seeds(config)
+    seed_path, seeds, prompt_set = _run_inputs(config)
     cache = CallCache(Path(config.cache) if config.cache else out / "cache.sqlite")
     ctx = RunContext(config, out, seeds, cache, dict(backends or {}), progress)
+    ctx.prompt_set = prompt_set  # the one prompt set of the run (stages 1-3)
     ctx.ledger = CallLedger(out / LEDGER)
-    manifest = new_manifest(config, seed_path, previous)
-    write_json(out / MANIFEST, manifest)
+    manifest = Manifest.start(out, config, seed_path, previous)
     method = get_method(config.method)
     ensemble = 4 in stages and len(candidate_names(config)) > 1
     try:
@@ -105,51 +105,58 @@ def run(
             _extra_outputs(ctx, manifest, instances)
         if ensemble:
             _ensemble(ctx, manifest)
-        close_manifest(ctx, manifest, "done")
+        manifest.close(ctx, "done")
         if export and ensemble:
             from .export import export_run
 
             export_run(out)
     except TooManyFailures as e:
-        manifest["stopped_because"] = str(e)
-        close_manifest(ctx, manifest, "stopped")
+        manifest.data["stopped_because"] = str(e)
+        manifest.close(ctx, "stopped")
         raise
     except BaseException:
-        close_manifest(ctx, manifest, "interrupted")
+        manifest.close(ctx, "interrupted")
         raise
     finally:
         ctx.release_held()
         cache.close()
         ctx.ledger.close()
-    print_summary(out, manifest)
-    return RunResult(out, manifest)
+    print_summary(out, manifest.data)
+    return RunResult(out, manifest.data)
 
 
 def load_seeds(config: RunConfig) -> tuple[Path, dict[str, list[Any]]]:
     """The seed file and its tasks by type; every type of the config must have seeds."""
-    seed_path = Path(config.seed_file) if config.seed_file else seed_tasks_path(config.data_dir)
-    seeds = split_by_type(load_seed_tasks(seed_path))
-    get_prompt_set(config.prompts, config.data_dir)  # missing template files fail before any model
-    for t in config.task_types:
-        if not seeds[t]:
-            raise ConfigError(f"{seed_path} has no seed tasks of type {t}; drop it from task_types")
+    seed_path, seeds, _ = _run_inputs(config)
     return seed_path, seeds
 
 
+def _run_inputs(config: RunConfig) -> tuple[Path, dict[str, list[Any]], PromptSet]:
+    """`load_seeds`, and the run's prompt set, built here so that missing template files fail
+    before any model loads."""
+    seed_path = Path(config.seed_file) if config.seed_file else seed_tasks_path(config.data_dir)
+    seeds = split_by_type(load_seed_tasks(seed_path))
+    prompt_set = get_prompt_set(config.prompts, config.data_dir)
+    for t in config.task_types:
+        if not seeds[t]:
+            raise ConfigError(f"{seed_path} has no seed tasks of type {t}; drop it from task_types")
+    return seed_path, seeds, prompt_set
+
+
 @contextmanager
-def _timed(ctx: RunContext, manifest: dict[str, Any], stage: str) -> Iterator[None]:
-    """Record a stage's wall time in the manifest and write it when the stage ends; the
+def _timed(ctx: RunContext, manifest: Manifest, stage: str) -> Iterator[None]:
+    """Record a stage's wall time in the manifest and save it when the stage ends; the
     ledger counts the stage's calls under its name."""
     if ctx.ledger is not None:
         ctx.ledger.stage = stage
     t0 = time.perf_counter()
     yield
-    manifest["timings_s"][stage] = round(time.perf_counter() - t0, 3)
-    write_json(ctx.out / MANIFEST, manifest)
+    manifest.data["timings_s"][stage] = round(time.perf_counter() - t0, 3)
+    manifest.save()
 
 
 def _generator_stages(
-    ctx: RunContext, method: ModuleType, manifest: dict[str, Any], stages: Sequence[int]
+    ctx: RunContext, method: ModuleType, manifest: Manifest, stages: Sequence[int]
 ) -> list[dict[str, Any]]:
     """Stages 1-2 with the generator, through the method's entry; returns the stage-2 records
     (empty when stage 2 did not run)."""
@@ -158,13 +165,13 @@ def _generator_stages(
     spec = ctx.config.generator
     gen = ctx.backend(spec)
     ctx.models[spec.name]["role"] = "generator"
-    manifest["models"].update(ctx.models)  # its weights digest, for a later resume's check
-    write_json(ctx.out / MANIFEST, manifest)
+    manifest.data["models"].update(ctx.models)  # its weights digest, for a later resume's check
+    manifest.save()
     try:
         if 1 in stages:
             with _timed(ctx, manifest, "stage1"):
                 accepted = method.stage1_instructions(ctx, gen)
-                manifest["counts"]["stage1"] = stage1_counts(ctx.out)
+                manifest.data["counts"]["stage1"] = stage1_counts(ctx.out)
         else:
             accepted = accepted_on_file(ctx.out)
         if 2 not in stages:
@@ -172,7 +179,7 @@ def _generator_stages(
         with _timed(ctx, manifest, "stage2"):
             ordered = [r for g in sorted(accepted) for r in accepted[g]]
             instances = method.stage2_instances(ctx, gen, ordered)
-            manifest["counts"]["stage2"] = stage2_counts(instances)
+            manifest.data["counts"]["stage2"] = stage2_counts(instances)
         return instances
     finally:
         if (
@@ -185,9 +192,7 @@ def _generator_stages(
             gen.close()
 
 
-def _extra_outputs(
-    ctx: RunContext, manifest: dict[str, Any], instances: list[dict[str, Any]]
-) -> None:
+def _extra_outputs(ctx: RunContext, manifest: Manifest, instances: list[dict[str, Any]]) -> None:
     """Stage 3 for every extra model, one model loaded at a time."""
     if not instances and (ctx.out / STAGE2).exists():
         instances = read_jsonl(ctx.out / STAGE2)
@@ -211,16 +216,16 @@ def _extra_outputs(
                     ctx.hold(spec, b)  # another prompt style of the same engine comes next
                 else:
                     b.close()
-            manifest["counts"].setdefault("stage3", {})[spec.name] = len(outs)
+            manifest.data["counts"].setdefault("stage3", {})[spec.name] = len(outs)
 
 
-def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
+def _ensemble(ctx: RunContext, manifest: Manifest) -> None:
     """Stage 4 with the config's selector (the manifest is written when the run closes)."""
     cfg = ctx.config
     if ctx.ledger is not None:
         ctx.ledger.stage = "stage4"
     t0 = time.perf_counter()
-    manifest["counts"]["stage4"] = stage4_consensus(
+    manifest.data["counts"]["stage4"] = stage4_consensus(
         ctx.out,
         candidate_names(cfg),
         consensus=cfg.consensus,
@@ -229,7 +234,7 @@ def _ensemble(ctx: RunContext, manifest: dict[str, Any]) -> None:
         seed=cfg.seed,
         degenerate=cfg.degenerate,
     )
-    manifest["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
+    manifest.data["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
 
 
 __all__ = ["RunResult", "load_seeds", "run"]
