@@ -75,17 +75,9 @@ def test_a_run_builds_its_prompt_set_once_and_saves_one_manifest(tmp_path, monke
         init(self, templates)
 
     monkeypatch.setattr(prompts.ReferencePromptSet, "__init__", counting)
+    models = [{"kind": "scripted", "model": m} for m in ("gen", "x1", "x2")]
     cfg = load_config(
-        {
-            "name": "t",
-            "prompts": "reference",
-            "generator": {"kind": "scripted", "model": "gen"},
-            "extra_models": [
-                {"kind": "scripted", "model": "x1"},
-                {"kind": "scripted", "model": "x2"},
-            ],
-            "num_instructions": 3,
-        }
+        {"name": "t", "prompts": "reference", "generator": models[0], "extra_models": models[1:]}
     )
     res = run(cfg, tmp_path / "run", backends=fake_backends(cfg), progress=False)
     assert len(built) == 1  # not once for the check, stage 1, stage 2 and each stage-3 file
