@@ -25,7 +25,6 @@ from ..method.prompts import PROMPT_SETS
 
 TASK_TYPES = ("A", "B")
 BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted", "llama_cpp")
-METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
 PROMPT_STYLES = ("zero_shot", "few_shot")
 
 
@@ -443,6 +442,8 @@ class RunConfig:
             0.0 <= self.max_failed_fraction <= 1.0,
             f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}",
         )
+        from ..methods import METHODS  # the registry (loaded here: it imports nltk)
+
         _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         _check(
             self.prompts in PROMPT_SETS,
@@ -538,12 +539,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 def _check_method_options(cfg: RunConfig) -> None:
     """Validate `method_options` now (the method would only at its stage 1), so the error names
     the config file; a method without options takes none."""
-    from ..methods import alpaca, self_instruct
+    from ..methods import options_class
     from ..methods.rounds import method_options
 
-    classes = {"self_instruct": self_instruct.SelfInstructOptions, "alpaca": alpaca.AlpacaOptions}
-    if cfg.method in classes:
-        method_options(cfg, classes[cfg.method])
+    cls = options_class(cfg.method)
+    if cls is not None:
+        method_options(cfg, cls)
     elif cfg.method_options:
         raise ConfigError(
             f"method_options: method {cfg.method!r} takes no options, got "
