@@ -119,7 +119,7 @@ def method_sweep(
     config: str | Path | Mapping[str, Any],
     out_dir: str | Path,
     *,
-    methods: Sequence[str] = ("ensemble_instruct", "self_instruct", "alpaca"),
+    methods: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
     overrides: Mapping[str, Any] | None = None,
     backends: Callable | str | None = None,
@@ -130,6 +130,7 @@ def method_sweep(
 
     Args:
         config: a run-config YAML (or dict) naming the generator and extra models.
+        methods: the methods compared (None: every registered method, `methods.METHODS`).
         overrides: config keys (dotted for nested ones) every run gets.
         backends: a function config -> ready backends by model name, for every run (tests and
             demos pass `testing.fake.fake_backends`); None builds the config's models.
@@ -137,11 +138,12 @@ def method_sweep(
     Returns:
         The `sweep.run_sweep` table: per run, the parameters and `run_metrics`.
     """
+    from ..methods import METHODS
     from ..runs.sweep import run_sweep
 
     return run_sweep(
         config,
-        {"method": list(methods)},
+        {"method": list(METHODS if methods is None else methods)},
         out_dir,
         kind="pipeline",
         base_params=dict(overrides or {}),

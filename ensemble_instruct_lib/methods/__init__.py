@@ -31,7 +31,13 @@ REGISTRY: dict[str, ModuleType] = {
     "self_instruct": self_instruct,
     "alpaca": alpaca,
 }
+#: the method names, in the registry's order: every list of methods (configs, grids, plots) is this
 METHODS = tuple(REGISTRY)
+#: method name -> its ``method_options`` dataclass (a method not named here takes no options)
+OPTIONS: dict[str, type] = {
+    "self_instruct": self_instruct.SelfInstructOptions,
+    "alpaca": alpaca.AlpacaOptions,
+}
 
 
 def get_method(method: str) -> ModuleType:
@@ -40,6 +46,12 @@ def get_method(method: str) -> ModuleType:
         return REGISTRY[method]
     except KeyError:
         raise ConfigError(f"unknown method {method!r}; known: {list(REGISTRY)}") from None
+
+
+def options_class(method: str) -> type | None:
+    """The ``method_options`` dataclass of a registered method, or None when it takes none."""
+    get_method(method)
+    return OPTIONS.get(method)
 
 
 def method_prompt_versions(method: str, prompts: str = "kit") -> dict[str, str]:
@@ -53,4 +65,11 @@ def method_prompt_versions(method: str, prompts: str = "kit") -> dict[str, str]:
     return {**own, **outputs}
 
 
-__all__ = ["METHODS", "REGISTRY", "get_method", "method_prompt_versions"]
+__all__ = [
+    "METHODS",
+    "OPTIONS",
+    "REGISTRY",
+    "get_method",
+    "method_prompt_versions",
+    "options_class",
+]

@@ -252,14 +252,17 @@ METHOD_METRICS = (
 def plot_methods(
     summary: pd.DataFrame, metrics: Sequence[str] = METHOD_METRICS, err: str = "std"
 ) -> Figure:
-    """Prompting methods on the same backend: one panel per metric, a bar per method."""
+    """Prompting methods on the same backend: one panel per metric, a bar per method (in the
+    registry's order)."""
+    from ..methods import METHODS
+
     present = [m for m in metrics if not summary.empty and (summary["metric"] == m).any()]
     return plot_bars(
         summary,
         "method",
         present or list(metrics[:1]),
         title="Ensemble-Instruct vs Self-Instruct vs Alpaca prompts (same generator)",
-        order=["ensemble_instruct", "self_instruct", "alpaca"],
+        order=list(METHODS),
         err=err,
     )
 

@@ -45,6 +45,13 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _registered_methods() -> tuple[str, ...]:
+    """The prompting methods of the registry (`methods.METHODS`), loaded on first use."""
+    from ...methods import METHODS
+
+    return METHODS
+
+
 @dataclass
 class AblationsConfig:
     """Notebook 04's parameters, validated (papermill does not check them).
@@ -90,9 +97,7 @@ class AblationsConfig:
     stop: str = "none"
     trio: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     pipeline_config: str | None = None
-    methods: list[str] = field(
-        default_factory=lambda: ["ensemble_instruct", "self_instruct", "alpaca"]
-    )
+    methods: list[str] = field(default_factory=lambda: list(_registered_methods()))
     method_seeds: list[int] = field(default_factory=lambda: [0])
     num_instructions: int | None = None
     max_new_tokens: int | None = None
@@ -144,11 +149,10 @@ class AblationsConfig:
             path = resolve_path(self.pipeline_config)
             _check(path.exists(), f"pipeline_config {self.pipeline_config!r}: no such file")
             self.pipeline_config = str(path)
-        from ...runs.config import METHODS
-
+        known = _registered_methods()
         _check(
-            bool(self.methods) and set(self.methods) <= set(METHODS),
-            f"methods must be among {METHODS}, got {self.methods}",
+            bool(self.methods) and set(self.methods) <= set(known),
+            f"methods must be among {known}, got {self.methods}",
         )
         _check(
             self.num_instructions is None or self.num_instructions >= 1,
