@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.public import PREDICTION_MODELS, load_recorded
+from ..data.public import PREDICTION_MODELS, check_recorded_models, load_recorded
 from ..method.consensus import (
     BELOW,
     CONSENSUS,
@@ -183,9 +183,7 @@ def recorded_matrix(
         stop: "none" (responses as recorded, stripped) or "method" (cut at the stage-3 stops).
         data_root: the data folder (default: EI_DATA_DIR or the fetched copy).
     """
-    unknown = [m for m in models if m not in PREDICTION_MODELS]
-    if unknown:
-        raise ValueError(f"unknown recorded models {unknown}; choose from {PREDICTION_MODELS}")
+    check_recorded_models(models)
     if stop not in STOP_MODES:
         raise ValueError(f"stop must be one of {STOP_MODES}, got {stop!r}")
     return _recorded_matrix(tuple(models), stop, None if data_root is None else str(data_root))

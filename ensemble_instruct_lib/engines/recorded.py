@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data.public import PREDICTION_MODELS, load_predictions, predictions_path, sha256_of
+from ..data.public import load_predictions, predictions_path, sha256_of
 from .base import Backend, DecodingParams, Generation, cut_at_stop
 
 PromptBuilder = Callable[[str, str], str]
@@ -63,12 +63,8 @@ class RecordedBackend(Backend):
         data_root: str | Path | None = None,
         prompt_builder: PromptBuilder | None = None,
     ) -> None:
-        if model not in PREDICTION_MODELS:
-            raise ValueError(
-                f"unknown recorded model {model!r}; choose from {list(PREDICTION_MODELS)}"
-            )
         self.model_id = model
-        self.path = predictions_path(model, data_root)
+        self.path = predictions_path(model, data_root)  # checks the name
         self.revision = sha256_of(self.path)[:12]
         build = prompt_builder or default_prompt_builder()
         self._answers: dict[str, str] = {}

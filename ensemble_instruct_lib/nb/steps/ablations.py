@@ -31,7 +31,7 @@ from ...analysis.run_grids import (  # noqa: F401 - re-exported for the notebook
     verb_noun_runs,
     verb_noun_tops,
 )
-from ...data.public import PREDICTION_MODELS
+from ...data.public import PREDICTION_MODELS, check_recorded_models
 from ...method.consensus import RULES
 
 # ------------------------------------------------------------------------------------------
@@ -104,8 +104,7 @@ class AblationsConfig:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir must be a path")
-        unknown = [m for m in self.models if m not in PREDICTION_MODELS]
-        _check(not unknown, f"unknown models {unknown}; choose from {list(PREDICTION_MODELS)}")
+        check_recorded_models(self.models)
         _check(len(set(self.models)) == len(self.models) >= 2, "models: 2 or more, distinct")
         _check(
             bool(self.sizes) and all(2 <= s <= len(self.models) for s in self.sizes),
