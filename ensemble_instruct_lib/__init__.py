@@ -66,7 +66,7 @@ _PUBLIC = {
     "instance_prompt": ".method.prompts",
     "instruction_prompt": ".method.prompts",
     "output_prompt": ".method.prompts",
-    "NoveltyIndex": ".method.rouge",
+    "NoveltyIndex": ".method.novelty_index",
     "pairwise_rouge_l": ".method.rouge",
     "rouge_l": ".method.rouge",
     "ModelSpec": ".runs.config",
