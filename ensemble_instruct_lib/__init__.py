@@ -34,7 +34,7 @@ _PUBLIC = {
     "ensemble_recorded": ".analysis.recorded_ensemble",
     "ensemble_size": ".analysis.recorded_grids",
     "selection_rules": ".analysis.recorded_grids",
-    "summarize": ".analysis.recorded_grids",
+    "summarize": ".analysis.grid_summary",
     "threshold_sweep": ".analysis.recorded_grids",
     "tuned_vs_vanilla": ".analysis.recorded_grids",
     "EvalItem": ".data.eval_items",

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib.analysis import recorded_grids as ab
+from ensemble_instruct_lib.analysis import recorded_matrix as rm
 from ensemble_instruct_lib.method.consensus import (
     REASONS,
     decide,
@@ -56,7 +56,7 @@ def reference_decision(raw, scores, threshold, rule, norm=None):
 
 @pytest.fixture(scope="module")
 def mat():
-    return ab.recorded_matrix()
+    return rm.recorded_matrix()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_grid_decisions_equal_the_reference_on_every_ordered_triple(mat, norms):
     for order in itertools.permutations(range(len(mat.models)), 3):
         idx = np.asarray(order)
         for rule, threshold in (("sum", 0.01), ("best_pair", 0.2)):
-            d = ab.decide(mat, order, threshold, rule)
+            d = rm.decide(mat, order, threshold, rule)
             for e in range(mat.examples):
                 index, reason = reference_decision(
                     [mat.responses[e][i] for i in order],

@@ -248,11 +248,11 @@ def run_selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
     """The stage-4 selectors (`config.selectors`, plus the run's judges or reward model when
     it configures them) on the generated run in `config.run_dir`, with `config.threshold` (None:
     the run's): kept fraction, examples and ``agree_<selector>`` (same keep decision and same
-    candidate), from `analysis.run_selectors.run_selector_table`; the run's stage-4 files are
+    candidate), from `analysis.selectors_on_run.run_selector_table`; the run's stage-4 files are
     left as they are. No gold: a generated run has none. An empty table without a run."""
     if missing_run_message(config) is not None:
         return pd.DataFrame(columns=RUN_SELECTOR_COLUMNS)
-    from ...analysis.run_selectors import run_selector_table
+    from ...analysis.selectors_on_run import run_selector_table
 
     entries = list(dict.fromkeys([*config.selectors, "judge", "reward"]))
     return run_selector_table(resolve_path(config.run_dir), entries, threshold=config.threshold)
