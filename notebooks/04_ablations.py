@@ -23,7 +23,7 @@
 from IPython.display import display
 
 from ensemble_instruct_lib.analysis import grid_summary, recorded_grids, run_grids
-from ensemble_instruct_lib.nb import grid_plots, plots
+from ensemble_instruct_lib.nb import grid_plots, plots, tables
 from ensemble_instruct_lib.nb.steps import ablations as steps
 from ensemble_instruct_lib.runs.metrics import RUN_METRICS
 from ensemble_instruct_lib.runs.sweep import write_metrics
@@ -113,8 +113,8 @@ size_rows = recorded_grids.ensemble_size(
     stop=cfg.stop,
 )
 size_summary = grid_summary.summarize(size_rows, ["size"], recorded_grids.SIZE_METRICS)
-plots.save_table(size_rows, cfg.out_path, "size_rows")
-plots.save_table(size_summary, cfg.out_path, "size_summary")
+tables.save_table(size_rows, cfg.out_path, "size_rows")
+tables.save_table(size_summary, cfg.out_path, "size_summary")
 display(grid_summary.format_summary(size_summary, ["size"]))
 
 # %%
@@ -147,8 +147,8 @@ trio_rows = recorded_grids.threshold_sweep(
 threshold_summary = grid_summary.summarize(
     threshold_rows, ["threshold"], recorded_grids.THRESHOLD_METRICS
 )
-plots.save_table(threshold_rows, cfg.out_path, "threshold_rows")
-plots.save_table(threshold_summary, cfg.out_path, "threshold_summary")
+tables.save_table(threshold_rows, cfg.out_path, "threshold_rows")
+tables.save_table(threshold_summary, cfg.out_path, "threshold_summary")
 display(grid_summary.format_summary(threshold_summary, ["threshold"]))
 
 # %%
@@ -175,8 +175,8 @@ rule_rows = recorded_grids.selection_rules(
     stop=cfg.stop,
 )
 rule_summary = grid_summary.summarize(rule_rows, ["rule"], recorded_grids.RULE_METRICS)
-plots.save_table(rule_rows, cfg.out_path, "rule_rows")
-plots.save_table(rule_summary, cfg.out_path, "rule_summary")
+tables.save_table(rule_rows, cfg.out_path, "rule_rows")
+tables.save_table(rule_summary, cfg.out_path, "rule_summary")
 display(grid_summary.format_summary(rule_summary, ["rule"]))
 
 # %%
@@ -202,8 +202,8 @@ vanilla_rows = recorded_grids.tuned_vs_vanilla(
     stop=cfg.stop,
 )
 vanilla_summary = grid_summary.summarize(vanilla_rows, ["role"], recorded_grids.VANILLA_METRICS)
-plots.save_table(vanilla_rows, cfg.out_path, "vanilla_rows")
-plots.save_table(vanilla_summary, cfg.out_path, "vanilla_summary")
+tables.save_table(vanilla_rows, cfg.out_path, "vanilla_rows")
+tables.save_table(vanilla_summary, cfg.out_path, "vanilla_summary")
 display(grid_summary.format_summary(vanilla_summary, ["role"]))
 
 # %%
@@ -224,8 +224,8 @@ display(fig)
 # %%
 selector_rows = steps.selector_rows(cfg, size=cfg.threshold_size)
 selector_summary = steps.selector_summary(selector_rows)
-plots.save_table(selector_rows, cfg.out_path, "selector_rows")
-plots.save_table(selector_summary, cfg.out_path, "selector_summary")
+tables.save_table(selector_rows, cfg.out_path, "selector_rows")
+tables.save_table(selector_summary, cfg.out_path, "selector_summary")
 display(grid_summary.format_summary(selector_summary, ["selector"]))
 
 # %%
@@ -248,7 +248,7 @@ display(steps.selector_agreement(selector_rows))
 # %%
 method_table = steps.method_runs(cfg, backends=fake_backends if fake_lms else None)
 method_summary = grid_summary.summarize(method_table, ["method"], RUN_METRICS)
-plots.save_table(method_summary, cfg.out_path, "method_summary")
+tables.save_table(method_summary, cfg.out_path, "method_summary")
 display(grid_summary.format_summary(method_summary, ["method"]))
 
 # %%
@@ -267,7 +267,7 @@ display(fig)
 
 # %%
 verb_nouns = run_grids.verb_noun_runs(method_table)
-plots.save_table(verb_nouns, cfg.out_path, "verb_nouns")
+tables.save_table(verb_nouns, cfg.out_path, "verb_nouns")
 fig = grid_plots.plot_verb_noun(run_grids.verb_noun_tops(verb_nouns), "Verb-noun structure")
 plots.save_figure(fig, cfg.out_path, "verb_noun")
 display(fig)
@@ -283,7 +283,7 @@ demo_table = steps.demo_runs(cfg, backends=fake_backends if fake_lms else None)
 demo_summary = grid_summary.summarize(
     demo_table, ["seed_demos", "generated_demos"], ["stage1_acceptance", "novelty_mean"]
 )
-plots.save_table(demo_summary, cfg.out_path, "demo_summary")
+tables.save_table(demo_summary, cfg.out_path, "demo_summary")
 display(grid_summary.format_summary(demo_summary, ["seed_demos", "generated_demos"]))
 
 # %%

@@ -22,7 +22,7 @@ from ensemble_instruct_lib.method.consensus import (
     select_consensus,
 )
 from ensemble_instruct_lib.method.selectors import select
-from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb import tables
 
 
 def reference_decision(raw, scores, threshold, rule, norm=None):
@@ -162,7 +162,7 @@ def test_threshold_curve_equals_the_reference_on_every_triple(mat, norms, rule):
         frame = pd.DataFrame(
             {"scores": [s.tolist() for _, s in subs], "candidates": [r for r, _ in subs]}
         )
-        curve = plots.threshold_curve(frame, thresholds, rule).set_index("threshold")
+        curve = tables.threshold_curve(frame, thresholds, rule).set_index("threshold")
         for t in thresholds:
             ref = [
                 reference_decision(r, s, t, rule, [norms[e][i] for i in order])[1]
