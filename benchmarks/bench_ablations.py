@@ -3,7 +3,7 @@ data run in minutes on this machine").
 
 Grids (all eight recorded models, 252 examples each):
 
-1. precompute: `ablations.recorded_matrix` (every example's 8x8 stemmed pairwise Rouge-L of the
+1. precompute: `recorded_matrix.recorded_matrix` (every example's 8x8 stemmed pairwise Rouge-L of the
    normalized outputs, the exact-match relation, gold scores), once per process.
 2. size: every subset of 2..8 members, each member once as the generator (1,016 ordered lists);
    then with every permutation (109,592 ordered lists).

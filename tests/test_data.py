@@ -166,7 +166,7 @@ def test_reference_files_are_pinned_at_the_authors_commit(data_root):
 
 
 def test_one_recorded_model_check_names_unknown_and_known():
-    """data.check_recorded_models is the check every recorded-model reader uses."""
+    """data.public.check_recorded_models is the check every recorded-model reader uses."""
     from ensemble_instruct_lib.analysis.recorded_ensemble import ensemble_recorded
     from ensemble_instruct_lib.data.public import check_recorded_models, predictions_path
     from ensemble_instruct_lib.engines.recorded import RecordedBackend

@@ -82,7 +82,7 @@ def ensemble_recorded(
     """Consensus over recorded model outputs, with quality against gold.
 
     Args:
-        models: two or more of `data.PREDICTION_MODELS`; the first plays the instance generator.
+        models: two or more of `data.public.PREDICTION_MODELS`; the first plays the instance generator.
         threshold, rule: passed to `select_consensus`.
         stop: "none" uses the responses as recorded (stripped); "method" first cuts each at the
             stage-3 stop markers (a blank line or the end marker), as the pipeline's stage 3 would.
