@@ -266,7 +266,7 @@ def test_answers_to_a_different_instruction_are_rejected_and_counted(tmp_path):
     """Stage 2 on an LM that, for some prompts, answers another task (the falcon-40b failure):
     those get the reason "different_instruction", in the records, the manifest and the tables;
     an answer that repeats the asked instruction first is still valid."""
-    from ensemble_instruct_lib.nb.plots import reason_counts
+    from ensemble_instruct_lib.nb.tables import reason_counts
     from ensemble_instruct_lib.testing.fake import fake_generator
 
     cfg = _cfg(task_types=["B"])

@@ -61,12 +61,11 @@ from ..method.parsing import parse_output
 from ..method.prompts import PROMPT_SETS, get_prompt_set, instance_demos
 from ..method.records import is_failed, output_record
 from ..method.rouge import tokenize
-from ..method.selectors import select
+from ..method.selectors import parse_selector_entry, select
 from ..methods.rounds import chunks, generate_checked, load_records, progress_bar
 from ..runs.config import ModelSpec, OutputStage, _build, load_config, read_config_mapping
 from ..runs.context import RunContext
 from ..train.evaluate import score_example, user_oriented_items
-from .recorded_grids import parse_selector_entry
 
 #: share of the output's tokens (and `ECHO_INPUT_COVERAGE` of the input's) an in-order copy of the
 #: input must cover for the output to count as an echo

@@ -5,7 +5,7 @@
 and LM calls; `method_comparison`, `novelty_frame` and `verb_noun_runs` compare several runs; the
 grids `method_sweep` (Ensemble-Instruct vs Self-Instruct vs Alpaca prompting on the same backend)
 and `demo_count_sweep` (seed/generated demos in instruction generation) run pipelines through
-`sweep.run_sweep`. Error bars come from `ablations.summarize` over runs x seeds.
+`sweep.run_sweep`. Error bars come from `grid_summary.summarize` over runs x seeds.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Figures for the ablations (notebook 04), as pure functions of `ablations` tables.
+"""Figures for the ablations (notebook 04), as pure functions of the grids' tables.
 
 Every figure is a `matplotlib.figure.Figure` built without pyplot (as in `plots.py`, whose
-`save_figure` writes them). Inputs are the long summaries of `ablations.summarize` (columns
+`save_figure` writes them). Inputs are the long summaries of `grid_summary.summarize` (columns
 *by, metric, mean, std, sem, n): error bars are one standard deviation over the rows of a group
 (subsets x orderings x seeds, or runs x seeds) unless `err="sem"`. Also: the novelty histogram
-per method (`ablations.novelty_frame`) and Self-Instruct's verb-noun rings
+per method (`run_grids.novelty_frame`) and Self-Instruct's verb-noun rings
 (`diversity.top_verb_nouns`).
 """
 

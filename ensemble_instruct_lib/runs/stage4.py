@@ -3,7 +3,7 @@ stage-3 outputs), written as ``ensembled.jsonl``, ``dropped.jsonl`` and ``single
 and re-running it on a finished run folder with other settings (`run_stage4`).
 
 The rule itself is `method.selectors.select` (a function of the candidates); model-backed
-selectors (LM judges, reward models, embeddings) come from `runs.selection`. Not here: the
+selectors (LM judges, reward models, embeddings) come from `runs.selector_models`. Not here: the
 stage-3 outputs (`runs.stage3`), the export that follows (`runs.export`).
 """
 
@@ -110,7 +110,7 @@ def stage4_decisions(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Stage 4's records without writing them (what `stage4_consensus` writes; the arguments
     are its own): (kept records, dropped records, the valid stage-2 instances in id order)."""
-    from .selection import JudgeItem, candidate_scorer, embedder_for
+    from .selector_models import JudgeItem, candidate_scorer, embedder_for
 
     cs = consensus or ConsensusStage(threshold=threshold, selector=rule)
     # id order is the order stage 2 asks in; it also puts an instance retried on a re-run

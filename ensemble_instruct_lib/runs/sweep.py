@@ -23,7 +23,7 @@ A failing point is not fatal: it becomes a row with ``status="failed"`` and the 
 traceback goes to ``<slug>/error.txt``, and the next sweep runs it again.
 
 The command line is ``python -m ensemble_instruct_lib sweep KIND TARGET --out DIR --grid K='[..]'``
-(``cli.py``). Not here: deciding what to sweep (`ablations.py` builds the grids) and plotting.
+(``cli.py``). Not here: deciding what to sweep (`analysis/run_grids.py` builds the grids) and plotting.
 """
 
 from __future__ import annotations

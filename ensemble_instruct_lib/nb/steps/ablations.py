@@ -1,6 +1,7 @@
 """Steps of notebook 04 (ablations): its validated config, the pipeline grids it runs, headline
-numbers; the recorded-output ablations live in `ablations.py`, the run-dir ones in
-`method_ablations.py` (re-exported here for the notebook)."""
+numbers; the recorded-output grids live in `analysis/recorded_grids.py` and
+`analysis/selectors_on_recorded.py`, the run-dir ones in `analysis/run_grids.py`, their error bars
+in `analysis/grid_summary.py`."""
 
 from __future__ import annotations
 
@@ -13,25 +14,10 @@ from typing import Any
 import pandas as pd
 
 from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
-from ...analysis.recorded_grids import (  # noqa: F401 - re-exported for the notebook
-    ORDERINGS,
-    RULE_METRICS,
-    RUN_METRICS,
-    SELECTION_RULES,
-    SELECTOR_GRID,
-    SELECTOR_METRICS,
-    SIZE_METRICS,
-    THRESHOLD_METRICS,
-    VANILLA_METRICS,
-)
-from ...analysis.run_grids import (  # noqa: F401 - re-exported for the notebook
-    demo_count_sweep,
-    method_sweep,
-    novelty_frame,
-    verb_noun_runs,
-    verb_noun_tops,
-)
-from ...data.public import PREDICTION_MODELS
+from ...analysis.recorded_grids import ORDERINGS, SELECTION_RULES
+from ...analysis.run_grids import demo_count_sweep, method_sweep
+from ...analysis.selectors_on_recorded import SELECTOR_GRID
+from ...data.public import PREDICTION_MODELS, check_recorded_models
 from ...method.consensus import RULES
 
 # ------------------------------------------------------------------------------------------
@@ -109,8 +95,7 @@ class AblationsConfig:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir must be a path")
-        unknown = [m for m in self.models if m not in PREDICTION_MODELS]
-        _check(not unknown, f"unknown models {unknown}; choose from {list(PREDICTION_MODELS)}")
+        check_recorded_models(self.models)
         _check(len(set(self.models)) == len(self.models) >= 2, "models: 2 or more, distinct")
         _check(
             bool(self.sizes) and all(2 <= s <= len(self.models) for s in self.sizes),
@@ -201,7 +186,7 @@ class AblationsConfig:
 
 
 def check_selectors(selectors: list[str], judge_model: Any) -> None:
-    from ...analysis.recorded_grids import parse_selector_entry
+    from ...method.selectors import parse_selector_entry
 
     _check(bool(selectors) and isinstance(selectors, list), "selectors: a non-empty list")
     for entry in selectors:
@@ -234,11 +219,11 @@ def selector_rows(
     model_sets: list[list[str]] | None = None,
     seeds: list[int] | None = None,
 ) -> pd.DataFrame:
-    """The selector grid (`recorded_grids.selector_grid`) of a notebook config with `selectors`,
+    """The selector grid (`selectors_on_recorded.selector_grid`) of a notebook config with `selectors`,
     `judge_model`, `threshold`, `stop` (and, for notebook 04, `models`, `ordering`,
     `max_subsets`, `seeds`); the judge runs only when `judge_model` is set."""
-    from ...analysis.recorded_grids import selector_grid
-    from ...runs.selection import judge_function
+    from ...analysis.selectors_on_recorded import selector_grid
+    from ...runs.selector_models import judge_function
 
     judge_name, judge = (
         judge_function(config.judge_model) if config.judge_model is not None else ("judge", None)
@@ -266,7 +251,7 @@ def selector_rows(
 def selector_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, sem, n of the selector grid's metrics (kept fraction, gold on kept and on all,
     agreement with every other selector) per selector."""
-    from ...analysis.recorded_grids import summarize
+    from ...analysis.grid_summary import summarize
 
     agree = [c for c in rows.columns if c.startswith("agree_")]
     return summarize(rows, ["selector"], ["kept_fraction", "gold_kept", "gold_all", *agree])
@@ -365,7 +350,4 @@ __all__ = [
     "selector_entries",
     "selector_rows",
     "selector_summary",
-    "novelty_frame",
-    "verb_noun_runs",
-    "verb_noun_tops",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from self_ensemble_fakes import SAMPLES, sampler_backends
 
-from ensemble_instruct_lib.analysis.run_selectors import (
+from ensemble_instruct_lib.analysis.selectors_on_run import (
     run_selector_decisions,
     run_selector_table,
     selector_agreement_table,
