@@ -3,7 +3,7 @@ data run in minutes on this machine").
 
 Grids (all eight recorded models, 252 examples each):
 
-1. precompute: `ablations.recorded_matrix` (every example's 8x8 stemmed pairwise Rouge-L of the
+1. precompute: `recorded_matrix.recorded_matrix` (every example's 8x8 stemmed pairwise Rouge-L of the
    normalized outputs, the exact-match relation, gold scores), once per process.
 2. size: every subset of 2..8 members, each member once as the generator (1,016 ordered lists);
    then with every permutation (109,592 ordered lists).
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from ensemble_instruct_lib.analysis import recorded_grids as ab
+from ensemble_instruct_lib.analysis import recorded_matrix as rm
 from ensemble_instruct_lib.data.public import PREDICTION_MODELS
 from ensemble_instruct_lib.method.consensus import select_consensus
 
@@ -42,7 +43,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def direct_seconds_per_list(mat: ab.RecordedMatrix, sample: int) -> float:
+def direct_seconds_per_list(mat: rm.RecordedMatrix, sample: int) -> float:
     """Seconds `select_consensus` takes for all examples of one ordered member list, averaged
     over `sample` random lists of sizes 2..8."""
     rng = random.Random(0)
@@ -65,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = []
-    mat, t = timed(ab.recorded_matrix, PREDICTION_MODELS)
+    mat, t = timed(rm.recorded_matrix, PREDICTION_MODELS)
     rows.append(("precompute (matrices, gold)", 1, t, None))
     per_list = direct_seconds_per_list(mat, args.sample)
 

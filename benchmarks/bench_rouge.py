@@ -52,8 +52,8 @@ from ensemble_instruct_lib.method import rouge
 from ensemble_instruct_lib.method._walk_kernel import warm_up
 from ensemble_instruct_lib.method.consensus import normalize, select_consensus
 from ensemble_instruct_lib.method.filters import NoveltyFilter
+from ensemble_instruct_lib.method.novelty_index import NoveltyIndex
 from ensemble_instruct_lib.method.rouge import (
-    NoveltyIndex,
     _f_measure_array,
     pairwise_rouge_l,
     pairwise_rouge_l_batch,

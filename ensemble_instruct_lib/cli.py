@@ -227,7 +227,7 @@ def _ensemble_arguments(p: argparse.ArgumentParser) -> None:
     _ensemble_arguments,
 )
 def _ensemble(args: argparse.Namespace) -> int:
-    from .runs.pipeline import run_stage4
+    from .runs.stage4 import run_stage4
 
     counts = run_stage4(args.run_dir, threshold=args.threshold, rule=args.rule)
     print(f"kept {counts['kept']} of {counts['instances']} examples: {json.dumps(counts)}")
@@ -385,6 +385,7 @@ def _sweep_grid(args: argparse.Namespace) -> dict[str, list]:
 def _sweep(args: argparse.Namespace) -> int:
     from .runs.keyvalue import parse_assignments
     from .runs.sweep import run_sweep
+    from .testing.fake import fake_backends
 
     table = run_sweep(
         args.target,
@@ -395,7 +396,7 @@ def _sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         seeds=args.seeds,
         seed_param=args.seed_param,
-        fake_lms=args.fake_lms,
+        backends=fake_backends if args.fake_lms else None,
         stages=[int(s) for s in args.stages.split(",") if s.strip()],
         progress=not args.quiet,
     )

@@ -14,7 +14,7 @@
 # %matplotlib inline
 from IPython.display import HTML, display
 
-from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb import plots, tables, widgets
 from ensemble_instruct_lib.nb.steps import prompt_design as steps
 
 # %% tags=["parameters"]
@@ -58,7 +58,7 @@ display(steps.config_table(cfg))
 # %%
 seeds = steps.load_seeds(cfg)
 overview = steps.seed_overview(seeds)
-plots.save_table(overview, cfg.out_path, "seed_overview")
+tables.save_table(overview, cfg.out_path, "seed_overview")
 display(overview)
 
 # %%
@@ -73,7 +73,7 @@ display(steps.demo_defaults())
 # %%
 tok = steps.load_tokenizer(cfg.tokenizer)
 prompts = steps.render_prompts(seeds, cfg, tok)
-plots.save_table(prompts, cfg.out_path, "prompts")
+tables.save_table(prompts, cfg.out_path, "prompts")
 display(prompts.drop(columns="text"))
 
 # %%
@@ -131,5 +131,5 @@ probe = steps.probe_backend(
     max_new_tokens=cfg.max_new_tokens,
     seed=cfg.random_seed,
 )
-plots.save_table(probe, cfg.out_path, "probe")
+tables.save_table(probe, cfg.out_path, "probe")
 display(HTML(widgets.render_probe_html(probe)))

@@ -24,8 +24,9 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb import plots, tables, widgets
 from ensemble_instruct_lib.nb.steps import generation as steps
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/02_generation"  # figures and tables go here (relative: repo root)
@@ -41,7 +42,6 @@ cfg = steps.GenerationConfig(
     config_path=config_path,
     overrides=overrides,
     run_dir=run_dir,
-    fake_lms=fake_lms,
     sample_size=sample_size,
 )
 display(steps.config_table(cfg))
@@ -53,7 +53,7 @@ display(steps.config_table(cfg))
 # notebook resumes instead of starting again.
 
 # %%
-tables = steps.run_generation(cfg)
+stages = steps.run_generation(cfg, backends=fake_backends(cfg.run_config) if fake_lms else None)
 
 # %% [markdown]
 # ## What survives each stage
@@ -62,8 +62,8 @@ tables = steps.run_generation(cfg)
 # each extra LM, per task type.
 
 # %%
-counts = plots.stage_counts(tables.instructions, tables.instances, tables.outputs)
-plots.save_table(counts, cfg.out_path, "stage_counts", index=True)
+counts = tables.stage_counts(stages.instructions, stages.instances, stages.outputs)
+tables.save_table(counts, cfg.out_path, "stage_counts", index=True)
 display(counts)
 
 # %% [markdown]
@@ -73,8 +73,8 @@ display(counts)
 # dir, new calls with their prompt and completion tokens and wall time, cache hits apart.
 
 # %%
-tokens = steps.token_table(tables)
-plots.save_table(tokens, cfg.out_path, "tokens")
+tokens = steps.token_table(stages)
+tables.save_table(tokens, cfg.out_path, "tokens")
 display(tokens)
 
 # %% [markdown]
@@ -85,15 +85,15 @@ display(tokens)
 # reasons (no output, no input for a type-A task, an input for a type-B task, empty fields).
 
 # %%
-rejections = plots.reason_counts(tables.instructions, ok_column="accepted")
-plots.save_table(rejections, cfg.out_path, "instruction_rejections", index=True)
+rejections = tables.reason_counts(stages.instructions, ok_column="accepted")
+tables.save_table(rejections, cfg.out_path, "instruction_rejections", index=True)
 fig = plots.plot_reason_bars(rejections, "Stage 1: why candidate instructions were rejected")
 plots.save_figure(fig, cfg.out_path, "instruction_rejections")
 display(fig)
 
 # %%
-invalid = plots.reason_counts(tables.instances, ok_column="valid")
-plots.save_table(invalid, cfg.out_path, "instance_rejections", index=True)
+invalid = tables.reason_counts(stages.instances, ok_column="valid")
+tables.save_table(invalid, cfg.out_path, "instance_rejections", index=True)
 fig = plots.plot_reason_bars(invalid, "Stage 2: why generated instances were invalid")
 plots.save_figure(fig, cfg.out_path, "instance_rejections")
 display(fig)
@@ -105,7 +105,7 @@ display(fig)
 # instructions accepted before it; above the dashed threshold it was rejected as not novel.
 
 # %%
-fig = plots.plot_novelty(tables.instructions, steps.novelty_threshold(tables))
+fig = plots.plot_novelty(stages.instructions, steps.novelty_threshold(stages))
 plots.save_figure(fig, cfg.out_path, "novelty")
 display(fig)
 
@@ -113,9 +113,9 @@ display(fig)
 # ## Lengths of what was generated (words)
 
 # %%
-lengths = plots.text_lengths(tables.instructions, tables.instances)
-summary = plots.length_summary(lengths)
-plots.save_table(summary, cfg.out_path, "lengths")
+lengths = tables.text_lengths(stages.instructions, stages.instances)
+summary = tables.length_summary(lengths)
+tables.save_table(summary, cfg.out_path, "lengths")
 display(summary)
 
 # %%
@@ -127,8 +127,8 @@ display(fig)
 # ## A sample of valid instances
 
 # %%
-sample = plots.sample_rows(tables.instances, cfg.sample_size, cfg.run_config.seed)
-plots.save_table(sample, cfg.out_path, "sample")
+sample = tables.sample_rows(stages.instances, cfg.sample_size, cfg.run_config.seed)
+tables.save_table(sample, cfg.out_path, "sample")
 display(sample)
 
 # %% [markdown]
@@ -138,4 +138,4 @@ display(sample)
 # most similar seeds or accepted instructions. (Interactive only.)
 
 # %%
-display(widgets.instruction_browser(tables.instructions))
+display(widgets.instruction_browser(stages.instructions))

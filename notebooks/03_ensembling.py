@@ -21,7 +21,7 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb import plots, tables, widgets
 from ensemble_instruct_lib.nb.steps import ensembling as steps
 
 # %% tags=["parameters"]
@@ -73,15 +73,15 @@ steps.report_run(run, cfg)
 
 # %%
 study = steps.recorded_study(cfg)
-plots.save_table(steps.example_table(study), cfg.out_path, "examples")
+tables.save_table(steps.example_table(study), cfg.out_path, "examples")
 display(study.settings())
 
 # %% [markdown]
 # ## Kept fraction and why examples were dropped
 
 # %%
-reasons = plots.consensus_reasons(study.frame)
-plots.save_table(reasons, cfg.out_path, "reasons")
+reasons = tables.consensus_reasons(study.frame)
+tables.save_table(reasons, cfg.out_path, "reasons")
 display(reasons)
 
 # %%
@@ -98,15 +98,15 @@ display(fig)
 # when its lowest pair is at or below it), as a table and a matrix.
 
 # %%
-pairs = plots.pairwise_scores(study.frame)
-plots.save_table(pairs, cfg.out_path, "pairwise")
+pairs = tables.pairwise_scores(study.frame)
+tables.save_table(pairs, cfg.out_path, "pairwise")
 fig = plots.plot_pairwise(pairs, study.threshold)
 plots.save_figure(fig, cfg.out_path, "pairwise")
 display(fig)
 
 # %%
 pair_table = steps.member_pairs(study)
-plots.save_table(pair_table, cfg.out_path, "pair_agreement")
+tables.save_table(pair_table, cfg.out_path, "pair_agreement")
 display(pair_table)
 
 # %%
@@ -118,8 +118,8 @@ display(fig)
 # ## Whose output is kept
 
 # %%
-chosen = plots.chosen_counts(study.frame)
-plots.save_table(chosen, cfg.out_path, "chosen")
+chosen = tables.chosen_counts(study.frame)
+tables.save_table(chosen, cfg.out_path, "chosen")
 fig = plots.plot_chosen(chosen)
 plots.save_figure(fig, cfg.out_path, "chosen")
 display(fig)
@@ -132,7 +132,7 @@ display(fig)
 
 # %%
 sources = steps.kept_sources(study)
-plots.save_table(sources, cfg.out_path, "sources")
+tables.save_table(sources, cfg.out_path, "sources")
 display(sources)
 
 # %%
@@ -147,8 +147,8 @@ display(fig)
 # threshold; other examples are kept while their lowest pairwise score is above it.
 
 # %%
-curve = plots.threshold_curve(study.frame, cfg.thresholds, study.rule)
-plots.save_table(curve, cfg.out_path, "threshold_curve")
+curve = tables.threshold_curve(study.frame, cfg.thresholds, study.rule)
+tables.save_table(curve, cfg.out_path, "threshold_curve")
 fig = plots.plot_threshold_curve(curve, study.threshold)
 plots.save_figure(fig, cfg.out_path, "threshold_curve")
 display(fig)
@@ -161,7 +161,7 @@ display(fig)
 
 # %%
 gold = steps.gold_table(study)
-plots.save_table(gold, cfg.out_path, "gold")
+tables.save_table(gold, cfg.out_path, "gold")
 display(gold)
 
 # %%
@@ -180,7 +180,7 @@ display(fig)
 
 # %%
 selector_table = steps.selector_comparison(cfg)
-plots.save_table(selector_table, cfg.out_path, "selectors")
+tables.save_table(selector_table, cfg.out_path, "selectors")
 display(selector_table)
 
 # %%
@@ -193,7 +193,7 @@ display(steps.selector_agreement(selector_table))
 
 # %%
 run_selector_table = steps.run_selector_comparison(cfg)
-plots.save_table(run_selector_table, cfg.out_path, "run_selectors")
+tables.save_table(run_selector_table, cfg.out_path, "run_selectors")
 display(run_selector_table)
 
 # %% [markdown]

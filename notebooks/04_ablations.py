@@ -22,11 +22,12 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib.analysis import recorded_grids as ablations
-from ensemble_instruct_lib.nb import grid_plots as ablation_plots
-from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.analysis import grid_summary, recorded_grids, run_grids
+from ensemble_instruct_lib.nb import grid_plots, plots, tables
 from ensemble_instruct_lib.nb.steps import ablations as steps
+from ensemble_instruct_lib.runs.metrics import RUN_METRICS
 from ensemble_instruct_lib.runs.sweep import write_metrics
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 # %% tags=["parameters"]
 out_dir = "outputs/notebooks/04_ablations"  # tables, figures and metrics.json (relative: repo root)
@@ -83,7 +84,6 @@ cfg = steps.AblationsConfig(
     method_seeds=method_seeds,
     num_instructions=num_instructions,
     max_new_tokens=max_new_tokens,
-    fake_lms=fake_lms,
     seed_demos=seed_demos,
     generated_demos=generated_demos,
     workers=workers,
@@ -102,7 +102,7 @@ display(cfg.table())
 # agree with. More members keep fewer examples: every pair must agree.
 
 # %%
-size_rows = ablations.ensemble_size(
+size_rows = recorded_grids.ensemble_size(
     cfg.sizes,
     models=cfg.models,
     threshold=cfg.threshold,
@@ -112,13 +112,13 @@ size_rows = ablations.ensemble_size(
     seeds=cfg.seeds,
     stop=cfg.stop,
 )
-size_summary = ablations.summarize(size_rows, ["size"], ablations.SIZE_METRICS)
-plots.save_table(size_rows, cfg.out_path, "size_rows")
-plots.save_table(size_summary, cfg.out_path, "size_summary")
-display(ablations.format_summary(size_summary, ["size"]))
+size_summary = grid_summary.summarize(size_rows, ["size"], recorded_grids.SIZE_METRICS)
+tables.save_table(size_rows, cfg.out_path, "size_rows")
+tables.save_table(size_summary, cfg.out_path, "size_summary")
+display(grid_summary.format_summary(size_summary, ["size"]))
 
 # %%
-fig = ablation_plots.plot_ensemble_size(size_summary)
+fig = grid_plots.plot_ensemble_size(size_summary)
 plots.save_figure(fig, cfg.out_path, "size")
 display(fig)
 
@@ -131,7 +131,7 @@ display(fig)
 # members agree on remain: the trade-off is data quantity.
 
 # %%
-threshold_rows = ablations.threshold_sweep(
+threshold_rows = recorded_grids.threshold_sweep(
     cfg.thresholds,
     size=cfg.threshold_size,
     models=cfg.models,
@@ -141,16 +141,18 @@ threshold_rows = ablations.threshold_sweep(
     seed=cfg.seeds[0],
     stop=cfg.stop,
 )
-trio_rows = ablations.threshold_sweep(
+trio_rows = recorded_grids.threshold_sweep(
     cfg.thresholds, model_sets=[cfg.trio], rule=cfg.rule, stop=cfg.stop
 )
-threshold_summary = ablations.summarize(threshold_rows, ["threshold"], ablations.THRESHOLD_METRICS)
-plots.save_table(threshold_rows, cfg.out_path, "threshold_rows")
-plots.save_table(threshold_summary, cfg.out_path, "threshold_summary")
-display(ablations.format_summary(threshold_summary, ["threshold"]))
+threshold_summary = grid_summary.summarize(
+    threshold_rows, ["threshold"], recorded_grids.THRESHOLD_METRICS
+)
+tables.save_table(threshold_rows, cfg.out_path, "threshold_rows")
+tables.save_table(threshold_summary, cfg.out_path, "threshold_summary")
+display(grid_summary.format_summary(threshold_summary, ["threshold"]))
 
 # %%
-fig = ablation_plots.plot_threshold(threshold_summary, trio_rows)
+fig = grid_plots.plot_threshold(threshold_summary, trio_rows)
 plots.save_figure(fig, cfg.out_path, "threshold")
 display(fig)
 
@@ -162,7 +164,7 @@ display(fig)
 # generator's output: ensembling as a filter only).
 
 # %%
-rule_rows = ablations.selection_rules(
+rule_rows = recorded_grids.selection_rules(
     cfg.rules,
     size=cfg.threshold_size,
     models=cfg.models,
@@ -172,13 +174,13 @@ rule_rows = ablations.selection_rules(
     seeds=cfg.seeds,
     stop=cfg.stop,
 )
-rule_summary = ablations.summarize(rule_rows, ["rule"], ablations.RULE_METRICS)
-plots.save_table(rule_rows, cfg.out_path, "rule_rows")
-plots.save_table(rule_summary, cfg.out_path, "rule_summary")
-display(ablations.format_summary(rule_summary, ["rule"]))
+rule_summary = grid_summary.summarize(rule_rows, ["rule"], recorded_grids.RULE_METRICS)
+tables.save_table(rule_rows, cfg.out_path, "rule_rows")
+tables.save_table(rule_summary, cfg.out_path, "rule_summary")
+display(grid_summary.format_summary(rule_summary, ["rule"]))
 
 # %%
-fig = ablation_plots.plot_rules(rule_summary)
+fig = grid_plots.plot_rules(rule_summary)
 plots.save_figure(fig, cfg.out_path, "rules")
 display(fig)
 
@@ -190,7 +192,7 @@ display(fig)
 # ensembling with instruction-tuned LMs helps and with vanilla LMs can hurt.
 
 # %%
-vanilla_rows = ablations.tuned_vs_vanilla(
+vanilla_rows = recorded_grids.tuned_vs_vanilla(
     size=cfg.threshold_size,
     models=cfg.models,
     threshold=cfg.threshold,
@@ -199,13 +201,13 @@ vanilla_rows = ablations.tuned_vs_vanilla(
     seed=cfg.seeds[0],
     stop=cfg.stop,
 )
-vanilla_summary = ablations.summarize(vanilla_rows, ["role"], ablations.VANILLA_METRICS)
-plots.save_table(vanilla_rows, cfg.out_path, "vanilla_rows")
-plots.save_table(vanilla_summary, cfg.out_path, "vanilla_summary")
-display(ablations.format_summary(vanilla_summary, ["role"]))
+vanilla_summary = grid_summary.summarize(vanilla_rows, ["role"], recorded_grids.VANILLA_METRICS)
+tables.save_table(vanilla_rows, cfg.out_path, "vanilla_rows")
+tables.save_table(vanilla_summary, cfg.out_path, "vanilla_summary")
+display(grid_summary.format_summary(vanilla_summary, ["role"]))
 
 # %%
-fig = ablation_plots.plot_vanilla(vanilla_summary)
+fig = grid_plots.plot_vanilla(vanilla_summary)
 plots.save_figure(fig, cfg.out_path, "vanilla")
 display(fig)
 
@@ -222,12 +224,12 @@ display(fig)
 # %%
 selector_rows = steps.selector_rows(cfg, size=cfg.threshold_size)
 selector_summary = steps.selector_summary(selector_rows)
-plots.save_table(selector_rows, cfg.out_path, "selector_rows")
-plots.save_table(selector_summary, cfg.out_path, "selector_summary")
-display(ablations.format_summary(selector_summary, ["selector"]))
+tables.save_table(selector_rows, cfg.out_path, "selector_rows")
+tables.save_table(selector_summary, cfg.out_path, "selector_summary")
+display(grid_summary.format_summary(selector_summary, ["selector"]))
 
 # %%
-fig = ablation_plots.plot_selectors(selector_summary)
+fig = grid_plots.plot_selectors(selector_summary)
 plots.save_figure(fig, cfg.out_path, "selectors")
 display(fig)
 
@@ -244,18 +246,18 @@ display(steps.selector_agreement(selector_rows))
 # valid instances per generator call. Empty when `pipeline_config` is None.
 
 # %%
-method_table = steps.method_runs(cfg)
-method_summary = ablations.summarize(method_table, ["method"], ablations.RUN_METRICS)
-plots.save_table(method_summary, cfg.out_path, "method_summary")
-display(ablations.format_summary(method_summary, ["method"]))
+method_table = steps.method_runs(cfg, backends=fake_backends if fake_lms else None)
+method_summary = grid_summary.summarize(method_table, ["method"], RUN_METRICS)
+tables.save_table(method_summary, cfg.out_path, "method_summary")
+display(grid_summary.format_summary(method_summary, ["method"]))
 
 # %%
-fig = ablation_plots.plot_methods(method_summary)
+fig = grid_plots.plot_methods(method_summary)
 plots.save_figure(fig, cfg.out_path, "methods")
 display(fig)
 
 # %%
-fig = ablation_plots.plot_novelty_by_method(steps.novelty_frame(method_table))
+fig = grid_plots.plot_novelty_by_method(run_grids.novelty_frame(method_table))
 plots.save_figure(fig, cfg.out_path, "method_novelty")
 display(fig)
 
@@ -264,9 +266,9 @@ display(fig)
 # object nouns (outer ring) of the accepted instructions, per method.
 
 # %%
-verb_nouns = steps.verb_noun_runs(method_table)
-plots.save_table(verb_nouns, cfg.out_path, "verb_nouns")
-fig = ablation_plots.plot_verb_noun(steps.verb_noun_tops(verb_nouns), "Verb-noun structure")
+verb_nouns = run_grids.verb_noun_runs(method_table)
+tables.save_table(verb_nouns, cfg.out_path, "verb_nouns")
+fig = grid_plots.plot_verb_noun(run_grids.verb_noun_tops(verb_nouns), "Verb-noun structure")
 plots.save_figure(fig, cfg.out_path, "verb_noun")
 display(fig)
 
@@ -277,15 +279,15 @@ display(fig)
 # same counts for each task type): acceptance and novelty. Empty when `pipeline_config` is None.
 
 # %%
-demo_table = steps.demo_runs(cfg)
-demo_summary = ablations.summarize(
+demo_table = steps.demo_runs(cfg, backends=fake_backends if fake_lms else None)
+demo_summary = grid_summary.summarize(
     demo_table, ["seed_demos", "generated_demos"], ["stage1_acceptance", "novelty_mean"]
 )
-plots.save_table(demo_summary, cfg.out_path, "demo_summary")
-display(ablations.format_summary(demo_summary, ["seed_demos", "generated_demos"]))
+tables.save_table(demo_summary, cfg.out_path, "demo_summary")
+display(grid_summary.format_summary(demo_summary, ["seed_demos", "generated_demos"]))
 
 # %%
-fig = ablation_plots.plot_demo_counts(demo_summary)
+fig = grid_plots.plot_demo_counts(demo_summary)
 plots.save_figure(fig, cfg.out_path, "demos")
 display(fig)
 

@@ -20,7 +20,7 @@
 # %matplotlib inline
 from IPython.display import display
 
-from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb import plots, tables
 from ensemble_instruct_lib.nb.steps import finetune_eval as steps
 
 # %% tags=["parameters"]
@@ -82,7 +82,7 @@ display(steps.run_table(runs))
 
 # %%
 losses = steps.loss_curves(runs)
-plots.save_table(losses, cfg.out_path, "loss_curves")
+tables.save_table(losses, cfg.out_path, "loss_curves")
 fig = plots.plot_loss_curves(losses)
 plots.save_figure(fig, cfg.out_path, "loss_curves")
 display(fig)
@@ -96,8 +96,8 @@ display(fig)
 # %%
 items = steps.benchmark_items(cfg)
 comparison = steps.evaluate_systems(cfg, runs, items)
-plots.save_table(comparison.scores, cfg.out_path, "scores")
-plots.save_table(comparison.per_category, cfg.out_path, "scores_per_category")
+tables.save_table(comparison.scores, cfg.out_path, "scores")
+tables.save_table(comparison.per_category, cfg.out_path, "scores_per_category")
 display(comparison.scores)
 
 # %%

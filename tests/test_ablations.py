@@ -11,13 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ensemble_instruct_lib.analysis import grid_summary
 from ensemble_instruct_lib.analysis import recorded_grids as ab
+from ensemble_instruct_lib.analysis import recorded_matrix as rm
 from ensemble_instruct_lib.analysis import run_grids as mab
+from ensemble_instruct_lib.analysis import selectors_on_recorded as sor
 from ensemble_instruct_lib.analysis.recorded_ensemble import DEFAULT_MODELS, ensemble_recorded
 from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.data.public import PREDICTION_MODELS
 from ensemble_instruct_lib.errors import ConfigError
-from ensemble_instruct_lib.method.consensus import REASONS, select_consensus
+from ensemble_instruct_lib.method.consensus import REASONS, RULES, select_consensus
 from ensemble_instruct_lib.method.rouge import rouge_l
 from ensemble_instruct_lib.nb.steps import ablations as steps_ab
 from ensemble_instruct_lib.runs.config import load_config
@@ -29,7 +32,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def mat():
-    return ab.recorded_matrix()
+    return rm.recorded_matrix()
 
 
 def _cands(mat, e, names):
@@ -50,7 +53,7 @@ def test_matrix_matches_direct_computation(mat):
             bool(mat.responses[e][i].strip())
             and select_consensus([mat.responses[e][i], mat.responses[e][j]]).reason == "exact_match"
         )
-    assert ab.recorded_matrix() is mat  # cached
+    assert rm.recorded_matrix() is mat  # cached
 
 
 @pytest.mark.slow
@@ -61,9 +64,9 @@ def test_decisions_equal_select_consensus_on_every_three_member_list(mat):
     rng = random.Random(1)
     for size in (2, 4, 5, 8):
         orders = ab.member_orders(mat.models, size, ordering="all")
-        cases += [(o, t, r) for o in rng.sample(orders, 3) for t in (0.0, 0.2) for r in ab.RULES]
+        cases += [(o, t, r) for o in rng.sample(orders, 3) for t in (0.0, 0.2) for r in RULES]
     for names, threshold, rule in cases:
-        idx, reason = ab.consensus_indices(mat, mat.index(names), threshold, rule)
+        idx, reason = rm.consensus_indices(mat, mat.index(names), threshold, rule)
         for e in range(mat.examples):
             res = select_consensus(_cands(mat, e, names), threshold, rule)
             assert idx[e] == (-1 if res.index is None else res.index), (names, e)
@@ -194,14 +197,14 @@ def test_summarize_by_hand():
     rows = pd.DataFrame(
         {"g": ["a", "a", "a", "b"], "seed": [0, 0, 1, 0], "m": [1.0, 3.0, 5.0, 2.0]}
     )
-    s = ab.summarize(rows, ["g"], ["m"]).set_index("g")
+    s = grid_summary.summarize(rows, ["g"], ["m"]).set_index("g")
     assert s.loc["a", "mean"] == 3.0 and s.loc["a", "std"] == pytest.approx(2.0)
     assert s.loc["a", "sem"] == pytest.approx(2.0 / np.sqrt(3)) and s.loc["a", "n"] == 3
     assert s.loc["b", "std"] == 0.0 and s.loc["b", "n"] == 1
-    per_seed = ab.summarize(rows, ["g"], ["m"], over="seed").set_index("g")
+    per_seed = grid_summary.summarize(rows, ["g"], ["m"], over="seed").set_index("g")
     assert per_seed.loc["a", "mean"] == 3.5 and per_seed.loc["a", "n"] == 2  # seeds: 2.0, 5.0
-    assert ab.summarize(rows, ["g"], ["missing"]).empty
-    wide = ab.format_summary(ab.summarize(rows, ["g"], ["m"]), ["g"])
+    assert grid_summary.summarize(rows, ["g"], ["missing"]).empty
+    wide = grid_summary.format_summary(grid_summary.summarize(rows, ["g"], ["m"]), ["g"])
     assert wide.to_dict("records") == [{"g": "a", "m": "3 ± 2"}, {"g": "b", "m": "2 ± 0"}]
 
 
@@ -304,7 +307,7 @@ def test_method_comparison_novelty_and_verb_nouns(runs):
 
 def test_demo_count_sweep_changes_the_prompts(tmp_path):
     table = mab.demo_count_sweep(
-        BASE, tmp_path, seed_demos=[3, 6], generated_demos=[0, 1], fake_lms=True
+        BASE, tmp_path, seed_demos=[3, 6], generated_demos=[0, 1], backends=fake_backends
     )
     assert table["status"].eq("done").all() and len(table) == 4
     assert table[["seed_demos", "generated_demos"]].values.tolist() == [
@@ -392,10 +395,10 @@ def test_selector_grid_equals_select_per_example(mat):
         return [float(len(r)) if r.strip() else None for r in responses]
 
     names = ("text-davinci-003", "davinci", "text-davinci-001")
-    rows = ab.selector_grid(
-        [*ab.SELECTOR_GRID, "judge"], model_sets=[names], judge=judge, judge_name="length"
+    rows = sor.selector_grid(
+        [*sor.SELECTOR_GRID, "judge"], model_sets=[names], judge=judge, judge_name="length"
     ).set_index("selector")
-    assert list(rows.index) == [*ab.SELECTOR_GRID, "judge:length"]
+    assert list(rows.index) == [*sor.SELECTOR_GRID, "judge:length"]
     for entry in rows.index:
         name, _, utility = entry.partition(":")
         kept, gold = 0, []
@@ -415,8 +418,8 @@ def test_selector_grid_equals_select_per_example(mat):
     assert rows.loc["mbr:rouge_l", "agree_sum"] == 1.0  # MBR with Rouge-L is the sum rule
     assert rows.loc["sum", "agree_best_pair"] == rows.loc["best_pair", "agree_sum"]
     with pytest.raises(ValueError, match="judge function"):
-        ab.selector_grid(["judge"])
+        sor.selector_grid(["judge"])
     with pytest.raises(ValueError, match="mbr:<utility>"):
-        ab.selector_grid(["mbr"])
+        sor.selector_grid(["mbr"])
     with pytest.raises(ConfigError, match="selectors"):
         steps_ab.AblationsConfig(out_dir="x", selectors=["mbr:bleu"])

@@ -282,3 +282,32 @@ def test_retry_after_parsing_and_backoff_window():
         assert all(0 <= be._backoff(10, None) <= 2.0 for _ in range(50))  # capped, jittered
     finally:
         be.close()
+
+
+def test_wire_answer_read_once_for_both_backends():
+    """engines/openai_wire.py reads answers for OpenAICompatBackend and RayDataBackend alike."""
+    from ensemble_instruct_lib.engines.openai_wire import MalformedResponse, read_answer
+    from ensemble_instruct_lib.engines.ray_data import _http_result
+
+    data = {
+        "choices": [{"message": {"content": None}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+    }
+    answer = read_answer(data, chat=True)
+    assert (answer.text, answer.finish_reason, answer.prompt_tokens) == ("", "length", 3)
+    assert (
+        read_answer({"choices": [{"text": "hi"}], "usage": []}, chat=False).completion_tokens == 0
+    )
+    with pytest.raises(MalformedResponse):
+        read_answer({"choices": []}, chat=False)
+    row = _http_result({"idx": 2, "http_response": {"choices": [{"text": 5}]}}, chat=False)
+    assert row["finish_reason"] == "error" and row["text"] == ""
+    ok = _http_result({"idx": 1, "http_response": data}, chat=True)
+    assert ok == {
+        "idx": 1,
+        "text": "",
+        "finish_reason": "length",
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "error": "",
+    }

@@ -163,3 +163,22 @@ def test_reference_files_are_pinned_at_the_authors_commit(data_root):
     }
     status = verify_data(data_root, files=REFERENCE_FILES)
     assert set(status.values()) == {"ok"}, status
+
+
+def test_one_recorded_model_check_names_unknown_and_known():
+    """data.public.check_recorded_models is the check every recorded-model reader uses."""
+    from ensemble_instruct_lib.analysis.recorded_ensemble import ensemble_recorded
+    from ensemble_instruct_lib.data.public import check_recorded_models, predictions_path
+    from ensemble_instruct_lib.engines.recorded import RecordedBackend
+    from ensemble_instruct_lib.errors import ConfigError
+
+    check_recorded_models(["davinci", "text-davinci-003"])
+    message = "unknown recorded models \\['gpt-9'\\]; choose from \\['davinci', 'text-davinci-001'"
+    for call in (
+        lambda: check_recorded_models(["davinci", "gpt-9"]),
+        lambda: predictions_path("gpt-9"),
+        lambda: RecordedBackend("gpt-9"),
+        lambda: ensemble_recorded(["davinci", "gpt-9"]),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            call()

@@ -14,7 +14,7 @@ from ensemble_instruct_lib import cli
 from ensemble_instruct_lib.engines.ledger import read_ledger, summarize
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.estimate import estimate, fit_rates, shapes
-from ensemble_instruct_lib.runs.pipeline import _load_seeds, run
+from ensemble_instruct_lib.runs.pipeline import load_seeds, run
 from ensemble_instruct_lib.testing.fake import fake_backends
 
 BASE = {
@@ -90,7 +90,7 @@ def test_estimate_on_scripted_backends_gives_the_expected_calls_tokens_and_time(
     assert rows["stage2", "gen"].completion_tokens == 12 * 50
     assert rows["stage3", "x1"].completion_tokens == 11 * 10
     # prompt tokens: the built prompts, counted with the engine's tokens per character (1 here)
-    _, seeds = _load_seeds(cfg)
+    _, seeds = load_seeds(cfg)
     for s in shapes(cfg, seeds, est.assumptions):
         mean = sum(map(len, s.prompts)) / len(s.prompts)
         assert rows[s.stage, s.model.name].prompt_tokens == round(s.calls * mean)
@@ -127,7 +127,7 @@ def test_estimate_from_a_previous_run_predicts_its_calls_exactly(tmp_path):
 def test_chars_per_4_rule_when_the_engine_counts_nothing():
     cfg = load_config(BASE)
     est = estimate(cfg, backends=fake_backends(cfg))  # scripted text, no token counts
-    _, seeds = _load_seeds(cfg)
+    _, seeds = load_seeds(cfg)
     s1 = shapes(cfg, seeds, est.assumptions)[0]
     row = est.rows[0]
     assert row.token_count == "chars/4"

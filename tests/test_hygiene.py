@@ -25,7 +25,7 @@ from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
 from ensemble_instruct_lib.method.decontaminate import Decontaminator, EvalText, eval_texts
 from ensemble_instruct_lib.method.degenerate import degeneracy, is_degenerate, repeat_share
-from ensemble_instruct_lib.methods.rounds import stage1_path
+from ensemble_instruct_lib.method.run_files import stage1_path
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.pipeline import run
 from ensemble_instruct_lib.runs.show import describe_run

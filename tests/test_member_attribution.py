@@ -1,5 +1,5 @@
-"""Which member each kept output came from (`plots.kept_sources`) and the agreement of every
-member pair (`plots.pair_agreement`, `mean_agreement`, the heatmap), on hand-made stage-4
+"""Which member each kept output came from (`tables.kept_sources`) and the agreement of every
+member pair (`tables.pair_agreement`, `mean_agreement`, the heatmap), on hand-made stage-4
 records whose answers are worked out by hand below.
 
 The members are ``gen`` (the generator's stage-2 output) and the extra models ``a`` and ``b``.
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb import plots, tables
 from ensemble_instruct_lib.nb.steps import ensembling as steps
 
 MEMBERS = ["gen", "a", "b"]
@@ -72,13 +72,13 @@ def frame():
     ]
     # dropped first: ensemble_frame must put them back in id order (r0, the one-member record,
     # first)
-    out = plots.ensemble_frame(pd.DataFrame(kept), pd.DataFrame(dropped))
+    out = tables.ensemble_frame(pd.DataFrame(kept), pd.DataFrame(dropped))
     assert out["id"].tolist() == [f"A-{k:05d}" for k in range(5)]
     return out
 
 
 def test_kept_sources_by_member_and_reason(frame):
-    src = plots.kept_sources(frame)
+    src = tables.kept_sources(frame)
     assert src.columns.tolist() == [
         "model",
         "role",
@@ -90,7 +90,7 @@ def test_kept_sources_by_member_and_reason(frame):
         "missing",
     ]
     assert src["model"].tolist() == MEMBERS
-    assert src["role"].tolist() == [plots.GENERATOR_ROLE, plots.EXTRA_ROLE, plots.EXTRA_ROLE]
+    assert src["role"].tolist() == [tables.GENERATOR_ROLE, tables.EXTRA_ROLE, tables.EXTRA_ROLE]
     assert src["exact_match"].tolist() == [1, 0, 0]
     assert src["consensus"].tolist() == [1, 1, 0]
     assert src["kept"].tolist() == [2, 1, 0]
@@ -100,45 +100,45 @@ def test_kept_sources_by_member_and_reason(frame):
 
 
 def test_kept_sources_member_order_and_roles(frame):
-    src = plots.kept_sources(frame, ["gen", "b", "a"], generator_first=False)
+    src = tables.kept_sources(frame, ["gen", "b", "a"], generator_first=False)
     assert src["model"].tolist() == ["gen", "b", "a"]
-    assert set(src["role"]) == {plots.EXTRA_ROLE}
+    assert set(src["role"]) == {tables.EXTRA_ROLE}
     assert src["kept"].tolist() == [2, 0, 1]
     # a member named but never seen in a record still gets its (zero) row
-    src = plots.kept_sources(frame, [*MEMBERS, "c"])
+    src = tables.kept_sources(frame, [*MEMBERS, "c"])
     assert src.set_index("model").loc["c", ["kept", "answered", "missing"]].tolist() == [0, 0, 0]
 
 
 def test_chosen_counts_does_not_take_members_from_the_first_record(frame):
-    chosen = plots.chosen_counts(frame)
+    chosen = tables.chosen_counts(frame)
     assert chosen["model"].tolist() == MEMBERS
     assert chosen["chosen"].tolist() == [2, 1, 0]
 
 
 def test_pair_agreement_by_hand(frame):
-    pairs = plots.pair_agreement(frame, 0.3)
-    assert pairs.columns.tolist() == plots.PAIR_COLUMNS
+    pairs = tables.pair_agreement(frame, 0.3)
+    assert pairs.columns.tolist() == tables.PAIR_COLUMNS
     assert pairs["pair"].tolist() == ["gen / a", "gen / b", "a / b"]
     assert pairs["examples"].tolist() == [4, 3, 3]
     assert pairs["mean"].tolist() == pytest.approx([2.1 / 4, 0.6 / 3, 0.55 / 3])
     assert pairs["above"].tolist() == [3, 0, 1]  # gen/b's 0.3 is at the threshold, not above
     assert pairs["share_above"].tolist() == pytest.approx([0.75, 0.0, 1 / 3])
     # lower the threshold below 0.3: gen/b's r4 counts
-    assert plots.pair_agreement(frame, 0.29)["above"].tolist() == [3, 1, 1]
+    assert tables.pair_agreement(frame, 0.29)["above"].tolist() == [3, 1, 1]
 
 
 def test_pair_agreement_reads_cells_by_member_name():
     # an asymmetric matrix over (b, gen): cell [0][1] is b against gen, stored as gen / b
     rec = _record(0, "consensus", "b", ["b", "gen"], [[1.0, 0.7], [0.9, 1.0]])
-    frame = plots.ensemble_frame(pd.DataFrame([rec]), pd.DataFrame())
-    pairs = plots.pair_agreement(frame, 0.8, ["gen", "b"])
+    frame = tables.ensemble_frame(pd.DataFrame([rec]), pd.DataFrame())
+    pairs = tables.pair_agreement(frame, 0.8, ["gen", "b"])
     assert pairs["pair"].tolist() == ["gen / b"]
     assert pairs["mean"].item() == pytest.approx(0.9)
     assert pairs["above"].item() == 1
 
 
 def test_mean_agreement_with_missing_members(frame):
-    agreement = plots.mean_agreement(frame)
+    agreement = tables.mean_agreement(frame)
     assert agreement.index.tolist() == MEMBERS and agreement.columns.tolist() == MEMBERS
     m = agreement.to_numpy()
     assert np.isnan(np.diag(m)).all()
@@ -149,10 +149,10 @@ def test_mean_agreement_with_missing_members(frame):
 
 
 def test_pair_matrix_and_heatmap_are_labelled_by_member(frame):
-    pairs = plots.pair_agreement(frame, 0.3)
-    mean = plots.pair_matrix(pairs)
-    pd.testing.assert_frame_equal(mean, plots.mean_agreement(frame))
-    share = plots.pair_matrix(pairs, "share_above")
+    pairs = tables.pair_agreement(frame, 0.3)
+    mean = tables.pair_matrix(pairs)
+    pd.testing.assert_frame_equal(mean, tables.mean_agreement(frame))
+    share = tables.pair_matrix(pairs, "share_above")
     assert share.loc["b", "a"] == pytest.approx(1 / 3) and np.isnan(share.loc["a", "a"])
     (ax, _colorbar) = plots.plot_pair_agreement(pairs, 0.3).axes
     (image,) = ax.images
@@ -166,7 +166,7 @@ def test_pair_matrix_and_heatmap_are_labelled_by_member(frame):
 
 
 def test_kept_sources_bars(frame):
-    src = plots.kept_sources(frame)
+    src = tables.kept_sources(frame)
     (ax,) = plots.plot_kept_sources(src).axes
     exact, consensus = ax.containers  # one stacked series per kept reason, members bottom-up
     assert [b.get_width() for b in exact] == [0, 0, 1]
@@ -178,19 +178,19 @@ def test_kept_sources_bars(frame):
 
 
 def test_empty_frame():
-    empty = plots.ensemble_frame(pd.DataFrame(), pd.DataFrame())
-    assert plots.kept_sources(empty).empty
-    assert plots.pair_agreement(empty, 0.01).empty
+    empty = tables.ensemble_frame(pd.DataFrame(), pd.DataFrame())
+    assert tables.kept_sources(empty).empty
+    assert tables.pair_agreement(empty, 0.01).empty
     for fig in (
-        plots.plot_kept_sources(plots.kept_sources(empty)),
-        plots.plot_pair_agreement(plots.pair_agreement(empty, 0.01)),
+        plots.plot_kept_sources(tables.kept_sources(empty)),
+        plots.plot_pair_agreement(tables.pair_agreement(empty, 0.01)),
     ):
         assert "no " in fig.axes[0].texts[0].get_text()
 
 
 def test_study_steps_pass_the_members_and_threshold(frame):
     study = steps.EnsembleStudy(frame, ["gen", "a", "b"], 0.3, "sum", "hand-made")
-    assert steps.kept_sources(study)["role"].iloc[0] == plots.GENERATOR_ROLE
+    assert steps.kept_sources(study)["role"].iloc[0] == tables.GENERATOR_ROLE
     assert steps.member_pairs(study)["above"].tolist() == [3, 0, 1]
     samples = steps.EnsembleStudy(frame, MEMBERS, 0.3, "sum", "x", generator_first=False)
-    assert set(steps.kept_sources(samples)["role"]) == {plots.EXTRA_ROLE}
+    assert set(steps.kept_sources(samples)["role"]) == {tables.EXTRA_ROLE}

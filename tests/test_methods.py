@@ -17,11 +17,13 @@ from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
 from ensemble_instruct_lib.method.filters import instruction_rejection
 from ensemble_instruct_lib.method.rouge import rouge_l
+from ensemble_instruct_lib.method.run_files import STAGE2, stage1_path
 from ensemble_instruct_lib.methods import alpaca as al
 from ensemble_instruct_lib.methods import self_instruct as si
-from ensemble_instruct_lib.methods.rounds import GROUP, STAGE2, stage1_path
+from ensemble_instruct_lib.methods.rounds import GROUP
 from ensemble_instruct_lib.runs.config import load_config
-from ensemble_instruct_lib.runs.pipeline import load_run, run
+from ensemble_instruct_lib.runs.pipeline import run
+from ensemble_instruct_lib.runs.run_folder import load_run
 from ensemble_instruct_lib.testing.fake import fake_backends
 
 EI_STAGE1_FIELDS = {

@@ -280,8 +280,8 @@ def test_resolution_errors_name_the_config_file_and_field(tmp_path):
         "  - {kind: hf, model: /nonexistent/other, name: other}\n"
     )
     cfg = load_config(cfg_file)
-    assert cfg.generator.where == f"{cfg_file}: generator.model"
-    assert cfg.extra_models[1].where == f"{cfg_file}: extra_models[1].model"
+    assert cfg.generator.where == f"{cfg_file}, line 1: generator.model"
+    assert cfg.extra_models[1].where == f"{cfg_file}, line 4: extra_models[1].model"
 
 
 def test_the_run_command_prints_one_line_for_a_missing_model(tmp_path, capsys, data_root):
@@ -291,7 +291,7 @@ def test_the_run_command_prints_one_line_for_a_missing_model(tmp_path, capsys, d
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    assert f"{cfg_file}: generator.model: model '/nonexistent/model'" in err
+    assert f"{cfg_file}, line 2: generator.model: model '/nonexistent/model'" in err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the hf extra")

@@ -26,7 +26,7 @@ def _one_line(text: str) -> None:
 
 
 def test_reward_and_embedding_models(monkeypatch):
-    from ensemble_instruct_lib.runs.selection import RewardModel, hf_embedder
+    from ensemble_instruct_lib.runs.selector_models import RewardModel, hf_embedder
 
     for load in (lambda: RewardModel(HUB_ID), lambda: hf_embedder(HUB_ID)):
         with pytest.raises(ConfigError) as e:

@@ -16,9 +16,11 @@ from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.engines.ledger import LEDGER, read_ledger, summarize
 from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.method.consensus import select_consensus
-from ensemble_instruct_lib.methods.rounds import stage1_path
+from ensemble_instruct_lib.method.run_files import stage1_path
 from ensemble_instruct_lib.runs.config import load_config
-from ensemble_instruct_lib.runs.pipeline import load_run, run, run_stage4
+from ensemble_instruct_lib.runs.pipeline import run
+from ensemble_instruct_lib.runs.run_folder import load_run
+from ensemble_instruct_lib.runs.stage4 import run_stage4
 from ensemble_instruct_lib.testing.fake import fake_backends
 
 BASE = {
@@ -264,7 +266,7 @@ def test_answers_to_a_different_instruction_are_rejected_and_counted(tmp_path):
     """Stage 2 on an LM that, for some prompts, answers another task (the falcon-40b failure):
     those get the reason "different_instruction", in the records, the manifest and the tables;
     an answer that repeats the asked instruction first is still valid."""
-    from ensemble_instruct_lib.nb.plots import reason_counts
+    from ensemble_instruct_lib.nb.tables import reason_counts
     from ensemble_instruct_lib.testing.fake import fake_generator
 
     cfg = _cfg(task_types=["B"])

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from ensemble_instruct_lib.data.jsonl import read_jsonl
+from ensemble_instruct_lib.method.run_files import STAGE2
 from ensemble_instruct_lib.runs.config import load_config
-from ensemble_instruct_lib.runs.pipeline import STAGE2, run
+from ensemble_instruct_lib.runs.pipeline import run
 from ensemble_instruct_lib.testing.fake import fake_generator
 from ensemble_instruct_lib.testing.servers import LocalServer, missing_requirement
 

@@ -1,4 +1,5 @@
-"""Figures and tables of `plots.py` from hand-made frames with the pipeline's columns.
+"""Tables (`nb/tables.py`) and figures (`nb/plots.py`) from hand-made frames with the pipeline's
+columns.
 
 The threshold curve is checked against `select_consensus` run afresh at every threshold, on
 hand-made candidates (ties, exact matches, empty outputs) and on real recorded GPT-3 outputs.
@@ -12,13 +13,13 @@ import pytest
 from matplotlib.figure import Figure
 
 from ensemble_instruct_lib.method.consensus import select_consensus
-from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb import plots, tables
 
 MODELS = ["gen", "x", "y"]
 
 
 def _stage4_rows(candidate_sets, threshold=0.01, rule="sum", models=MODELS):
-    """Records shaped like pipeline.stage4_consensus output, split into (ensembled, dropped)."""
+    """Records shaped like stage4.stage4_consensus output, split into (ensembled, dropped)."""
     kept, dropped = [], []
     for k, cands in enumerate(candidate_sets):
         res = select_consensus(cands, threshold=threshold, rule=rule)
@@ -58,7 +59,7 @@ CANDIDATES = [
 
 @pytest.fixture()
 def frame():
-    return plots.ensemble_frame(*_stage4_rows(CANDIDATES))
+    return tables.ensemble_frame(*_stage4_rows(CANDIDATES))
 
 
 def test_ensemble_frame_merges_kept_and_dropped(frame):
@@ -71,10 +72,10 @@ def test_ensemble_frame_merges_kept_and_dropped(frame):
 
 @pytest.mark.parametrize("rule", ["sum", "best_pair"])
 def test_threshold_curve_matches_select_consensus(rule):
-    frame = plots.ensemble_frame(*_stage4_rows(CANDIDATES, rule=rule))
+    frame = tables.ensemble_frame(*_stage4_rows(CANDIDATES, rule=rule))
     # a negative threshold keeps every non-empty choice: the only way to reach "empty"
     thresholds = [-1.0, 0.0, 0.01, 0.1, 0.25, 0.4, 0.5, 0.8, 0.99]
-    curve = plots.threshold_curve(frame, thresholds, rule)
+    curve = tables.threshold_curve(frame, thresholds, rule)
     for reason in ("exact_match", "consensus", "below_threshold", "empty"):
         assert curve[reason].sum() > 0, f"the cases never reach {reason}"
     for row in curve.itertuples():
@@ -98,7 +99,7 @@ def test_threshold_curve_on_real_recorded_outputs():
         }
     )
     thresholds = [0.0, 0.01, 0.05, 0.2, 0.5]
-    curve = plots.threshold_curve(frame, thresholds)
+    curve = tables.threshold_curve(frame, thresholds)
     for row in curve.itertuples():
         fresh = [select_consensus(c, threshold=row.threshold) for c in frame["candidates"]]
         assert row.kept == sum(r.kept for r in fresh)
@@ -108,11 +109,11 @@ def test_threshold_curve_on_real_recorded_outputs():
 
 def test_threshold_curve_rejects_unknown_rule(frame):
     with pytest.raises(ValueError, match="rule"):
-        plots.threshold_curve(frame, [0.1], "vote")
+        tables.threshold_curve(frame, [0.1], "vote")
 
 
 def test_pairwise_chosen_reasons_agreement(frame):
-    pairs = plots.pairwise_scores(frame)
+    pairs = tables.pairwise_scores(frame)
     assert len(pairs) == 3 * len(frame)  # three pairs of three candidates
     assert set(pairs["pair"]) == {"gen / x", "gen / y", "x / y"}
     row = frame.iloc[0]
@@ -120,13 +121,13 @@ def test_pairwise_chosen_reasons_agreement(frame):
         pairs[(pairs["id"] == row["id"]) & (pairs["pair"] == "gen / x")]["score"].item()
         == (row["scores"][0][1])
     )
-    chosen = plots.chosen_counts(frame)
+    chosen = tables.chosen_counts(frame)
     assert list(chosen["model"]) == MODELS
     assert chosen["chosen"].sum() == frame["kept"].sum()
-    reasons = plots.consensus_reasons(frame)
+    reasons = tables.consensus_reasons(frame)
     assert reasons["examples"].sum() == len(frame)
     assert reasons.loc[reasons["kept"], "examples"].sum() == frame["kept"].sum()
-    agreement = plots.mean_agreement(frame)
+    agreement = tables.mean_agreement(frame)
     assert agreement.shape == (3, 3) and np.isnan(np.diag(agreement.to_numpy())).all()
     expected = np.mean([s[0][2] for s in frame["scores"]])
     assert agreement.loc["gen", "y"] == pytest.approx(expected)
@@ -169,29 +170,29 @@ def _outputs():
 
 
 def test_stage_counts_and_reasons():
-    counts = plots.stage_counts(_instructions(), _instances(), _outputs())
+    counts = tables.stage_counts(_instructions(), _instances(), _outputs())
     assert counts.loc["1 candidate instructions", "total"] == 6
     assert counts.loc["1 accepted instructions", "A"] == 1
     assert counts.loc["2 valid instances"].to_dict() == {"A": 1, "B": 1, "total": 2}
     assert counts.loc["3 outputs x", "total"] == 2 and counts.loc["3 outputs y", "B"] == 0
-    rej = plots.reason_counts(_instructions(), ok_column="accepted")
+    rej = tables.reason_counts(_instructions(), ok_column="accepted")
     assert "target_reached" not in rej.index  # never judged: not a rejection
     assert rej.loc["keyword:draw", "A"] == 1 and rej.loc["not_novel", "B"] == 1
     assert rej["total"].sum() == 3
-    inv = plots.reason_counts(_instances(), ok_column="valid")
+    inv = tables.reason_counts(_instances(), ok_column="valid")
     assert inv.loc["no_input", "total"] == 1
 
 
 def test_lengths_and_sample():
-    lengths = plots.text_lengths(_instructions(), _instances())
+    lengths = tables.text_lengths(_instructions(), _instances())
     assert set(lengths["field"]) == {"instruction", "input", "output"}
     assert (lengths["field"] == "instruction").sum() == 2  # accepted only
     assert lengths.query("field == 'input'")["words"].tolist() == [3]  # type A only
-    summary = plots.length_summary(lengths)
+    summary = tables.length_summary(lengths)
     assert {"count", "mean", "median", "max"} <= set(summary.columns)
-    sample = plots.sample_rows(_instances(), n=5, seed=1)
+    sample = tables.sample_rows(_instances(), n=5, seed=1)
     assert len(sample) == 2 and sample["id"].is_unique  # only valid instances
-    assert plots.sample_rows(_instances(), n=5, seed=1).equals(sample)
+    assert tables.sample_rows(_instances(), n=5, seed=1).equals(sample)
 
 
 def _assert_figure(fig, tmp_path, name):
@@ -202,18 +203,18 @@ def _assert_figure(fig, tmp_path, name):
 
 
 def test_every_figure_renders(frame, tmp_path):
-    pairs = plots.pairwise_scores(frame)
+    pairs = tables.pairwise_scores(frame)
     figs = {
-        "reasons": plots.plot_consensus_reasons(plots.consensus_reasons(frame)),
+        "reasons": plots.plot_consensus_reasons(tables.consensus_reasons(frame)),
         "pairwise": plots.plot_pairwise(pairs, 0.01),
-        "agreement": plots.plot_agreement_matrix(plots.mean_agreement(frame)),
-        "chosen": plots.plot_chosen(plots.chosen_counts(frame)),
-        "curve": plots.plot_threshold_curve(plots.threshold_curve(frame, [0, 0.1, 0.5]), 0.01),
+        "agreement": plots.plot_agreement_matrix(tables.mean_agreement(frame)),
+        "chosen": plots.plot_chosen(tables.chosen_counts(frame)),
+        "curve": plots.plot_threshold_curve(tables.threshold_curve(frame, [0, 0.1, 0.5]), 0.01),
         "novelty": plots.plot_novelty(_instructions(), 0.7),
         "rejections": plots.plot_reason_bars(
-            plots.reason_counts(_instructions(), ok_column="accepted"), "stage 1"
+            tables.reason_counts(_instructions(), ok_column="accepted"), "stage 1"
         ),
-        "lengths": plots.plot_lengths(plots.text_lengths(_instructions(), _instances())),
+        "lengths": plots.plot_lengths(tables.text_lengths(_instructions(), _instances())),
         "prompt_lengths": plots.plot_prompt_lengths(
             pd.DataFrame(
                 {
@@ -271,16 +272,16 @@ def test_every_figure_renders(frame, tmp_path):
 
 
 def test_figures_accept_empty_frames(tmp_path):
-    empty = plots.ensemble_frame(pd.DataFrame(), pd.DataFrame())
+    empty = tables.ensemble_frame(pd.DataFrame(), pd.DataFrame())
     figs = [
-        plots.plot_consensus_reasons(plots.consensus_reasons(empty)),
-        plots.plot_pairwise(plots.pairwise_scores(empty)),
-        plots.plot_agreement_matrix(plots.mean_agreement(empty)),
-        plots.plot_chosen(plots.chosen_counts(empty)),
-        plots.plot_threshold_curve(plots.threshold_curve(empty, [0.1])),
-        plots.plot_reason_bars(plots.reason_counts(pd.DataFrame(), ok_column="accepted"), "t"),
+        plots.plot_consensus_reasons(tables.consensus_reasons(empty)),
+        plots.plot_pairwise(tables.pairwise_scores(empty)),
+        plots.plot_agreement_matrix(tables.mean_agreement(empty)),
+        plots.plot_chosen(tables.chosen_counts(empty)),
+        plots.plot_threshold_curve(tables.threshold_curve(empty, [0.1])),
+        plots.plot_reason_bars(tables.reason_counts(pd.DataFrame(), ok_column="accepted"), "t"),
         plots.plot_novelty(pd.DataFrame(columns=["task_type", "max_score"])),
-        plots.plot_lengths(plots.text_lengths(pd.DataFrame(), pd.DataFrame())),
+        plots.plot_lengths(tables.text_lengths(pd.DataFrame(), pd.DataFrame())),
         plots.plot_gold_summary(pd.DataFrame(columns=["system", "kept_mean", "all_mean"])),
         plots.plot_benchmark_scores(pd.DataFrame()),
         plots.plot_category_scores(pd.DataFrame()),
@@ -288,11 +289,11 @@ def test_figures_accept_empty_frames(tmp_path):
     ]
     for k, fig in enumerate(figs):
         _assert_figure(fig, tmp_path, f"empty{k}")
-    assert plots.stage_counts(pd.DataFrame(), pd.DataFrame(), pd.DataFrame()).empty
+    assert tables.stage_counts(pd.DataFrame(), pd.DataFrame(), pd.DataFrame()).empty
 
 
 def test_save_table_roundtrip(tmp_path):
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "<script>"]})
-    path = plots.save_table(df, tmp_path / "sub", "t")
+    path = tables.save_table(df, tmp_path / "sub", "t")
     assert path.name == "t.csv"
     assert pd.read_csv(path).equals(df)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from ensemble_instruct_lib.engines.base import DecodingParams
-from ensemble_instruct_lib.engines.ray_data import RayDataBackend, http_payload
+from ensemble_instruct_lib.engines.openai_wire import request_body
+from ensemble_instruct_lib.engines.ray_data import RayDataBackend
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +26,9 @@ SAMPLED_CHAT = DecodingParams(
 )
 
 
-def test_http_payload_matches_openai_backend_fields():
+def test_request_body_fields():
     p = DecodingParams(do_sample=True, top_k=0, seed=2, min_new_tokens=3, stop=("|EoS|",))
-    body = http_payload("m", "hi", p, 5, chat=False)
+    body = request_body("m", "hi", p, 5, chat=False)
     assert body == {
         "model": "m",
         "max_tokens": 256,
@@ -38,7 +39,7 @@ def test_http_payload_matches_openai_backend_fields():
         "min_tokens": 3,
         "stop": ["|EoS|"],
     }
-    chat = http_payload("m", "hi", DecodingParams(), 5, chat=True)
+    chat = request_body("m", "hi", DecodingParams(), 5, chat=True)
     assert chat["messages"] == [{"role": "user", "content": "hi"}] and chat["temperature"] == 0.0
 
 

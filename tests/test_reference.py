@@ -34,7 +34,7 @@ from ensemble_instruct_lib.method.prompts import (
     instruction_prompt,
     pick_instruction_demos,
 )
-from ensemble_instruct_lib.methods.rounds import stage1_path, stage3_path
+from ensemble_instruct_lib.method.run_files import stage1_path, stage3_path
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.pipeline import run
 from ensemble_instruct_lib.testing.fake import fake_backends

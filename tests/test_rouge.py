@@ -10,8 +10,8 @@ import pytest
 from rouge_score import rouge_scorer
 
 from ensemble_instruct_lib import rouge_l
+from ensemble_instruct_lib.method.novelty_index import NoveltyIndex
 from ensemble_instruct_lib.method.rouge import (
-    NoveltyIndex,
     pairwise_rouge_l,
     pairwise_rouge_l_batch,
     rouge_l_many,

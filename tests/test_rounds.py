@@ -12,7 +12,8 @@ from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.method import records
 from ensemble_instruct_lib.method.rouge import rouge_l
-from ensemble_instruct_lib.methods.rounds import GROUP, stage1_path
+from ensemble_instruct_lib.method.run_files import stage1_path
+from ensemble_instruct_lib.methods.rounds import GROUP
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.pipeline import run
 from ensemble_instruct_lib.testing.fake import fake_backends

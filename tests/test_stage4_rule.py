@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble_instruct_lib.analysis import recorded_grids as ab
+from ensemble_instruct_lib.analysis import recorded_matrix as rm
 from ensemble_instruct_lib.method.consensus import (
     REASONS,
     decide,
@@ -22,7 +22,7 @@ from ensemble_instruct_lib.method.consensus import (
     select_consensus,
 )
 from ensemble_instruct_lib.method.selectors import select
-from ensemble_instruct_lib.nb import plots
+from ensemble_instruct_lib.nb import tables
 
 
 def reference_decision(raw, scores, threshold, rule, norm=None):
@@ -56,7 +56,7 @@ def reference_decision(raw, scores, threshold, rule, norm=None):
 
 @pytest.fixture(scope="module")
 def mat():
-    return ab.recorded_matrix()
+    return rm.recorded_matrix()
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_grid_decisions_equal_the_reference_on_every_ordered_triple(mat, norms):
     for order in itertools.permutations(range(len(mat.models)), 3):
         idx = np.asarray(order)
         for rule, threshold in (("sum", 0.01), ("best_pair", 0.2)):
-            d = ab.decide(mat, order, threshold, rule)
+            d = rm.decide(mat, order, threshold, rule)
             for e in range(mat.examples):
                 index, reason = reference_decision(
                     [mat.responses[e][i] for i in order],
@@ -162,7 +162,7 @@ def test_threshold_curve_equals_the_reference_on_every_triple(mat, norms, rule):
         frame = pd.DataFrame(
             {"scores": [s.tolist() for _, s in subs], "candidates": [r for r, _ in subs]}
         )
-        curve = plots.threshold_curve(frame, thresholds, rule).set_index("threshold")
+        curve = tables.threshold_curve(frame, thresholds, rule).set_index("threshold")
         for t in thresholds:
             ref = [
                 reference_decision(r, s, t, rule, [norms[e][i] for i in order])[1]

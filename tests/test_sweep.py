@@ -23,6 +23,7 @@ from ensemble_instruct_lib.runs.sweep import (
     set_dotted,
     write_metrics,
 )
+from ensemble_instruct_lib.testing.fake import fake_backends
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -164,7 +165,7 @@ def test_pipeline_sweep_with_fake_lms(tmp_path):
         tmp_path,
         kind="pipeline",
         seeds=[0, 1],
-        fake_lms=True,
+        backends=fake_backends,
         progress=False,
     )
     assert table["status"].tolist() == ["done"] * 4

@@ -9,9 +9,9 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer
 
 import ensemble_instruct_lib.method._walk_kernel as kernel_mod
-import ensemble_instruct_lib.method.rouge as rouge_mod
+import ensemble_instruct_lib.method.novelty_index as index_mod
 from ensemble_instruct_lib.method._walk_kernel import _WORD, _lcs, _lcs_word, _query_masks
-from ensemble_instruct_lib.method.rouge import NoveltyIndex
+from ensemble_instruct_lib.method.novelty_index import NoveltyIndex
 
 _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
@@ -141,7 +141,7 @@ def test_walk_scores_from_weak_known_scores_equals_brute_force():
         order = order[exact[order] > 0]
         # the k weakest positive scores; or fewer than k known (no k-th best to start from)
         known = order[::-1][: (k, k - 1, 0)[trial % 5 % 3]]
-        keys = [idx._post[c] for c in rouge_mod._keys(q) if c in idx._post]
+        keys = [idx._post[c] for c in index_mod._keys(q) if c in idx._post]
         size = len(idx._vocab) + 0x801
         idx._pm = np.zeros(2 * size, dtype=np.uint64)
         top, sc, n = kernel_mod.walk_scores(
@@ -154,10 +154,10 @@ def test_walk_scores_from_weak_known_scores_equals_brute_force():
             idx._lens,
             idx._tok,
             idx._off,
-            rouge_mod._code_points(q),
+            index_mod._code_points(q),
             0,
             k,
-            rouge_mod._EPS,
+            index_mod._EPS,
         )
         assert top.tolist() == order[:k].tolist(), (trial, len(q), k)
         assert sc.tolist() == exact[order[:k]].tolist()

@@ -9,7 +9,7 @@ import pytest
 
 from ensemble_instruct_lib.data.public import load_seed_tasks
 from ensemble_instruct_lib.method.consensus import select_consensus
-from ensemble_instruct_lib.nb import plots, widgets
+from ensemble_instruct_lib.nb import tables, widgets
 
 EVIL = "<script>alert('x')</script>"
 MODELS = ["gen", "x", "y"]
@@ -194,6 +194,6 @@ def test_prompt_explorer_follows_controls(tiny_tokenizer_dir):
 
 
 def test_stepper_on_an_empty_frame():
-    empty = plots.ensemble_frame(pd.DataFrame(), pd.DataFrame())
+    empty = tables.ensemble_frame(pd.DataFrame(), pd.DataFrame())
     insp = widgets.ensemble_inspector(empty.assign(min_score=pd.Series(dtype=float)))
     assert insp.positions == [] and "no example" in insp.html.value

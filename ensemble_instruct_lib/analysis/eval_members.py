@@ -3,7 +3,7 @@ consensus, scored against gold answers (issue 22, item 6).
 
 Every member answers the first `n` gold-labelled tasks (the 252 user-oriented instructions of
 Self-Instruct; optionally the SuperNI test split) with exactly the stage-3 call of
-`runs.pipeline`: the run's prompt set and the member's `prompt_style` (few-shot demos from
+`runs.stage3`: the run's prompt set and the member's `prompt_style` (few-shot demos from
 `instance_demos` with the config's seed), greedy decoding, the stage-3 stop strings, ``chat`` as
 the member says, the answer cut by `parse_output`. Calls go through the kit's backend factory and
 the persistent call cache (``<out>/cache.sqlite``), one model loaded at a time; answers are
@@ -61,17 +61,11 @@ from ..method.parsing import parse_output
 from ..method.prompts import PROMPT_SETS, get_prompt_set, instance_demos
 from ..method.records import is_failed, output_record
 from ..method.rouge import tokenize
-from ..method.selectors import select
-from ..methods.rounds import (
-    RunContext,
-    chunks,
-    generate_checked,
-    load_records,
-    progress_bar,
-)
+from ..method.selectors import parse_selector_entry, select
+from ..methods.rounds import chunks, generate_checked, load_records, progress_bar
 from ..runs.config import ModelSpec, OutputStage, _build, load_config, read_config_mapping
+from ..runs.context import RunContext
 from ..train.evaluate import score_example, user_oriented_items
-from .recorded_grids import parse_selector_entry
 
 #: share of the output's tokens (and `ECHO_INPUT_COVERAGE` of the input's) an in-order copy of the
 #: input must cover for the output to count as an echo

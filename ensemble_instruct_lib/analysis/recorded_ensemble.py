@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.public import PREDICTION_MODELS, load_recorded
+from ..data.public import check_recorded_models, load_recorded
 from ..method.consensus import ConsensusResult, select_consensus
 from ..method.parsing import OUTPUT_STOPS, parse_output
 from ..method.rouge import rouge_l_pairs
@@ -82,7 +82,7 @@ def ensemble_recorded(
     """Consensus over recorded model outputs, with quality against gold.
 
     Args:
-        models: two or more of `data.PREDICTION_MODELS`; the first plays the instance generator.
+        models: two or more of `data.public.PREDICTION_MODELS`; the first plays the instance generator.
         threshold, rule: passed to `select_consensus`.
         stop: "none" uses the responses as recorded (stripped); "method" first cuts each at the
             stage-3 stop markers (a blank line or the end marker), as the pipeline's stage 3 would.
@@ -92,11 +92,7 @@ def ensemble_recorded(
     models = list(models)
     if len(models) < 2:
         raise ValueError(f"choose at least 2 models, got {models}")
-    unknown = [m for m in models if m not in PREDICTION_MODELS]
-    if unknown:
-        raise ValueError(
-            f"unknown recorded models {unknown}; choose from {list(PREDICTION_MODELS)}"
-        )
+    check_recorded_models(models)
     if stop not in STOP_MODES:
         raise ValueError(f"stop must be one of {STOP_MODES}, got {stop!r}")
     examples = load_recorded(models, data_root)

@@ -5,12 +5,12 @@
 and LM calls; `method_comparison`, `novelty_frame` and `verb_noun_runs` compare several runs; the
 grids `method_sweep` (Ensemble-Instruct vs Self-Instruct vs Alpaca prompting on the same backend)
 and `demo_count_sweep` (seed/generated demos in instruction generation) run pipelines through
-`sweep.run_sweep`. Error bars come from `ablations.summarize` over runs x seeds.
+`sweep.run_sweep`. Error bars come from `grid_summary.summarize` over runs x seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def novelty_frame(runs: Any) -> pd.DataFrame:
         Columns run, method, max_score, accepted (candidates rejected before the novelty check
         have no score and are left out).
     """
-    from ..runs.pipeline import load_run
+    from ..runs.run_folder import load_run
 
     parts = []
     for label, path in _run_list(runs):
@@ -80,7 +80,7 @@ def verb_noun_runs(runs: Any) -> pd.DataFrame:
         Columns run, method, instruction, verb, noun.
     """
     from ..method.diversity import verb_noun_frame
-    from ..runs.pipeline import load_run
+    from ..runs.run_folder import load_run
 
     parts = []
     for label, path in _run_list(runs):
@@ -119,10 +119,10 @@ def method_sweep(
     config: str | Path | Mapping[str, Any],
     out_dir: str | Path,
     *,
-    methods: Sequence[str] = ("ensemble_instruct", "self_instruct", "alpaca"),
+    methods: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
     overrides: Mapping[str, Any] | None = None,
-    fake_lms: bool = False,
+    backends: Callable | str | None = None,
     workers: int | None = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -130,22 +130,25 @@ def method_sweep(
 
     Args:
         config: a run-config YAML (or dict) naming the generator and extra models.
+        methods: the methods compared (None: every registered method, `methods.METHODS`).
         overrides: config keys (dotted for nested ones) every run gets.
-        fake_lms: answer with `testing.fake.fake_backends` (tests, demos).
+        backends: a function config -> ready backends by model name, for every run (tests and
+            demos pass `testing.fake.fake_backends`); None builds the config's models.
 
     Returns:
         The `sweep.run_sweep` table: per run, the parameters and `run_metrics`.
     """
+    from ..methods import METHODS
     from ..runs.sweep import run_sweep
 
     return run_sweep(
         config,
-        {"method": list(methods)},
+        {"method": list(METHODS if methods is None else methods)},
         out_dir,
         kind="pipeline",
         base_params=dict(overrides or {}),
         seeds=list(seeds),
-        fake_lms=fake_lms,
+        backends=backends,
         workers=workers,
         progress=progress,
     )
@@ -161,7 +164,7 @@ def demo_count_sweep(
     seeds: Sequence[int] = (0,),
     overrides: Mapping[str, Any] | None = None,
     stages: Sequence[int] = (1,),
-    fake_lms: bool = False,
+    backends: Callable | str | None = None,
     workers: int | None = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -187,7 +190,7 @@ def demo_count_sweep(
         kind="pipeline",
         base_params={"method": "ensemble_instruct", **dict(overrides or {})},
         seeds=list(seeds),
-        fake_lms=fake_lms,
+        backends=backends,
         workers=workers,
         stages=stages,
         progress=progress,

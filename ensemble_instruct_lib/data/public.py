@@ -20,12 +20,12 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, NetworkError
+from ..errors import ConfigError, DataError, NetworkError
 from .jsonl import iter_jsonl
 
 ENV_VAR = "EI_DATA_DIR"
@@ -61,6 +61,19 @@ PREDICTION_MODELS = (
     "davinci-t0-ft",
     "davinci-self-instruct-and-superni-ft",
 )
+
+
+def check_recorded_models(models: Iterable[str]) -> None:
+    """The one check that names are recorded models (`PREDICTION_MODELS`).
+
+    Raises:
+        ConfigError: some are not; the message names them and the known ones.
+    """
+    unknown = [m for m in models if m not in PREDICTION_MODELS]
+    if unknown:
+        raise ConfigError(
+            f"unknown recorded models {unknown}; choose from {list(PREDICTION_MODELS)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -221,8 +234,7 @@ def user_oriented_path(root: str | Path | None = None) -> Path:
 
 
 def predictions_path(model: str, root: str | Path | None = None) -> Path:
-    if model not in PREDICTION_MODELS:
-        raise ValueError(f"unknown recorded model {model!r}; choose from {list(PREDICTION_MODELS)}")
+    check_recorded_models([model])
     return data_path(f"self_instruct/user_oriented_predictions/{model}_predictions.jsonl", root)
 
 

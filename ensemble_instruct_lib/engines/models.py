@@ -164,10 +164,6 @@ def model_cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
     return Path.home() / ".cache" / "ensemble_instruct" / "models"
 
 
-def known_model(name: str) -> KnownModel | None:
-    return KNOWN_MODELS.get(name)
-
-
 def _require_known(name: str) -> KnownModel:
     km = KNOWN_MODELS.get(name)
     if km is None:

@@ -1,10 +1,9 @@
 """Backend for any OpenAI-compatible HTTP server (vLLM, TGI, `transformers serve`, hosted APIs).
 
-Serves METHOD.md stages 1-3 when the LMs run behind a server. Base models get `/v1/completions`
-with the raw prompt; chat models get `/v1/chat/completions` with the prompt as one user message.
-Decoding parameters map onto the request body: greedy is temperature 0; sampling sends temperature
-and top_p, plus vLLM's `top_k` and `min_tokens` as extra fields (the OpenAI API has neither: pass
-`extra_body={"top_k": None}` to drop a field); the seed of sample i is `params.seed + i`.
+Serves METHOD.md stages 1-3 when the LMs run behind a server. The endpoint, request body and
+answer are the wire format of engines/openai_wire.py (shared with `RayDataBackend`'s engine="http"):
+base models get `/v1/completions`, chat models `/v1/chat/completions`; pass
+`extra_body={"top_k": None}` to drop a field the server rejects.
 
 Requests run on a thread pool bounded by `max_concurrency`, spread round-robin over one or more
 base URLs. 429, 408, 5xx, timeouts, dropped connections and malformed JSON are retried with
@@ -37,6 +36,7 @@ import httpx
 
 from .base import Backend, DecodingParams, Generation, cut_generated
 from .isolation import CallFailed, PartialFailure, PromptTooLong
+from .openai_wire import Answer, MalformedResponse, endpoint, read_answer, request_body
 
 #: How servers say a prompt does not fit (vLLM, OpenAI, TGI, llama.cpp, transformers serve).
 TOO_LONG_RE = re.compile(
@@ -182,37 +182,13 @@ class OpenAICompatBackend(Backend):
 
     def endpoint(self, base: str, chat: bool) -> str:
         """The full URL of the completions or chat endpoint under one base URL."""
-        path = "chat/completions" if chat else "completions"
-        return f"{base}/{path}" if base.endswith("/v1") else f"{base}/v1/{path}"
+        return endpoint(base, chat)
 
     def request_body(
         self, prompt: str, params: DecodingParams, sample_index: int, chat: bool
     ) -> dict[str, Any]:
         """The JSON body sent for one prompt."""
-        body: dict[str, Any] = {"model": self.model_id, "max_tokens": params.max_new_tokens}
-        if chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
-        else:
-            body["prompt"] = prompt
-        if params.do_sample:
-            body["temperature"] = params.temperature
-            body["top_p"] = params.top_p
-            if params.top_k > 0:
-                body["top_k"] = params.top_k
-            body["seed"] = params.seed + sample_index
-        else:
-            body["temperature"] = 0.0
-            body["seed"] = params.seed
-        if params.min_new_tokens:
-            body["min_tokens"] = params.min_new_tokens
-        if params.stop:
-            body["stop"] = list(params.stop)
-        for k, v in self.extra_body.items():
-            if v is None:
-                body.pop(k, None)
-            else:
-                body[k] = v
-        return body
+        return request_body(self.model_id, prompt, params, sample_index, chat, self.extra_body)
 
     def _next_start(self) -> int:
         with self._rr_lock:
@@ -224,7 +200,7 @@ class OpenAICompatBackend(Backend):
         window = min(self.backoff_max, self.backoff_base * (2**attempt))
         return random.uniform(0.0, window)
 
-    def _attempt(self, url: str, body: dict[str, Any], chat: bool) -> tuple[dict[str, Any], str]:
+    def _attempt(self, url: str, body: dict[str, Any], chat: bool) -> Answer:
         try:
             resp = self._client.post(url, json=body)
         except httpx.TimeoutException as e:
@@ -252,16 +228,17 @@ class OpenAICompatBackend(Backend):
             raise PromptTooLong(text) if too_long else CallFailed(text, "rejected")
         try:
             data = resp.json()
-            choice = data["choices"][0]
-            text = (choice["message"].get("content") or "") if chat else choice["text"]
-            if not isinstance(text, str):
-                raise TypeError(f"text is {type(text).__name__}")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        except ValueError as e:
             raise _Retryable(
                 f"HTTP 200 with a malformed body ({type(e).__name__}: {e}): {resp.text[:200]!r}",
                 200,
             ) from None
-        return data, text
+        try:
+            return read_answer(data, chat)
+        except MalformedResponse as e:
+            raise _Retryable(
+                f"HTTP 200 with a malformed body ({e}): {resp.text[:200]!r}", 200
+            ) from None
 
     def _one(self, prompt: str, params: DecodingParams, sample_index: int) -> Generation:
         chat = self.chat or params.chat
@@ -274,19 +251,16 @@ class OpenAICompatBackend(Backend):
                 time.sleep(self._backoff(attempt - 1, last.retry_after if last else None))
             url = self.endpoint(self.base_urls[(start + attempt) % len(self.base_urls)], chat)
             try:
-                data, text = self._attempt(url, body, chat)
+                answer = self._attempt(url, body, chat)
             except _Retryable as e:
                 last = e
                 continue
-            choice = data["choices"][0]
-            raw_reason = choice.get("finish_reason")
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-            text = cut_generated(text, params)
+            raw_reason = answer.raw_finish_reason
             return Generation(
-                text=text,
-                finish_reason="length" if raw_reason == "length" else "stop",
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
+                text=cut_generated(answer.text, params),
+                finish_reason=answer.finish_reason,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
                 extra={}
                 if raw_reason in ("stop", "length", None)
                 else {"finish_reason": raw_reason},

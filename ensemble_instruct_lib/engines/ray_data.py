@@ -11,8 +11,8 @@ index, the prompt and its per-request sampling parameters) and runs it through `
   detokenizes itself; on small CPU boxes the extra stages hung); chat prompts are rendered and
   tokenized here with the model's template, exactly as `HFBackend` does.
 - engine="http": `HttpRequestProcessorConfig`, one processor per OpenAI-compatible endpoint
-  (vLLM servers, `transformers serve`, ...), rows spread round-robin over the endpoints, the same
-  request bodies as `OpenAICompatBackend`.
+  (vLLM servers, `transformers serve`, ...), rows spread round-robin over the endpoints, with the
+  request bodies and answer reading of engines/openai_wire.py (as `OpenAICompatBackend`).
 
 Results are sorted back into input order. Ray's vLLM stage does not report a finish reason: it is
 "length" when the engine produced `max_new_tokens` tokens, else "stop" (an EOS on exactly the last
@@ -38,32 +38,10 @@ from functools import partial
 from typing import Any
 
 from .base import Backend, DecodingParams, Generation, cut_generated
+from .openai_wire import MalformedResponse, endpoint, read_answer, request_body
 from .vllm_engine import DEFAULT_CPU_KVCACHE_GIB, sampling_kwargs
 
 ENGINES = ("vllm", "http")
-
-
-def http_payload(
-    model: str, prompt: str, params: DecodingParams, sample_index: int, chat: bool
-) -> dict[str, Any]:
-    """The OpenAI-style request body for one prompt (the fields `OpenAICompatBackend` sends)."""
-    body: dict[str, Any] = {"model": model, "max_tokens": params.max_new_tokens}
-    if chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
-    else:
-        body["prompt"] = prompt
-    if params.do_sample:
-        body.update(temperature=params.temperature, top_p=params.top_p)
-        if params.top_k > 0:
-            body["top_k"] = params.top_k
-        body["seed"] = params.seed + sample_index
-    else:
-        body.update(temperature=0.0, seed=params.seed)
-    if params.min_new_tokens:
-        body["min_tokens"] = params.min_new_tokens
-    if params.stop:
-        body["stop"] = list(params.stop)
-    return body
 
 
 def _vllm_row(row: dict[str, Any], *, chat: bool) -> dict[str, Any]:
@@ -93,18 +71,17 @@ def _http_result(row: dict[str, Any], *, chat: bool) -> dict[str, Any]:
     resp = row.get("http_response") or {}
     out: dict[str, Any] = {"idx": int(row["idx"]), "prompt_tokens": 0, "completion_tokens": 0}
     try:
-        choice = resp["choices"][0]
-        text = (choice["message"].get("content") if chat else choice["text"]) or ""
-        usage = resp.get("usage") or {}
-        out.update(
-            text=text,
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            error="",
-        )
-    except (KeyError, IndexError, TypeError, AttributeError):
+        answer = read_answer(resp, chat)
+    except MalformedResponse:
         out.update(text="", finish_reason="error", error=str(resp)[:500])
+        return out
+    out.update(
+        text=answer.text,
+        finish_reason=answer.finish_reason,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        error="",
+    )
     return out
 
 
@@ -424,18 +401,16 @@ class RayDataBackend(Backend):
 
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         headers = {"Authorization": f"Bearer {key}"} if key else None
-        path = "chat/completions" if chat else "completions"
         shards: list[list[dict[str, Any]]] = [[] for _ in self.endpoints]
         for i, (p, s) in enumerate(zip(prompts, sample_indices, strict=True)):
-            payload = http_payload(self.model_id, p, params, s, chat)
+            payload = request_body(self.model_id, p, params, s, chat)
             shards[i % len(self.endpoints)].append({"idx": i, "payload": payload})
         datasets = []
         for base, items in zip(self.endpoints, shards, strict=True):
             if not items:
                 continue
-            url = f"{base}/{path}" if base.endswith("/v1") else f"{base}/v1/{path}"
             config = HttpRequestProcessorConfig(
-                url=url,
+                url=endpoint(base, chat),
                 headers=headers,
                 concurrency=self.num_replicas,
                 batch_size=self.batch_size,

@@ -1,7 +1,7 @@
 """A backend that replays real recorded LM answers (METHOD.md stage 3, offline).
 
 Self-Instruct published the answers of eight GPT-3-family models to its 252 user-oriented
-instructions (`data.PREDICTION_MODELS`). `RecordedBackend` turns one model's answers into a
+instructions (`data.public.PREDICTION_MODELS`). `RecordedBackend` turns one model's answers into a
 stage-3 "extra LM": every recorded (instruction, input) is rendered with a prompt builder (the
 zero-shot output prompt by default) and the prompt is looked up on each call. The answer is
 stripped of leading whitespace, cut before the first stop string and stripped (as
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data.public import PREDICTION_MODELS, load_predictions, predictions_path, sha256_of
+from ..data.public import load_predictions, predictions_path, sha256_of
 from .base import Backend, DecodingParams, Generation, cut_at_stop
 
 PromptBuilder = Callable[[str, str], str]
@@ -48,8 +48,8 @@ class RecordedBackend(Backend):
     """Answers stage-3 prompts from one recorded model's user-oriented predictions.
 
     Args:
-        model: one of `data.PREDICTION_MODELS` (e.g. "text-davinci-003").
-        data_root: the data folder (default: `$EI_DATA_DIR`, see `data.data_dir`).
+        model: one of `data.public.PREDICTION_MODELS` (e.g. "text-davinci-003").
+        data_root: the data folder (default: `$EI_DATA_DIR`, see `data.public.data_dir`).
         prompt_builder: (instruction, input) -> prompt; must be the builder the pipeline uses for
             its stage-3 prompts (default: the zero-shot output prompt).
     """
@@ -63,12 +63,8 @@ class RecordedBackend(Backend):
         data_root: str | Path | None = None,
         prompt_builder: PromptBuilder | None = None,
     ) -> None:
-        if model not in PREDICTION_MODELS:
-            raise ValueError(
-                f"unknown recorded model {model!r}; choose from {list(PREDICTION_MODELS)}"
-            )
         self.model_id = model
-        self.path = predictions_path(model, data_root)
+        self.path = predictions_path(model, data_root)  # checks the name
         self.revision = sha256_of(self.path)[:12]
         build = prompt_builder or default_prompt_builder()
         self._answers: dict[str, str] = {}
@@ -99,7 +95,7 @@ class RecordedBackend(Backend):
                     f"({prompt[:80]!r}{'...' if len(prompt) > 80 else ''}). It only answers the "
                     f"{len(self._answers)} prompts built by its prompt_builder from the recorded "
                     "user-oriented instructions: build stage-3 prompts from "
-                    "data.load_recorded(...) examples with the same prompt builder, or use a "
+                    "data.public.load_recorded(...) examples with the same prompt builder, or use a "
                     "real backend for new instructions."
                 )
             # Leading whitespace goes first: text-davinci answers open with a blank line, which a

@@ -31,7 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .rouge import NoveltyIndex, tokenize
+from .novelty_index import NoveltyIndex
+from .rouge import tokenize
 
 NGRAM = 13
 ROUGE_L = 0.7

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .rouge import Match, NoveltyIndex
+from .novelty_index import Match, NoveltyIndex
 
 MIN_WORDS = 3  # reject if <= this many words
 MAX_WORDS = 150  # reject if > this many words

@@ -2,7 +2,11 @@
 
 METHOD.md stage 4 keeps the candidate the others agree with most (Rouge-L). This module makes the
 selector a setting, as pure functions of the candidates and, for the model-based selectors, of
-scores computed elsewhere (`runs/selection.py` asks judges and reward models):
+scores computed elsewhere. It is one of the modules about stage-4 selection, each a different
+question: this one decides (the selectors themselves, pure functions, what stage 4 runs);
+`runs/selector_models.py` runs the models some selectors need (LM judges, reward models,
+embedders); the ``analysis/selectors_on_*`` modules compare the selectors on the recorded answers
+against gold (`selectors_on_recorded`) or on a generated run (`selectors_on_run`). The selectors:
 
 - ``sum``: the authors' code rule (largest sum of stemmed Rouge-L against the others), the default;
   identical to `consensus.select_consensus(rule="sum")`.
@@ -141,6 +145,19 @@ def utility_matrix(
     fn = chrf if utility == "chrf" else token_f1
     n = len(norm)
     return np.array([[fn(norm[i], norm[j]) for j in range(n)] for i in range(n)])
+
+
+def parse_selector_entry(entry: str) -> tuple[str, str]:
+    """(selector, utility) of a grid entry "<selector>" or "mbr:<utility>"."""
+    name, _, utility = entry.partition(":")
+    if name not in SELECTORS or (name == "mbr") != bool(utility):
+        raise ValueError(
+            f"selector grid entries are one of {[s for s in SELECTORS if s != 'mbr']} or "
+            f"'mbr:<utility>' with a utility of {list(UTILITIES)}; got {entry!r}"
+        )
+    if utility and utility not in UTILITIES:
+        raise ValueError(f"unknown utility in {entry!r}; choose from {list(UTILITIES)}")
+    return name, utility
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Each entry is a module with ``stage1_instructions(ctx, backend) -> {group: [acce
 versions). Stage 1 of every entry runs in the one round loop of `methods.rounds` (`run_rounds`):
 an entry gives its groups and prompt builders, its response parser and its decoding params. All
 write the same files with the same record fields (``stage1_instructions_<group>.jsonl``,
-``stage2_instances.jsonl``, built by `method.records`), so stages 3-4 (`runs.pipeline`), exports,
+``stage2_instances.jsonl``, built by `method.records`), so stages 3-4 (`runs.stage3`, `runs.stage4`), exports,
 tables and plots work for every method.
 
 - `ensemble_instruct`: the paper's method (METHOD.md): per task type, short uniform prompts; every
@@ -31,7 +31,13 @@ REGISTRY: dict[str, ModuleType] = {
     "self_instruct": self_instruct,
     "alpaca": alpaca,
 }
+#: the method names, in the registry's order: every list of methods (configs, grids, plots) is this
 METHODS = tuple(REGISTRY)
+#: method name -> its ``method_options`` dataclass (a method not named here takes no options)
+OPTIONS: dict[str, type] = {
+    "self_instruct": self_instruct.SelfInstructOptions,
+    "alpaca": alpaca.AlpacaOptions,
+}
 
 
 def get_method(method: str) -> ModuleType:
@@ -40,6 +46,12 @@ def get_method(method: str) -> ModuleType:
         return REGISTRY[method]
     except KeyError:
         raise ConfigError(f"unknown method {method!r}; known: {list(REGISTRY)}") from None
+
+
+def options_class(method: str) -> type | None:
+    """The ``method_options`` dataclass of a registered method, or None when it takes none."""
+    get_method(method)
+    return OPTIONS.get(method)
 
 
 def method_prompt_versions(method: str, prompts: str = "kit") -> dict[str, str]:
@@ -53,4 +65,11 @@ def method_prompt_versions(method: str, prompts: str = "kit") -> dict[str, str]:
     return {**own, **outputs}
 
 
-__all__ = ["METHODS", "REGISTRY", "get_method", "method_prompt_versions"]
+__all__ = [
+    "METHODS",
+    "OPTIONS",
+    "REGISTRY",
+    "get_method",
+    "method_prompt_versions",
+    "options_class",
+]

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.jsonl import JsonlAppender, read_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, Generation
+from ..engines.resumable import load_records, run_batches
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
+from ..method.run_files import STAGE2
+from .context import StageContext
 from .hygiene import hygiene
 from .rounds import (
-    STAGE2,
     Candidate,
-    RunContext,
     baseline_group,
     check_count,
     instruction_params,
@@ -171,7 +171,7 @@ def parse_tasks(raw: str, first_number: int, finish_reason: str = "stop") -> lis
 # the stages
 
 
-def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
+def stage1_instructions(ctx: StageContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Alpaca batch generation of whole tasks; returns {"all": accepted records}."""
     opts = method_options(ctx.config, AlpacaOptions)
 
@@ -191,17 +191,15 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
 
 
 def stage2_instances(
-    ctx: RunContext, backend: Backend, instructions: list[dict[str, Any]]
+    ctx: StageContext, backend: Backend, instructions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Record the instances made in stage 1 in the stage-2 format (no LM call)."""
     path = ctx.out / STAGE2
-    done = read_jsonl(path) if path.exists() else []
-    done_ids = {r["id"] for r in done}
+    done = load_records(path, retry_failed=False)
     screen = hygiene(ctx.config).screen_instance
-    with JsonlAppender(path) as out:
-        for r in instructions:
-            if r["id"] in done_ids:
-                continue
+
+    def step(batch: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        for r in batch:
             output = r.get("output") or ""
             inp = r.get("input") or ""
             rec = instance_record(
@@ -216,8 +214,11 @@ def stage2_instances(
                 finish_reason=r.get("finish_reason"),
                 prompt_version=r.get("prompt_version", VERSIONS["batch"]),
             )
-            out.append(screen(rec))
-            done.append(rec)
+            done.append(screen(rec))
+            yield [rec]
+
+    # one batch and no bar: nothing is asked of an LM
+    run_batches(instructions, step, asked={r["id"] for r in done}, batch_size=None, path=path)
     return done
 
 

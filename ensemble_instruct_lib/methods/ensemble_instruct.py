@@ -13,45 +13,34 @@ stage-1 filter.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..data.jsonl import JsonlAppender
 from ..data.public import SeedTask
 from ..engines.base import Backend, Generation, sampling_params
 from ..engines.isolation import is_failure
+from ..engines.resumable import generate_checked, load_records
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.parsing import parse_instance_verbose, parse_instructions
-from ..method.prompts import END, SET_VERSIONS, Prompt, PromptSet, get_prompt_set, instance_demos
+from ..method.prompts import END, SET_VERSIONS, Prompt, PromptSet, instance_demos
 from ..method.prompts import VERSIONS as _PROMPT_VERSIONS
 from ..method.records import harvested_instance, instance_record
+from ..method.run_files import STAGE2
+from .context import StageContext
 from .hygiene import hygiene
-from .rounds import (
-    STAGE2,
-    Candidate,
-    Group,
-    PromptBuilder,
-    RunContext,
-    chunks,
-    failed_instance,
-    generate_checked,
-    load_records,
-    progress_bar,
-    run_rounds,
-)
+from .rounds import Candidate, Group, PromptBuilder, failed_instance, run_rounds, stage2_batches
 
 #: the prompt versions of this method's stages 1-2
 VERSIONS = {k: _PROMPT_VERSIONS[k] for k in ("instruction", "instance")}
 
 
-def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
+def stage1_instructions(ctx: StageContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Generate instructions per task type until the target or the rounds budget is reached.
 
     Returns:
         Per type, the accepted instruction records in acceptance order.
     """
     cfg, st = ctx.config, ctx.config.instruction
-    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
     groups = [
         Group(
             name=t,
@@ -59,7 +48,7 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
             seeds=ctx.seeds[t],
             rng_key=f"{cfg.seed}-stage1-{t}",
             build_prompt=_instruction_builder(
-                prompt_set, t, st.num_seed_demos.get(t), st.num_generated_demos.get(t)
+                ctx.prompt_set, t, st.num_seed_demos.get(t), st.num_generated_demos.get(t)
             ),
         )
         for t in cfg.task_types
@@ -94,43 +83,42 @@ def _first_item(gen: Generation, prompt: Prompt) -> list[Candidate]:
 
 
 def stage2_instances(
-    ctx: RunContext, backend: Backend, instructions: list[dict[str, Any]]
+    ctx: StageContext, backend: Backend, instructions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Generate and parse one instance per accepted instruction; returns every stage-2 record."""
     cfg, st = ctx.config, ctx.config.instance
-    path = ctx.out / STAGE2
-    done = load_records(path, cfg.retry_failed)
-    done_ids = {r["id"] for r in done}
+    done = load_records(ctx.out / STAGE2, cfg.retry_failed)
     budget = ctx.budget(f"stage 2 ({cfg.generator.name})")
     demos = {
         t: instance_demos(t, ctx.seeds[t], st.num_demos.get(t), cfg.seed) for t in cfg.task_types
     }
     stops = (END, "\n\n") if st.stop_at_blank_line else (END,)
     params = sampling_params(st, stops, cfg.seed)
-    prompt_set = get_prompt_set(cfg.prompts, cfg.data_dir)
-    todo = [r for r in instructions if r["id"] not in done_ids]
     harvest = _Harvester(ctx, instructions, done) if st.harvest_extra_blocks else None
     screen = hygiene(cfg).screen_instance
-    bar = progress_bar(len(instructions), "stage 2: instances", ctx.progress, ctx.generated_tokens)
-    bar.update(len(instructions) - len(todo))
-    valid = sum(r["valid"] for r in done)
-    with JsonlAppender(path) as out:
-        for chunk in chunks(todo, st.batch_size):
-            prompts = [
-                prompt_set.instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
-                for r in chunk
-            ]
-            gens = generate_checked(backend, [p.text for p in prompts], params, budget)
-            for r, p, g in zip(chunk, prompts, gens, strict=True):
-                records = [screen(x) for x in _instance_records(r, p, g, harvest)]
-                out.extend(records)
-                done.extend(records)
-                valid += sum(x["valid"] for x in records)
-                bar.update(1)
-            bar.set_postfix({"valid": valid, "invalid": len(done) - valid}, refresh=False)
-            budget.check()
-    bar.close()
-    budget.check(final=True)
+    valid = [sum(r["valid"] for r in done)]
+
+    def step(chunk: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        prompts = [
+            ctx.prompt_set.instance_prompt(r["instruction"], r["task_type"], demos[r["task_type"]])
+            for r in chunk
+        ]
+        gens = generate_checked(backend, [p.text for p in prompts], params, budget)
+        for r, p, g in zip(chunk, prompts, gens, strict=True):
+            records = [screen(x) for x in _instance_records(r, p, g, harvest)]
+            done.extend(records)
+            valid[0] += sum(x["valid"] for x in records)
+            yield records
+
+    stage2_batches(
+        ctx,
+        instructions,
+        done,
+        step,
+        budget,
+        "stage 2: instances",
+        lambda: {"valid": valid[0], "invalid": len(done) - valid[0]},
+    )
     return done
 
 
@@ -162,7 +150,7 @@ class _Harvester:
     """Turns blocks an LM invented into extra examples, if they pass every stage-1 filter."""
 
     def __init__(
-        self, ctx: RunContext, instructions: list[dict[str, Any]], done: list[dict[str, Any]]
+        self, ctx: StageContext, instructions: list[dict[str, Any]], done: list[dict[str, Any]]
     ) -> None:
         st = ctx.config.instruction
         types = ctx.config.task_types

@@ -10,7 +10,7 @@ degenerate (looping) instances, as verdicts on the stage records (docs/hygiene.m
   ``repeat_share``).
 
 The evaluation sets are read and indexed once per process and settings (`decontaminator`).
-Stage 3 outputs are judged in stage 4 (`runs.pipeline`), where a degenerate member's output
+Stage 3 outputs are judged in stage 4 (`runs.stage4`), where a degenerate member's output
 counts as missing.
 """
 
@@ -20,14 +20,13 @@ import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..data.eval_sets import eval_set
 from ..method.decontaminate import Decontaminator, eval_texts
 from ..method.degenerate import degeneracy, is_degenerate
-
-if TYPE_CHECKING:
-    from ..runs.config import RunConfig
+from ..method.run_files import DROPPED, ENSEMBLED, STAGE2
+from .context import StageConfig
 
 CONTAMINATED = "contaminated"
 DEGENERATE = "degenerate"
@@ -50,7 +49,7 @@ def _build(
     return Decontaminator(texts, ngram=ngram, rouge_l=rouge_l, min_shared=min_shared), tuple(notes)
 
 
-def decontaminator(config: RunConfig) -> tuple[Decontaminator | None, list[str]]:
+def decontaminator(config: StageConfig) -> tuple[Decontaminator | None, list[str]]:
     """The run's `Decontaminator` (None when ``decontaminate.sets`` is empty) and one line per
     set saying what was read; built once per process for the same settings and data."""
     d = config.decontaminate
@@ -71,7 +70,7 @@ def decontaminator(config: RunConfig) -> tuple[Decontaminator | None, list[str]]
 class Hygiene:
     """A run's stage-1 and stage-2 checks, from its config."""
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: StageConfig) -> None:
         self.decontaminator, self.notes = decontaminator(config)
         self.degenerate = config.degenerate
 
@@ -111,13 +110,12 @@ class Hygiene:
         return rec
 
 
-def hygiene_counts(out: Path, config: RunConfig) -> dict[str, Any]:
+def hygiene_counts(out: Path, config: StageConfig) -> dict[str, Any]:
     """What decontamination and the degenerate filter did in a run dir, from its files (the
     manifest's ``hygiene``): the settings and what each set read; stage 1 and 2 contaminated
     records per set (and per kind); stage 2 degenerate instances; stage 3 degenerate outputs per
     member (counted whether or not the filter is on); stage 4 members left out as degenerate."""
     from ..data.jsonl import read_jsonl
-    from .rounds import DROPPED, ENSEMBLED, STAGE2
 
     def read(path: Path) -> list[dict[str, Any]]:
         return read_jsonl(path) if path.exists() else []
@@ -164,7 +162,7 @@ def hygiene_counts(out: Path, config: RunConfig) -> dict[str, Any]:
     }
 
 
-def hygiene(config: RunConfig) -> Hygiene:
+def hygiene(config: StageConfig) -> Hygiene:
     """`Hygiene` for a run's config (the evaluation sets are indexed once per process)."""
     return Hygiene(config)
 

@@ -1,181 +1,49 @@
-"""What every prompting method's stages 1-2 share: the run context, run-dir file names, progress
-bars, chunking, and stage 1's one round loop (`run_rounds`) with its candidate verdict
-(post-filters, then novelty).
+"""What every prompting method's stages 1-2 share: stage 1's one round loop (`run_rounds`) with
+its candidate verdict (post-filters, then novelty), and the record of a stage-2 call that failed.
+Stage 2 runs in the resumable per-item loop of `engines.resumable` (`run_batches`), which stage 3
+and evaluation share. The run itself reaches a method as a `methods.context.StageContext`; the
+run folder's file names are `method.run_files`.
 
 A method (`methods.ensemble_instruct`, `methods.self_instruct`, `methods.alpaca`) supplies only its
 groups (`Group`: a pool of instructions with its target, seeds and prompt builder), its response
 parser and its decoding params; the loop owns the rounds, their determinism, resuming, the
 rounds budget, the progress bar and the end-of-stage message. Records are built by
-`method.records`, so stages 3-4 (`runs.pipeline`), exports, tables and plots work for every method.
+`method.records`, so stages 3-4 (`runs.stage3`, `runs.stage4`), exports, tables and plots work
+for every method.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import SeedTask
-from ..engines.base import (
-    Backend,
-    DecodingParams,
-    Generation,
-    require_chat_template,
-    sampling_params,
-)
-from ..engines.cache import CachedBackend, CallCache
-from ..engines.isolation import FailureBudget, generate_isolated
-from ..engines.ledger import CallLedger
+from ..engines.base import Backend, DecodingParams, Generation, sampling_params
+from ..engines.isolation import FailureBudget
+from ..engines.resumable import chunks as chunks  # re-exported: analysis.eval_members
+from ..engines.resumable import generate_checked as generate_checked
+from ..engines.resumable import load_records as load_records
+from ..engines.resumable import progress_bar as progress_bar
+from ..engines.resumable import run_batches
 from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt
-from ..method.records import candidate_id, instance_record, is_failed, stage1_candidate
+from ..method.records import candidate_id, instance_record, stage1_candidate
+from ..method.run_files import STAGE2, stage1_path
+from .context import StageContext
 from .hygiene import hygiene
 
-if TYPE_CHECKING:
-    from ..runs.config import RunConfig
-
 log = logging.getLogger("ensemble_instruct")
-
-MANIFEST = "manifest.json"
-STAGE2 = "stage2_instances.jsonl"
-ENSEMBLED = "ensembled.jsonl"
-DROPPED = "dropped.jsonl"
-SINGLE = "single_output.jsonl"
-
-
-def stage1_path(out: Path, task_type: str) -> Path:
-    return out / f"stage1_instructions_{task_type}.jsonl"
-
-
-def stage3_path(out: Path, model_name: str) -> Path:
-    return out / f"stage3_outputs_{model_name}.jsonl"
-
-
-def progress_bar(total: int, desc: str, enabled: bool, tokens: Callable[[], int] | None = None):
-    """A tqdm bar (tqdm shows the ETA); with `tokens` (generated tokens so far, e.g.
-    `RunContext.generated_tokens`) its postfix also shows the generated tokens per second since
-    the bar opened."""
-    from tqdm.auto import tqdm
-
-    if tokens is None:
-        return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
-
-    class TokenBar(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            self._tokens, self._t0 = tokens, None
-            super().__init__(
-                total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True
-            )
-            self._n0, self._t0 = tokens(), time.perf_counter()
-            self._extra: dict[str, Any] = {}
-
-        def _tok_s(self) -> dict[str, Any]:
-            elapsed = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
-            n = self._tokens() - self._n0
-            return {"tok/s": f"{n / elapsed:.1f}"} if elapsed > 0 and n > 0 else {}
-
-        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
-            self._extra = {**(ordered_dict or {}), **kwargs}
-            super().set_postfix(self._extra | self._tok_s(), refresh=refresh)
-
-        def update(self, n=1):
-            if not self.disable and self._t0 is not None:
-                super().set_postfix(self._extra | self._tok_s(), refresh=False)
-            return super().update(n)
-
-    return TokenBar()
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-@dataclass
-class RunContext:
-    """What the stages share: config, run dir, seeds, the call cache and the backends."""
-
-    config: RunConfig
-    out: Path
-    seeds: dict[str, list[SeedTask]]
-    cache: CallCache
-    overrides: dict[str, Backend] = field(default_factory=dict)
-    progress: bool = True
-    used: list[CachedBackend] = field(default_factory=list)
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ledger: CallLedger | None = None
-    #: loaded engines kept open for a later spec with the same `backend_spec()` (the generator's
-    #: weights answering again as a stage-3 member: no second load, its KV cache still warm)
-    held: dict[str, Backend] = field(default_factory=dict)
-
-    @staticmethod
-    def engine_key(spec) -> str:
-        """What makes two specs load the same engine: kind, model and options."""
-        return json.dumps(spec.backend_spec(), sort_keys=True, default=str)
-
-    def hold(self, spec, backend: CachedBackend) -> None:
-        """Keep `backend`'s engine open for the next `backend()` of a spec with the same engine."""
-        self.held[self.engine_key(spec)] = backend.inner
-
-    def release_held(self) -> None:
-        """Close engines held for reuse that nobody took."""
-        while self.held:
-            self.held.popitem()[1].close()
-
-    def backend(self, spec) -> CachedBackend:
-        """The cached backend for a model spec (an override given to `run` wins)."""
-        from ..engines.factory import make_backend
-
-        where = getattr(spec, "where", "")
-        inner = (
-            self.overrides.get(spec.name)
-            or self.held.pop(self.engine_key(spec), None)
-            or make_backend(spec.backend_spec(), where=where)
-        )
-        if getattr(spec, "chat", False):
-            field_at = where[: -len(".model")] if where.endswith(".model") else where
-            require_chat_template(inner, f"{field_at}.chat" if field_at else "")
-        cb = CachedBackend(inner, self.cache, ledger=self.ledger, ledger_name=spec.name)
-        self.used.append(cb)
-        self.models[spec.name] = {**inner.describe(), "role": None}
-        return cb
-
-    def cache_stats(self) -> dict[str, int]:
-        return {
-            "hits": sum(b.hits for b in self.used),
-            "misses": sum(b.misses for b in self.used),
-        }
-
-    def generated_tokens(self) -> int:
-        """Completion tokens of the model calls this process made (progress bars' tok/s)."""
-        return self.ledger.live_completion_tokens if self.ledger is not None else 0
-
-    def budget(self, what: str) -> FailureBudget:
-        """The failure budget of one stage and model (`config.max_failed_fraction`)."""
-        return FailureBudget(what, getattr(self.config, "max_failed_fraction", 1.0))
 
 
 # ------------------------------------------------------------------------------------------
 # stages 2-3: calls that may fail one by one
-
-
-def load_records(path: Path, retry_failed: bool) -> list[dict[str, Any]]:
-    """A stage-2/3 file's records; with `retry_failed`, records of calls that failed for good
-    are dropped from the file (rewritten atomically) so their ids are asked again and the file
-    never holds two lines for one id."""
-    records = read_jsonl(path) if path.exists() else []
-    if retry_failed and any(is_failed(r) for r in records):
-        records = [r for r in records if not is_failed(r)]
-        write_jsonl(path, records)
-    return records
 
 
 def failed_instance(
@@ -202,19 +70,30 @@ def failed_instance(
     )
 
 
-def generate_checked(
-    backend: Backend,
-    prompts: Sequence[str],
-    params: DecodingParams,
+def stage2_batches(
+    ctx: StageContext,
+    instructions: Sequence[dict[str, Any]],
+    done: Sequence[dict[str, Any]],
+    step: Callable[[Sequence[dict[str, Any]]], Iterable[Sequence[dict[str, Any]]]],
     budget: FailureBudget,
-    sample_indices: Sequence[int] | None = None,
-) -> list[Generation]:
-    """`engines.isolation.generate_isolated` (a failed call becomes a failure marker), counted
-    in `budget`; the caller writes the records, then calls `budget.check()`, which stops the run
-    when too many calls failed."""
-    gens = generate_isolated(backend, prompts, params, sample_indices)
-    budget.add(gens)
-    return gens
+    desc: str,
+    postfix: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """A method's stage 2 in `engines.resumable.run_batches`: the instructions whose ids are not
+    in `done` (the records on file), in batches of ``instance.batch_size``, into the stage-2 file,
+    under the run's progress bar."""
+    run_batches(
+        instructions,
+        step,
+        asked={r["id"] for r in done},
+        batch_size=ctx.config.instance.batch_size,
+        path=ctx.out / STAGE2,
+        budget=budget,
+        desc=desc,
+        progress=ctx.progress,
+        tokens=ctx.generated_tokens,
+        postfix=postfix,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -326,18 +205,18 @@ def check_count(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def seed_pool(ctx: RunContext) -> list[SeedTask]:
+def seed_pool(ctx: StageContext) -> list[SeedTask]:
     """The seeds a baseline draws from: every seed of the config's task types, in file order."""
     return [s for t in ctx.config.task_types for s in ctx.seeds[t]]
 
 
-def target_count(ctx: RunContext) -> int:
+def target_count(ctx: StageContext) -> int:
     """Accepted instructions a baseline aims for: `num_instructions` per task type, in one pool
     (the same total as an Ensemble-Instruct run of the config)."""
     return ctx.config.num_instructions * len(ctx.config.task_types)
 
 
-def instruction_params(ctx: RunContext, stop: Sequence[str]) -> DecodingParams:
+def instruction_params(ctx: StageContext, stop: Sequence[str]) -> DecodingParams:
     """Stage-1 sampling parameters from ``config.instruction`` with the method's stop strings."""
     return sampling_params(ctx.config.instruction, stop, ctx.config.seed)
 
@@ -388,7 +267,7 @@ class _Pool:
 
 
 def run_rounds(
-    ctx: RunContext,
+    ctx: StageContext,
     backend: Backend,
     groups: Sequence[Group],
     *,
@@ -452,7 +331,7 @@ def run_rounds(
     return {p.group.name: p.accepted for p in pools}
 
 
-def baseline_group(ctx: RunContext, build_prompt: PromptBuilder) -> Group:
+def baseline_group(ctx: StageContext, build_prompt: PromptBuilder) -> Group:
     """The baselines' one pool: every seed of the config's types, `target_count` instructions,
     prompts drawn with ``Random(f"{seed}-{method}-stage1-{round}")``."""
     cfg = ctx.config
@@ -465,7 +344,7 @@ def baseline_group(ctx: RunContext, build_prompt: PromptBuilder) -> Group:
     )
 
 
-def _open_pool(ctx: RunContext, group: Group) -> _Pool:
+def _open_pool(ctx: StageContext, group: Group) -> _Pool:
     """A group's state from its file (a partly written last round is cut off first)."""
     path = stage1_path(ctx.out, group.name)
     records = load_stage1(path)
@@ -480,7 +359,7 @@ def _open_pool(ctx: RunContext, group: Group) -> _Pool:
     )
 
 
-def _novelty_pool(ctx: RunContext, pools: Sequence[_Pool]) -> NoveltyFilter:
+def _novelty_pool(ctx: StageContext, pools: Sequence[_Pool]) -> NoveltyFilter:
     """The novelty filter of every group: its seeds, then what it accepted in earlier runs."""
     st = ctx.config.instruction
     novelty = NoveltyFilter(

@@ -26,32 +26,29 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.jsonl import JsonlAppender
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..engines.isolation import FailureBudget, is_failure
+from ..engines.resumable import generate_checked, load_records
 from ..method.prompts import Prompt, clean_instruction
 from ..method.records import instance_record
+from ..method.run_files import STAGE2
+from .context import StageContext
 from .hygiene import hygiene
 from .rounds import (
-    STAGE2,
     Candidate,
-    RunContext,
     baseline_group,
     check_count,
-    chunks,
     failed_instance,
-    generate_checked,
     instruction_params,
-    load_records,
     method_options,
-    progress_bar,
     run_rounds,
     seed_pool,
+    stage2_batches,
 )
 
 VERSIONS = {
@@ -275,7 +272,7 @@ def parse_example(raw: str, output_first: bool) -> tuple[str | None, str | None,
 # the stages
 
 
-def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
+def stage1_instructions(ctx: StageContext, backend: Backend) -> dict[str, list[dict[str, Any]]]:
     """Self-Instruct instruction generation; returns {"all": accepted records}."""
     opts = method_options(ctx.config, SelfInstructOptions)
     n_demos = opts.num_seed_demos + opts.num_generated_demos
@@ -298,14 +295,12 @@ def stage1_instructions(ctx: RunContext, backend: Backend) -> dict[str, list[dic
 
 
 def stage2_instances(
-    ctx: RunContext, backend: Backend, instructions: list[dict[str, Any]]
+    ctx: StageContext, backend: Backend, instructions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Classify each accepted instruction, then generate one instance output- or input-first."""
     cfg, st = ctx.config, ctx.config.instance
     opts = method_options(cfg, SelfInstructOptions)
-    path = ctx.out / STAGE2
-    done = load_records(path, cfg.retry_failed)
-    done_ids = {r["id"] for r in done}
+    done = load_records(ctx.out / STAGE2, cfg.retry_failed)
     budget = ctx.budget(f"stage 2 ({cfg.generator.name})")
     seeds = seed_pool(ctx)
     classify = _classifier(backend, opts, seeds, cfg.seed, budget)
@@ -317,62 +312,50 @@ def stage2_instances(
     )
     screen = hygiene(cfg).screen_instance
     cls_version = VERSIONS["classification"] if opts.classification == "lm" else None
-    todo = [r for r in instructions if r["id"] not in done_ids]
-    bar = progress_bar(
-        len(instructions),
-        "stage 2: instances (self_instruct)",
-        ctx.progress,
-        ctx.generated_tokens,
-    )
-    bar.update(len(instructions) - len(todo))
-    with JsonlAppender(path) as out:
-        for chunk in chunks(todo, st.batch_size):
-            answers = classify(chunk)
-            texts = [None if a is None or is_failure(a) else a.text for a in answers]
-            flags = [bool(t is not None and parse_classification(t)) for t in texts]
-            # output-first needs classification seeds to show; without any, input-first it is
-            firsts = [f and bool(demos[True]) for f in flags]
-            prompts = [
-                instance_prompt(r["instruction"], demos[o], o)
-                for r, o in zip(chunk, firsts, strict=True)
-            ]
-            # an instruction whose classification call failed for good is not asked further
-            ask = [k for k, a in enumerate(answers) if a is None or not is_failure(a)]
-            got = generate_checked(backend, [prompts[k].text for k in ask], params, budget)
-            gens: dict[int, Generation] = dict(zip(ask, got, strict=True))
-            for k, (r, t, f, o, p) in enumerate(
-                zip(chunk, texts, flags, firsts, prompts, strict=True)
-            ):
-                extra = {
-                    "is_classification": f,
-                    "classification_raw": t,
-                    "classification_version": cls_version,
-                    "instance_format": "output_first" if o else "input_first",
-                }
-                g = gens.get(k) or answers[k]
-                if g is None or is_failure(g):
-                    rec = failed_instance(r, p, g, extra)  # type: ignore[arg-type]
-                else:
-                    inp, output, reason = parse_example(g.text, o)
-                    rec = instance_record(
-                        id=r["id"],
-                        task_type="A" if inp else "B",
-                        instruction=r["instruction"],
-                        valid=output is not None,
-                        reason=reason,
-                        input=inp,
-                        output=output,
-                        raw=g.text,
-                        finish_reason=g.finish_reason,
-                        prompt_version=p.version,
-                        extra=extra,
-                    )
-                out.append(screen(rec))
-                done.append(rec)
-                bar.update(1)
-            budget.check()
-    bar.close()
-    budget.check(final=True)
+
+    def step(chunk: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        answers = classify(chunk)
+        texts = [None if a is None or is_failure(a) else a.text for a in answers]
+        flags = [bool(t is not None and parse_classification(t)) for t in texts]
+        # output-first needs classification seeds to show; without any, input-first it is
+        firsts = [f and bool(demos[True]) for f in flags]
+        prompts = [
+            instance_prompt(r["instruction"], demos[o], o)
+            for r, o in zip(chunk, firsts, strict=True)
+        ]
+        # an instruction whose classification call failed for good is not asked further
+        ask = [k for k, a in enumerate(answers) if a is None or not is_failure(a)]
+        got = generate_checked(backend, [prompts[k].text for k in ask], params, budget)
+        gens: dict[int, Generation] = dict(zip(ask, got, strict=True))
+        for k, (r, t, f, o, p) in enumerate(zip(chunk, texts, flags, firsts, prompts, strict=True)):
+            extra = {
+                "is_classification": f,
+                "classification_raw": t,
+                "classification_version": cls_version,
+                "instance_format": "output_first" if o else "input_first",
+            }
+            g = gens.get(k) or answers[k]
+            if g is None or is_failure(g):
+                rec = failed_instance(r, p, g, extra)  # type: ignore[arg-type]
+            else:
+                inp, output, reason = parse_example(g.text, o)
+                rec = instance_record(
+                    id=r["id"],
+                    task_type="A" if inp else "B",
+                    instruction=r["instruction"],
+                    valid=output is not None,
+                    reason=reason,
+                    input=inp,
+                    output=output,
+                    raw=g.text,
+                    finish_reason=g.finish_reason,
+                    prompt_version=p.version,
+                    extra=extra,
+                )
+            done.append(screen(rec))
+            yield [rec]
+
+    stage2_batches(ctx, instructions, done, step, budget, "stage 2: instances (self_instruct)")
     return done
 
 

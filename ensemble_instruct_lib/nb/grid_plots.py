@@ -1,10 +1,10 @@
-"""Figures for the ablations (notebook 04), as pure functions of `ablations` tables.
+"""Figures for the ablations (notebook 04), as pure functions of the grids' tables.
 
 Every figure is a `matplotlib.figure.Figure` built without pyplot (as in `plots.py`, whose
-`save_figure` writes them). Inputs are the long summaries of `ablations.summarize` (columns
+`save_figure` writes them). Inputs are the long summaries of `grid_summary.summarize` (columns
 *by, metric, mean, std, sem, n): error bars are one standard deviation over the rows of a group
 (subsets x orderings x seeds, or runs x seeds) unless `err="sem"`. Also: the novelty histogram
-per method (`ablations.novelty_frame`) and Self-Instruct's verb-noun rings
+per method (`run_grids.novelty_frame`) and Self-Instruct's verb-noun rings
 (`diversity.top_verb_nouns`).
 """
 
@@ -252,14 +252,17 @@ METHOD_METRICS = (
 def plot_methods(
     summary: pd.DataFrame, metrics: Sequence[str] = METHOD_METRICS, err: str = "std"
 ) -> Figure:
-    """Prompting methods on the same backend: one panel per metric, a bar per method."""
+    """Prompting methods on the same backend: one panel per metric, a bar per method (in the
+    registry's order)."""
+    from ..methods import METHODS
+
     present = [m for m in metrics if not summary.empty and (summary["metric"] == m).any()]
     return plot_bars(
         summary,
         "method",
         present or list(metrics[:1]),
         title="Ensemble-Instruct vs Self-Instruct vs Alpaca prompts (same generator)",
-        order=["ensemble_instruct", "self_instruct", "alpaca"],
+        order=list(METHODS),
         err=err,
     )
 

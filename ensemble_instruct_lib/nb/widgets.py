@@ -420,7 +420,7 @@ def ensemble_inspector(frame: pd.DataFrame) -> Stepper:
     """Step through stage-4 examples, filtered by reason and by lowest pairwise score.
 
     Args:
-        frame: `plots.ensemble_frame` rows (or `notebooks.EnsembleStudy.frame`).
+        frame: `tables.ensemble_frame` rows (or `steps.ensembling.EnsembleStudy.frame`).
     """
     present = [
         r

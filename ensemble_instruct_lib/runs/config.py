@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..data.config_builder import ConfigSource, FieldError, build, check, read_mapping
 from ..engines.base import DecodingParams, sampling_params  # noqa: F401 - re-exported
 from ..errors import ConfigError
 from ..method.prompts import PROMPT_SETS
 
 TASK_TYPES = ("A", "B")
 BACKEND_KINDS = ("hf", "openai", "recorded", "vllm", "ray", "scripted", "llama_cpp")
-METHODS = ("ensemble_instruct", "self_instruct", "alpaca")
 PROMPT_STYLES = ("zero_shot", "few_shot")
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 @dataclass
@@ -60,21 +52,24 @@ class ModelSpec:
     where = "model"
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.kind in BACKEND_KINDS,
             f"model kind must be one of {BACKEND_KINDS}, got {self.kind!r}",
+            "kind",
         )
-        _check(bool(self.model), "model must name a model (hub id, path or served name)")
-        _check(
+        check(bool(self.model), "model must name a model (hub id, path or served name)", "model")
+        check(
             self.prompt_style in PROMPT_STYLES,
             f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}",
+            "prompt_style",
         )
         if not self.name:
             self.name = Path(self.model.rstrip("/")).name or self.model
-        _check(
+        check(
             all(c.isalnum() or c in "-_." for c in self.name),
             f"model name {self.name!r} may only use letters, digits, '-', '_' and '.' "
             "(it becomes part of file names): set `name`",
+            "name",
         )
 
     def backend_spec(self) -> dict[str, Any]:
@@ -112,23 +107,36 @@ class InstructionStage:
     def __post_init__(self) -> None:
         for name in ("num_seed_demos", "num_generated_demos"):
             d = getattr(self, name)
-            _check(
+            check(
                 isinstance(d, dict) and set(d) <= set(TASK_TYPES),
                 f"instruction.{name} must map task types A/B to counts, got {d!r}",
+                name,
             )
-            _check(
+            check(
                 all(isinstance(v, int) and v >= 0 for v in d.values()),
                 f"instruction.{name} counts must be integers >= 0, got {d!r}",
+                name,
             )
-        _check(self.prompts_per_round >= 1, "instruction.prompts_per_round must be >= 1")
-        _check(
-            self.max_rounds is None or self.max_rounds >= 1, "instruction.max_rounds must be >= 1"
+        check(
+            self.prompts_per_round >= 1,
+            "instruction.prompts_per_round must be >= 1",
+            "prompts_per_round",
         )
-        _check(0 < self.novelty_threshold <= 1, "instruction.novelty_threshold must be in (0, 1]")
-        _check(self.max_new_tokens >= 1, "instruction.max_new_tokens must be >= 1")
-        _check(
+        check(
+            self.max_rounds is None or self.max_rounds >= 1,
+            "instruction.max_rounds must be >= 1",
+            "max_rounds",
+        )
+        check(
+            0 < self.novelty_threshold <= 1,
+            "instruction.novelty_threshold must be in (0, 1]",
+            "novelty_threshold",
+        )
+        check(self.max_new_tokens >= 1, "instruction.max_new_tokens must be >= 1", "max_new_tokens")
+        check(
             0 <= self.min_new_tokens <= self.max_new_tokens,
             "instruction.min_new_tokens must be in [0, max_new_tokens]",
+            "min_new_tokens",
         )
 
     def rounds_budget(self, target: int) -> int:
@@ -155,19 +163,22 @@ class InstanceStage:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             isinstance(self.num_demos, dict) and set(self.num_demos) <= set(TASK_TYPES),
             f"instance.num_demos must map task types A/B to counts, got {self.num_demos!r}",
+            "num_demos",
         )
-        _check(
+        check(
             all(isinstance(v, int) and v >= 1 for v in self.num_demos.values()),
             "instance.num_demos counts must be integers >= 1",
+            "num_demos",
         )
-        _check(
+        check(
             0 <= self.min_new_tokens <= self.max_new_tokens,
             "instance.min_new_tokens must be in [0, max_new_tokens]",
+            "min_new_tokens",
         )
-        _check(self.batch_size >= 1, "instance.batch_size must be >= 1")
+        check(self.batch_size >= 1, "instance.batch_size must be >= 1", "batch_size")
 
 
 @dataclass
@@ -187,17 +198,21 @@ class SelfEnsemble:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(bool(self.model), "output.self_ensemble.model must name a model of the config")
-        _check(
+        check(
+            bool(self.model), "output.self_ensemble.model must name a model of the config", "model"
+        )
+        check(
             isinstance(self.samples, int) and self.samples >= 2,
             f"output.self_ensemble.samples must be an integer >= 2, got {self.samples!r}",
+            "samples",
         )
-        _check(
+        check(
             self.temperature > 0,
             f"output.self_ensemble.temperature must be > 0 (sampling), got {self.temperature}",
+            "temperature",
         )
-        _check(0 < self.top_p <= 1, "output.self_ensemble.top_p must be in (0, 1]")
-        _check(self.top_k >= 0, "output.self_ensemble.top_k must be >= 0")
+        check(0 < self.top_p <= 1, "output.self_ensemble.top_p must be in (0, 1]", "top_p")
+        check(self.top_k >= 0, "output.self_ensemble.top_k must be >= 0", "top_k")
 
     def sample_names(self) -> list[str]:
         """The candidates' names in stage-4 records and stage-3 file names."""
@@ -221,17 +236,19 @@ class OutputStage:
     self_ensemble: SelfEnsemble | None = None
 
     def __post_init__(self) -> None:
-        _check(self.max_new_tokens >= 1, "output.max_new_tokens must be >= 1")
-        _check(
+        check(self.max_new_tokens >= 1, "output.max_new_tokens must be >= 1", "max_new_tokens")
+        check(
             isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
             "output.stop must be a list of non-empty strings",
+            "stop",
         )
-        _check(self.batch_size >= 1, "output.batch_size must be >= 1")
+        check(self.batch_size >= 1, "output.batch_size must be >= 1", "batch_size")
         if isinstance(self.self_ensemble, dict):
-            self.self_ensemble = _build(SelfEnsemble, self.self_ensemble, "output.self_ensemble")
-        _check(
+            self.self_ensemble = build(SelfEnsemble, self.self_ensemble)
+        check(
             self.self_ensemble is None or isinstance(self.self_ensemble, SelfEnsemble),
             f"output.self_ensemble must be a mapping or null, got {self.self_ensemble!r}",
+            "self_ensemble",
         )
 
 
@@ -281,46 +298,58 @@ class ConsensusStage:
         from ..method.selectors import SELECTORS, UTILITIES
 
         if self.rule is not None:
-            _check(
+            check(
                 self.rule in RULES,
                 f"consensus.rule is the old name of consensus.selector and takes {list(RULES)}, "
                 f"got {self.rule!r}: set consensus.selector (one of {list(SELECTORS)}) instead",
+                "rule",
             )
-            _check(
+            check(
                 self.selector in ("sum", self.rule),
                 f"consensus.rule={self.rule!r} and consensus.selector={self.selector!r} disagree: "
                 "keep only consensus.selector",
+                "rule",
             )
             self.selector = self.rule
-        _check(
+        check(
             self.selector in SELECTORS,
             f"consensus.selector must be one of {list(SELECTORS)}, got {self.selector!r}",
+            "selector",
         )
         self.rule = self.selector if self.selector in RULES else None
-        _check(
+        check(
             self.utility in UTILITIES,
             f"consensus.utility must be one of {list(UTILITIES)}, got {self.utility!r}",
+            "utility",
         )
-        _check(
+        check(
             not (self.selector == "mbr" and self.utility == "embedding")
             or bool(self.embedding_model),
             "consensus.utility embedding needs consensus.embedding_model (an encoder's hub id or "
             "folder)",
+            "embedding_model",
         )
-        _check(
+        check(
             self.selector != "judge" or bool(self.judges),
             "consensus.selector judge needs consensus.judges: a list of model specs",
+            "judges",
         )
-        _check(
+        check(
             self.selector != "reward" or bool(self.reward_model),
             "consensus.selector reward needs consensus.reward_model (a sequence-classification "
             "model's hub id or folder)",
+            "reward_model",
         )
-        _check(self.judge_max_new_tokens >= 1, "consensus.judge_max_new_tokens must be >= 1")
-        _check(
+        check(
+            self.judge_max_new_tokens >= 1,
+            "consensus.judge_max_new_tokens must be >= 1",
+            "judge_max_new_tokens",
+        )
+        check(
             self.judge_scoring in JUDGE_SCORING,
             f"consensus.judge_scoring must be one of {list(JUDGE_SCORING)}, "
             f"got {self.judge_scoring!r}",
+            "judge_scoring",
         )
 
 
@@ -349,18 +378,23 @@ class Decontaminate:
     rouge_l: float = 0.7
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             isinstance(self.sets, list) and all(s in EVAL_SETS for s in self.sets),
             f"decontaminate.sets must be a list of {list(EVAL_SETS)} ([] turns it off), "
             f"got {self.sets!r}",
+            "sets",
         )
-        _check(len(set(self.sets)) == len(self.sets), "decontaminate.sets names a set twice")
-        _check(self.ngram >= 1, f"decontaminate.ngram must be >= 1, got {self.ngram}")
-        _check(
-            self.min_shared >= 1, f"decontaminate.min_shared must be >= 1, got {self.min_shared}"
+        check(len(set(self.sets)) == len(self.sets), "decontaminate.sets names a set twice", "sets")
+        check(self.ngram >= 1, f"decontaminate.ngram must be >= 1, got {self.ngram}", "ngram")
+        check(
+            self.min_shared >= 1,
+            f"decontaminate.min_shared must be >= 1, got {self.min_shared}",
+            "min_shared",
         )
-        _check(
-            0 < self.rouge_l <= 1, f"decontaminate.rouge_l must be in (0, 1], got {self.rouge_l}"
+        check(
+            0 < self.rouge_l <= 1,
+            f"decontaminate.rouge_l must be in (0, 1], got {self.rouge_l}",
+            "rouge_l",
         )
 
 
@@ -382,9 +416,11 @@ class Degenerate:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        _check(self.ngram >= 1, f"degenerate.ngram must be >= 1, got {self.ngram}")
-        _check(
-            0 < self.threshold <= 1, f"degenerate.threshold must be in (0, 1], got {self.threshold}"
+        check(self.ngram >= 1, f"degenerate.ngram must be >= 1, got {self.ngram}", "ngram")
+        check(
+            0 < self.threshold <= 1,
+            f"degenerate.threshold must be in (0, 1], got {self.threshold}",
+            "threshold",
         )
 
 
@@ -439,111 +475,73 @@ class RunConfig:
     degenerate: Degenerate = field(default_factory=Degenerate)
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             0.0 <= self.max_failed_fraction <= 1.0,
             f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction!r}",
+            "max_failed_fraction",
         )
-        _check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
-        _check(
+        from ..methods import METHODS  # the registry (loaded here: it imports nltk)
+
+        check(
+            self.method in METHODS,
+            f"method must be one of {METHODS}, got {self.method!r}",
+            "method",
+        )
+        check(
             self.prompts in PROMPT_SETS,
             f"prompts must be one of {list(PROMPT_SETS)}, got {self.prompts!r}",
+            "prompts",
         )
-        _check(self.num_instructions >= 1, "num_instructions must be >= 1")
-        _check(
+        check(self.num_instructions >= 1, "num_instructions must be >= 1", "num_instructions")
+        check(
             bool(self.task_types) and set(self.task_types) <= set(TASK_TYPES),
             f"task_types must be a non-empty subset of {list(TASK_TYPES)}, got {self.task_types!r}",
+            "task_types",
         )
         names = [self.generator.name] + [m.name for m in self.extra_models]
-        _check(
-            len(names) == len(set(names)), f"model names must be distinct, got {names}: set `name`"
+        check(
+            len(names) == len(set(names)),
+            f"model names must be distinct, got {names}: set `name`",
+            "extra_models",
         )
         se = self.output.self_ensemble
-        _check(
+        check(
             se is None or se.model in names,
             f"output.self_ensemble.model must be one of the config's models {names}, "
             f"got {se.model if se else None!r}",
+            "output.self_ensemble.model",
         )
         self.locate_models()
 
-    def locate_models(self, source: str = "") -> None:
-        """Tell each ModelSpec which file and field its `model` came from (for its errors)."""
-        prefix = f"{source}: " if source else ""
-        self.generator.where = f"{prefix}generator.model"
-        for i, m in enumerate(self.extra_models):
-            m.where = f"{prefix}extra_models[{i}].model"
+    def locate_models(self, source: str | ConfigSource = "") -> None:
+        """Tell each ModelSpec which file, line and field its `model` came from (for its
+        errors)."""
+        if isinstance(source, str):
+            source = ConfigSource(source)
+        fields = ["generator.model"] + [
+            f"extra_models[{i}].model" for i in range(len(self.extra_models))
+        ]
+        for spec, name in zip([self.generator, *self.extra_models], fields, strict=True):
+            spec.where = str(source.locate(FieldError(name, name)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and checking simple types."""
-    if dataclasses.is_dataclass(data):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where or 'config'}: unknown key(s) {unknown}; allowed: {sorted(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        sub = f"{where}.{key}" if where else key
-        hint = hints[key]
-        origin = typing.get_origin(hint)
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value, sub)
-        elif origin is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
-            if not isinstance(value, list):
-                raise ConfigError(f"{sub}: expected a list, got {type(value).__name__}")
-            inner = typing.get_args(hint)[0]
-            value = [_build(inner, v, f"{sub}[{i}]") for i, v in enumerate(value)]
-        else:
-            value = _coerce(hint, value, sub)
-        kwargs[key] = value
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{where or 'config'}: missing required key(s) {missing}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where or 'config'}: {e}") from None
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    simple = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", ())):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint in simple:
-        ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not ok:
-            raise ConfigError(f"{where}: expected {simple[hint]}, got {value!r}")
-    return value
+def _build(cls: type, data: Any, where: str = "") -> Any:
+    """`cls` from a mapping given in code (`data.config_builder.build`, no file)."""
+    return build(cls, data)
 
 
 def _check_method_options(cfg: RunConfig) -> None:
     """Validate `method_options` now (the method would only at its stage 1), so the error names
     the config file; a method without options takes none."""
-    from ..methods import alpaca, self_instruct
+    from ..methods import options_class
     from ..methods.rounds import method_options
 
-    classes = {"self_instruct": self_instruct.SelfInstructOptions, "alpaca": alpaca.AlpacaOptions}
-    if cfg.method in classes:
-        method_options(cfg, classes[cfg.method])
+    cls = options_class(cfg.method)
+    if cls is not None:
+        method_options(cfg, cls)
     elif cfg.method_options:
         raise ConfigError(
             f"method_options: method {cfg.method!r} takes no options, got "
@@ -551,41 +549,13 @@ def _check_method_options(cfg: RunConfig) -> None:
         )
 
 
-def _yaml_error(path: Path, e: Exception) -> str:
-    """One line for a YAML syntax error: file, line, column, what is wrong."""
-    mark = getattr(e, "problem_mark", None)
-    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-    problem = " ".join(str(getattr(e, "problem", None) or e).split())
-    context = getattr(e, "context", None)
-    what = f"{' '.join(str(context).split())}: {problem}" if context else problem
-    return f"{where}: not valid YAML ({what}); fix the syntax there (quote values with ':' or '#')"
-
-
 def read_config_mapping(
     source: str | Path | dict[str, Any], keys_hint: str, example: str
 ) -> tuple[dict[str, Any], str]:
-    """A config's top-level mapping and where it came from ("" for a dict), from a YAML file or
-    a dict (copied).
-
-    Raises:
-        ConfigError: the file is missing, is not valid YAML (file, line, column) or its top level
-            is not a mapping (naming `keys_hint` and the `example` file to look at).
-    """
-    if isinstance(source, dict):
-        return dict(source), ""
-    path = Path(source)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(_yaml_error(path, e)) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: the top level must be a mapping of config keys ({keys_hint}), got a "
-            f"{type(data).__name__}; see {example}"
-        )
-    return data, str(path)
+    """A config's top-level mapping and its file ("" for a dict): `config_builder.read_mapping`
+    without the key lines."""
+    data, where = read_mapping(source, keys_hint, example)
+    return data, where.file
 
 
 def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:
@@ -594,14 +564,14 @@ def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunCon
     Raises:
         ConfigError: naming the file and the key for unknown keys and bad values.
     """
-    data, where = read_config_mapping(
-        source, "name: ..., generator: ...", "configs/quickstart.yaml"
-    )
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    data, where = read_mapping(source, "name: ..., generator: ...", "configs/quickstart.yaml")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
+    where = where.without(given)
+    cfg = build(RunConfig, data, where)
     try:
-        cfg = _build(RunConfig, data, "")
         _check_method_options(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+        raise where.locate(FieldError("method_options", str(e))) from None
     cfg.locate_models(where)
     return cfg

@@ -47,7 +47,7 @@ from ..engines.base import Backend, DecodingParams, Generation, greedy_params, s
 from ..engines.ledger import read_ledger
 from ..errors import ConfigError
 from ..method.prompts import END, get_prompt_set, instance_demos
-from ..methods.rounds import MANIFEST
+from ..method.run_files import MANIFEST
 from .config import ModelSpec, RunConfig
 
 #: stage-1 accepted instructions per call when no previous run says otherwise (Ensemble-Instruct's
@@ -206,7 +206,7 @@ def shapes(
     config: RunConfig, seeds: Mapping[str, Sequence[SeedTask]], a: Assumptions
 ) -> list[Shape]:
     """Every stage's expected calls per model, with sample prompts built by the prompt set."""
-    from .pipeline import stage3_models
+    from .stage3 import stage3_models
 
     if config.method != "ensemble_instruct":
         raise ConfigError(
@@ -438,9 +438,9 @@ def estimate(
             calibrated.
     """
     from ..engines.factory import make_backend
-    from .pipeline import _load_seeds
+    from .pipeline import load_seeds
 
-    _, seeds = _load_seeds(config)
+    _, seeds = load_seeds(config)
     a = measured_assumptions(config, previous)
     plan = shapes(config, seeds, a)
     rows = read_ledger(previous) if previous is not None else []

@@ -49,7 +49,7 @@ def run_metrics(run_dir: str | Path) -> dict[str, Any]:
     rejections are split into parse ("truncated", "no_output", ...), post-filter and novelty.
     """
     from ..method.diversity import diversity_summary
-    from .pipeline import load_run
+    from .run_folder import load_run
 
     t = load_run(run_dir)
     cfg = t.manifest["config"]

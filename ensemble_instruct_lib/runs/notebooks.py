@@ -4,8 +4,8 @@
 and executes it with papermill into ``<out_dir>/NN_name.ipynb``, in a kernel that runs this very
 interpreter; `list_notebooks` names the notebooks; `lint_notebook` checks the house rules (one
 literal-only ``parameters`` cell, no def/class/for/while) for `scripts/check_notebooks.py`. What
-each notebook does lives in `steps/` (one module per notebook); figures in `plots.py`, widgets in
-`widgets.py`.
+each notebook does lives in `nb/steps/` (one module per notebook); tables in `nb/tables.py`,
+figures in `nb/plots.py` and `nb/grid_plots.py`, widgets in `nb/widgets.py`.
 
 The command line is ``python -m ensemble_instruct_lib notebook NAME OUT_DIR -p KEY=VALUE`` (``cli.py``).
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..data.jsonl import read_jsonl
 from ..engines.ledger import format_ledger, read_ledger, summarize
 from ..errors import ConfigError
-from ..methods.rounds import DROPPED, ENSEMBLED, MANIFEST
+from ..method.run_files import DROPPED, ENSEMBLED, MANIFEST
 
 
 def _clip(text: str | None, limit: int) -> str:

@@ -11,7 +11,8 @@ status, its error if it failed, and its metrics. The table is saved as ``sweep.c
   ``metrics.json`` the notebook wrote into its ``out_dir`` (`write_metrics`), if any.
 - kind="pipeline": `config.load_config(target)` with the point's parameters as overrides (dotted
   keys reach nested fields: ``instruction.num_generated_demos.A``), `pipeline.run` into the
-  point's folder (fake LMs with `fake_lms=True`); metrics are `metrics.run_metrics`.
+  point's folder (with `backends=`, a function config -> ready backends by model name, called
+  per point: tests and demos pass fake LMs); metrics are `metrics.run_metrics`.
 - kind="function": a callable or ``"module:function"`` called with the point's parameters (and
   ``out_dir=`` when it takes one); it returns a mapping (one row), a DataFrame (its rows) or None
   (then its ``metrics.json`` is read).
@@ -22,7 +23,7 @@ A failing point is not fatal: it becomes a row with ``status="failed"`` and the 
 traceback goes to ``<slug>/error.txt``, and the next sweep runs it again.
 
 The command line is ``python -m ensemble_instruct_lib sweep KIND TARGET --out DIR --grid K='[..]'``
-(``cli.py``). Not here: deciding what to sweep (`ablations.py` builds the grids) and plotting.
+(``cli.py``). Not here: deciding what to sweep (`analysis/run_grids.py` builds the grids) and plotting.
 """
 
 from __future__ import annotations
@@ -183,11 +184,7 @@ def _execute(spec: dict[str, Any]) -> list[dict[str, Any]]:
         from .pipeline import run
 
         cfg = _pipeline_config(target, params)
-        backends = None
-        if spec.get("fake_lms"):
-            from ..testing.fake import fake_backends
-
-            backends = fake_backends(cfg)
+        backends = _resolve_function(spec["backends"])(cfg) if spec.get("backends") else None
         run(cfg, point_dir, backends=backends, progress=False, stages=tuple(spec["stages"]))
         metrics = run_metrics(point_dir)
         write_metrics(point_dir, metrics)
@@ -312,7 +309,7 @@ def run_sweep(
     workers: int | None = 1,
     seeds: Sequence[int] | None = None,
     seed_param: str = "seed",
-    fake_lms: bool = False,
+    backends: Callable | str | None = None,
     stages: Sequence[int] = (1, 2, 3, 4),
     notebook_options: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -332,7 +329,10 @@ def run_sweep(
             script calling `run_sweep` with workers > 1 needs the ``if __name__ == "__main__":``
             guard, as every multiprocessing program does.
         seeds: run every point once per seed, passed as `seed_param`.
-        fake_lms: pipeline only: answer with `testing.fake.fake_backends` instead of the models.
+        backends: pipeline only: a function (or its ``"module:function"``) from a point's
+            `RunConfig` to ready backends by model name, used instead of building the config's
+            models (tests and demos pass `testing.fake.fake_backends`); with workers > 1 it
+            must be importable.
         stages: pipeline only: the stages to run.
         notebook_options: notebook only: keyword arguments for `run_notebook` (e.g. timeout).
         progress: print a line per finished point.
@@ -352,7 +352,7 @@ def run_sweep(
     if kind != "function" and not isinstance(target, Mapping):
         target = str(target)
     options = {
-        "fake_lms": fake_lms,
+        "backends": _qualname(backends) if callable(backends) else backends,
         "stages": list(stages),
         "notebook_options": dict(notebook_options or {}),
     }
@@ -400,7 +400,7 @@ def _point_specs(
     options: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
     """One spec per point for `run_point`: the point's parameters over `base`, its slug and
-    folder, and the run options (fake_lms, stages, notebook_options)."""
+    folder, and the run options (backends, stages, notebook_options)."""
     specs = []
     for p in points:
         slug = point_slug(p)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import string
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,12 @@ import pandas as pd
 
 from ..data.eval_items import EvalItem
 from ..data.eval_sets import user_oriented_items as _user_oriented_items
-from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import PREDICTION_MODELS, load_predictions, user_oriented_path
 from ..engines.base import Backend, DecodingParams
-from ..engines.isolation import FailureBudget, generate_isolated, is_failure
+from ..engines.isolation import FailureBudget, is_failure
+from ..engines.resumable import generate_checked, load_records, run_batches
 from ..errors import DataError
+from ..method.records import is_failed
 from ..method.rouge import rouge_l
 from .formats import FORMAT_VERSION, STOP_STRINGS, build_prompt
 
@@ -342,70 +343,53 @@ def generate_predictions(
         "max_new_tokens": max_new_tokens,
         "model": model,
     }
-    done: dict[str, str] = {}
-    failed: set[str] = set()
     path = Path(run_dir) / PREDICTIONS_FILE if run_dir is not None else None
-    if path is not None and path.exists():
-        records = read_jsonl(path)
-        for k, rec in enumerate(records, start=1):
-            mismatch = [key for key, v in meta.items() if rec.get(key) != v]
-            if mismatch:
-                raise ValueError(
-                    f"{path}, record {k}: made with {mismatch[0]}={rec.get(mismatch[0])!r}, "
-                    f"this run uses {meta[mismatch[0]]!r}; use a new run_dir for another setting"
-                )
-            if rec.get("status") == "failed":
-                failed.add(str(rec["id"]))
-            else:
-                done[str(rec["id"])] = str(rec["prediction"])
-        if retry_failed and failed:  # drop them from the file: they are asked again below
-            write_jsonl(path, [r for r in records if r.get("status") != "failed"])
-            failed = set()
+
+    def same_setting(k: int, rec: Mapping[str, Any]) -> None:
+        mismatch = [key for key, v in meta.items() if rec.get(key) != v]
+        if mismatch:
+            raise ValueError(
+                f"{path}, record {k}: made with {mismatch[0]}={rec.get(mismatch[0])!r}, "
+                f"this run uses {meta[mismatch[0]]!r}; use a new run_dir for another setting"
+            )
+
+    # with `retry_failed`, failed records are dropped from the file: they are asked again below
+    records = load_records(path, retry_failed, same_setting) if path is not None else []
+    done = {str(r["id"]): str(r["prediction"]) for r in records if not is_failed(r)}
     prompts = {it.id: eval_prompt(it, with_definition=with_definition) for it in items}
+    budget = FailureBudget(f"evaluation ({model['model_id']})", max_failed_fraction)
+
+    def step(ids: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
+        gens = generate_checked(backend, [prompts[i] for i in ids], params, budget)
+        for i, g in zip(ids, gens, strict=True):
+            if is_failure(g):
+                rec = {
+                    "id": i,
+                    "prediction": None,
+                    "status": "failed",
+                    "reason": g.extra.get("reason"),
+                    "error": g.extra.get("error"),
+                }
+            else:
+                done[i] = g.text.strip()
+                rec = {"id": i, "prediction": done[i]}
+            yield [{**rec, **meta}]
+
     # Batches are cut from every item (longest prompts first), not from the ones left to do, so
     # a resumed run puts each remaining item in the batch an uninterrupted run would have: padded
     # batches change greedy text slightly, and a resumed evaluation gives the same answers.
-    order = sorted((it.id for it in items), key=lambda i: -len(prompts[i]))
-    batches = [
-        [i for i in order[start : start + batch_size] if i not in done and i not in failed]
-        for start in range(0, len(order), batch_size)
-    ]
-    batches = [b for b in batches if b]
-    todo = [i for b in batches for i in b]
-    budget = FailureBudget(f"evaluation ({model['model_id']})", max_failed_fraction)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="generating")
-    out = JsonlAppender(path) if path is not None else None
-    try:
-        for ids in batches:
-            gens = generate_isolated(backend, [prompts[i] for i in ids], params)
-            budget.add(gens)
-            for i, g in zip(ids, gens, strict=True):
-                if is_failure(g):
-                    rec = {
-                        "id": i,
-                        "prediction": None,
-                        "status": "failed",
-                        "reason": g.extra.get("reason"),
-                        "error": g.extra.get("error"),
-                    }
-                else:
-                    done[i] = g.text.strip()
-                    rec = {"id": i, "prediction": done[i]}
-                if out is not None:
-                    out.append({**rec, **meta})
-            if bar is not None:
-                bar.update(len(ids))
-            budget.check()
-        budget.check(final=True)
-    finally:
-        if out is not None:
-            out.close()
-        if bar is not None:
-            bar.close()
+    run_batches(
+        sorted((it.id for it in items), key=lambda i: -len(prompts[i])),
+        step,
+        batch_size=batch_size,
+        path=path,
+        budget=budget,
+        asked={str(r["id"]) for r in records},
+        desc="generating",
+        progress=progress,
+        key=str,
+        keep_places=True,
+    )
     return {it.id: done[it.id] for it in items if it.id in done}
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.config_builder import ConfigSource, build, check, coerce, read_mapping
 from ..data.jsonl import read_jsonl, write_json, write_jsonl
 from ..errors import ConfigError, DataError
 from .formats import FORMAT_VERSION, build_example
@@ -126,105 +127,87 @@ class FinetuneConfig:
             v = getattr(self, name)
             if isinstance(v, Path):
                 setattr(self, name, str(v))
-            elif not isinstance(v, str) or not v:
-                raise ConfigError(f"{name} must be a non-empty string, got {v!r}")
+            else:
+                check(
+                    isinstance(v, str) and bool(v),
+                    f"{name} must be a non-empty string, got {v!r}",
+                    name,
+                )
         for name in ("epochs", "learning_rate", "warmup_ratio", "weight_decay", "val_fraction"):
-            setattr(self, name, _as_float(name, getattr(self, name)))
-        self.lora_dropout = _as_float("lora_dropout", self.lora_dropout)
+            setattr(self, name, coerce(float, getattr(self, name), name, number_strings=True))
+        self.lora_dropout = coerce(float, self.lora_dropout, "lora_dropout", number_strings=True)
         for name in ("max_seq_len", "batch_size", "grad_accum", "logging_steps", "save_steps"):
-            if _as_int(name, getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            v = coerce(int, getattr(self, name), name)
+            check(v >= 1, f"{name} must be >= 1, got {v}", name)
         for name in ("lora_r", "lora_alpha"):
-            if _as_int(name, getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+            v = coerce(int, getattr(self, name), name)
+            check(v >= 1, f"{name} must be >= 1, got {v}", name)
         for name in ("max_steps", "split_seed", "seed"):
-            _as_int(name, getattr(self, name))
+            coerce(int, getattr(self, name), name)
         for name in ("eval_steps", "save_total_limit"):
-            v = getattr(self, name)
-            if v is not None and _as_int(name, v) < 1:
-                raise ConfigError(f"{name} must be >= 1 or null, got {v}")
+            v = coerce(int | None, getattr(self, name), name)
+            check(v is None or v >= 1, f"{name} must be >= 1 or null, got {v}", name)
         for name in ("gradient_checkpointing", "merge_lora", "resume", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        _choice("mode", self.mode, MODES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("device", self.device, DEVICES)
-        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"max_steps must be -1 (use epochs) or >= 1, got {self.max_steps}")
-        if self.max_steps == -1 and self.epochs <= 0:
-            raise ConfigError(f"epochs must be > 0 when max_steps is -1, got {self.epochs}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            coerce(bool, getattr(self, name), name)
+        for name, allowed in (
+            ("mode", MODES),
+            ("precision", PRECISIONS),
+            ("device", DEVICES),
+            ("lr_scheduler", SCHEDULERS),
+        ):
+            v = getattr(self, name)
+            check(v in allowed, f"{name} must be one of {list(allowed)}, got {v!r}", name)
+        check(
+            self.max_steps == -1 or self.max_steps >= 1,
+            f"max_steps must be -1 (use epochs) or >= 1, got {self.max_steps}",
+            "max_steps",
+        )
+        check(
+            self.max_steps != -1 or self.epochs > 0,
+            f"epochs must be > 0 when max_steps is -1, got {self.epochs}",
+            "epochs",
+        )
+        check(
+            self.learning_rate > 0,
+            f"learning_rate must be > 0, got {self.learning_rate}",
+            "learning_rate",
+        )
+        for name in ("warmup_ratio", "val_fraction", "lora_dropout"):
+            v = getattr(self, name)
+            check(0 <= v < 1, f"{name} must be in [0, 1), got {v}", name)
+        check(
+            self.weight_decay >= 0,
+            f"weight_decay must be >= 0, got {self.weight_decay}",
+            "weight_decay",
+        )
         t = self.lora_target_modules
         if t is not None:
-            if isinstance(t, str) or not t or not all(isinstance(m, str) and m for m in t):
-                raise ConfigError(
-                    f"lora_target_modules must be a non-empty list of module names or null, "
-                    f"got {t!r}"
-                )
+            check(
+                not isinstance(t, str) and bool(t) and all(isinstance(m, str) and m for m in t),
+                f"lora_target_modules must be a non-empty list of module names or null, got {t!r}",
+                "lora_target_modules",
+            )
             self.lora_target_modules = list(t)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> FinetuneConfig:
-        """Build from a mapping; unknown keys are rejected with the list of known ones."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown finetune config keys {unknown}; known keys: {known}")
-        missing = [k for k in ("model", "data", "run_dir") if k not in values]
-        if missing:
-            raise ConfigError(f"finetune config needs {missing}")
-        return cls(**dict(values))
+    def from_dict(
+        cls, values: Mapping[str, Any], source: ConfigSource | None = None
+    ) -> FinetuneConfig:
+        """Build from a mapping (`config_builder.build`): unknown keys are rejected with the list
+        of known ones; errors name `source`'s file and line when given."""
+        return build(cls, dict(values), source, number_strings=True)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> FinetuneConfig:
-        """Load a YAML mapping (then apply `overrides`); errors name the file."""
-        import yaml
-
-        p = Path(path)
-        try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise DataError(p, f"not valid YAML ({e})") from None
-        if not isinstance(values, dict):
-            raise DataError(p, "expected a mapping of config keys")
-        try:
-            return cls.from_dict({**values, **overrides})
-        except ConfigError as e:
-            raise ConfigError(f"{p}: {e}") from None
+        """Load a YAML mapping (then apply `overrides`); errors name the file, the line and the
+        field."""
+        values, source = read_mapping(
+            path, "model, data, run_dir, ...", "configs/finetune-tiny.yaml"
+        )
+        return cls.from_dict({**values, **overrides}, source.without(overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _as_float(name: str, v: Any) -> float:
-    # YAML 1.1 reads "2e-5" (no dot) as a string: accept numeric strings.
-    if isinstance(v, bool):
-        raise ConfigError(f"{name} must be a number, got {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {v!r}") from None
-
-
-def _as_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{name} must be an integer, got {v!r}")
-    return v
-
-
-def _choice(name: str, v: Any, allowed: Sequence[str]) -> None:
-    if v not in allowed:
-        raise ConfigError(f"{name} must be one of {list(allowed)}, got {v!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Steps of notebook 04 (ablations): its validated config, the pipeline grids it runs, headline
-numbers; the recorded-output ablations live in `ablations.py`, the run-dir ones in
-`method_ablations.py` (re-exported here for the notebook)."""
+numbers; the recorded-output grids live in `analysis/recorded_grids.py` and
+`analysis/selectors_on_recorded.py`, the run-dir ones in `analysis/run_grids.py`, their error bars
+in `analysis/grid_summary.py`."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,25 +14,10 @@ from typing import Any
 import pandas as pd
 
 from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
-from ...analysis.recorded_grids import (  # noqa: F401 - re-exported for the notebook
-    ORDERINGS,
-    RULE_METRICS,
-    RUN_METRICS,
-    SELECTION_RULES,
-    SELECTOR_GRID,
-    SELECTOR_METRICS,
-    SIZE_METRICS,
-    THRESHOLD_METRICS,
-    VANILLA_METRICS,
-)
-from ...analysis.run_grids import (  # noqa: F401 - re-exported for the notebook
-    demo_count_sweep,
-    method_sweep,
-    novelty_frame,
-    verb_noun_runs,
-    verb_noun_tops,
-)
-from ...data.public import PREDICTION_MODELS
+from ...analysis.recorded_grids import ORDERINGS, SELECTION_RULES
+from ...analysis.run_grids import demo_count_sweep, method_sweep
+from ...analysis.selectors_on_recorded import SELECTOR_GRID
+from ...data.public import PREDICTION_MODELS, check_recorded_models
 from ...method.consensus import RULES
 
 # ------------------------------------------------------------------------------------------
@@ -42,6 +29,13 @@ def _check(cond: bool, msg: str) -> None:
 
     if not cond:
         raise ConfigError(msg)
+
+
+def _registered_methods() -> tuple[str, ...]:
+    """The prompting methods of the registry (`methods.METHODS`), loaded on first use."""
+    from ...methods import METHODS
+
+    return METHODS
 
 
 @dataclass
@@ -67,7 +61,6 @@ class AblationsConfig:
         num_instructions: override the config's instructions per type (None: keep).
         max_new_tokens: cap on the new tokens of every stage's calls in the pipeline grids
             (None: the config's), a size knob for quick runs.
-        fake_lms: answer with fake LMs (tests, demos) instead of the config's models.
         seed_demos, generated_demos: the demo-count grid (Ensemble-Instruct stage 1).
         workers: processes for the pipeline grids.
         selectors: the stage-4 selectors compared ("sum", "best_pair", "mbr:<utility>", and
@@ -90,13 +83,10 @@ class AblationsConfig:
     stop: str = "none"
     trio: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     pipeline_config: str | None = None
-    methods: list[str] = field(
-        default_factory=lambda: ["ensemble_instruct", "self_instruct", "alpaca"]
-    )
+    methods: list[str] = field(default_factory=lambda: list(_registered_methods()))
     method_seeds: list[int] = field(default_factory=lambda: [0])
     num_instructions: int | None = None
     max_new_tokens: int | None = None
-    fake_lms: bool = False
     seed_demos: list[int] = field(default_factory=lambda: [10, 20])
     generated_demos: list[int] = field(default_factory=lambda: [0, 2, 4])
     workers: int = 1
@@ -105,8 +95,7 @@ class AblationsConfig:
 
     def __post_init__(self) -> None:
         _check(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir must be a path")
-        unknown = [m for m in self.models if m not in PREDICTION_MODELS]
-        _check(not unknown, f"unknown models {unknown}; choose from {list(PREDICTION_MODELS)}")
+        check_recorded_models(self.models)
         _check(len(set(self.models)) == len(self.models) >= 2, "models: 2 or more, distinct")
         _check(
             bool(self.sizes) and all(2 <= s <= len(self.models) for s in self.sizes),
@@ -145,11 +134,10 @@ class AblationsConfig:
             path = resolve_path(self.pipeline_config)
             _check(path.exists(), f"pipeline_config {self.pipeline_config!r}: no such file")
             self.pipeline_config = str(path)
-        from ...runs.config import METHODS
-
+        known = _registered_methods()
         _check(
-            bool(self.methods) and set(self.methods) <= set(METHODS),
-            f"methods must be among {METHODS}, got {self.methods}",
+            bool(self.methods) and set(self.methods) <= set(known),
+            f"methods must be among {known}, got {self.methods}",
         )
         _check(
             self.num_instructions is None or self.num_instructions >= 1,
@@ -198,7 +186,7 @@ class AblationsConfig:
 
 
 def check_selectors(selectors: list[str], judge_model: Any) -> None:
-    from ...analysis.recorded_grids import parse_selector_entry
+    from ...method.selectors import parse_selector_entry
 
     _check(bool(selectors) and isinstance(selectors, list), "selectors: a non-empty list")
     for entry in selectors:
@@ -231,11 +219,11 @@ def selector_rows(
     model_sets: list[list[str]] | None = None,
     seeds: list[int] | None = None,
 ) -> pd.DataFrame:
-    """The selector grid (`recorded_grids.selector_grid`) of a notebook config with `selectors`,
+    """The selector grid (`selectors_on_recorded.selector_grid`) of a notebook config with `selectors`,
     `judge_model`, `threshold`, `stop` (and, for notebook 04, `models`, `ordering`,
     `max_subsets`, `seeds`); the judge runs only when `judge_model` is set."""
-    from ...analysis.recorded_grids import selector_grid
-    from ...runs.selection import judge_function
+    from ...analysis.selectors_on_recorded import selector_grid
+    from ...runs.selector_models import judge_function
 
     judge_name, judge = (
         judge_function(config.judge_model) if config.judge_model is not None else ("judge", None)
@@ -263,7 +251,7 @@ def selector_rows(
 def selector_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, sem, n of the selector grid's metrics (kept fraction, gold on kept and on all,
     agreement with every other selector) per selector."""
-    from ...analysis.recorded_grids import summarize
+    from ...analysis.grid_summary import summarize
 
     agree = [c for c in rows.columns if c.startswith("agree_")]
     return summarize(rows, ["selector"], ["kept_fraction", "gold_kept", "gold_all", *agree])
@@ -279,9 +267,10 @@ def selector_agreement(rows: pd.DataFrame) -> pd.DataFrame:
     return table.round(3)
 
 
-def method_runs(config: AblationsConfig) -> pd.DataFrame:
+def method_runs(config: AblationsConfig, backends: Callable | None = None) -> pd.DataFrame:
     """Notebook 04's method grid: `method_sweep` into ``<out_dir>/methods`` (an empty table when
-    `config.pipeline_config` is None)."""
+    `config.pipeline_config` is None); `backends` as `method_sweep`'s (the notebook passes fake
+    LMs when asked)."""
     if config.pipeline_config is None:
         return pd.DataFrame(columns=["point", "status", "out_dir", "method", "seed"])
     return method_sweep(
@@ -290,14 +279,14 @@ def method_runs(config: AblationsConfig) -> pd.DataFrame:
         methods=config.methods,
         seeds=config.method_seeds,
         overrides=config.overrides,
-        fake_lms=config.fake_lms,
+        backends=backends,
         workers=config.workers,
     )
 
 
-def demo_runs(config: AblationsConfig) -> pd.DataFrame:
+def demo_runs(config: AblationsConfig, backends: Callable | None = None) -> pd.DataFrame:
     """Notebook 04's demo-count grid: `demo_count_sweep` into ``<out_dir>/demos`` (an empty
-    table when `config.pipeline_config` is None)."""
+    table when `config.pipeline_config` is None); `backends` as in `method_runs`."""
     if config.pipeline_config is None:
         return pd.DataFrame(columns=["point", "status", "out_dir", "seed_demos", "generated_demos"])
     from ...runs.config import load_config
@@ -311,7 +300,7 @@ def demo_runs(config: AblationsConfig) -> pd.DataFrame:
         task_types=types,
         seeds=config.method_seeds,
         overrides=config.overrides,
-        fake_lms=config.fake_lms,
+        backends=backends,
         workers=config.workers,
     )
 
@@ -361,7 +350,4 @@ __all__ = [
     "selector_entries",
     "selector_rows",
     "selector_summary",
-    "novelty_frame",
-    "verb_noun_runs",
-    "verb_noun_tops",
 ]

@@ -141,14 +141,12 @@ class GenerationConfig(NotebookConfig):
         config_path: a run-config YAML (relative paths: from the repository root).
         overrides: top-level `RunConfig` keys replacing the file's.
         run_dir: the pipeline's run dir (None: ``<out_dir>/run``).
-        fake_lms: answer with `fake.fake_backends` instead of the config's models (no model).
         sample_size: rows of the sample table.
     """
 
     config_path: str = "configs/offline.yaml"
     overrides: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
-    fake_lms: bool = False
     sample_size: int = 10
     run_config: RunConfig = field(init=False, repr=False)
 
@@ -156,10 +154,6 @@ class GenerationConfig(NotebookConfig):
         super().__post_init__()
         _check(
             isinstance(self.overrides, dict), f"overrides must be a dict, got {self.overrides!r}"
-        )
-        _check(
-            isinstance(self.fake_lms, bool),
-            f"fake_lms must be True or False, got {self.fake_lms!r}",
         )
         _optional_count("sample_size", self.sample_size, 1)
         path = resolve_path(self.config_path)

@@ -26,7 +26,7 @@ class EnsembleStudy:
     """Stage 4 over one set of examples, ready to plot.
 
     Attributes:
-        frame: one row per example (see `plots.ensemble_frame`), with gold columns
+        frame: one row per example (see `tables.ensemble_frame`), with gold columns
             ``gold:<system>`` when the source has gold outputs.
         models: the members in candidate order.
         threshold, rule: the consensus settings used.
@@ -98,34 +98,34 @@ def report_run(study: EnsembleStudy | None, config: EnsemblingConfig) -> None:
     over `config.thresholds`). Nothing when `study` is None."""
     from IPython.display import display
 
-    from .. import plots
+    from .. import plots, tables
 
     if study is None:
         return
     out_path = config.out_path
-    plots.save_table(example_table(study), out_path, "run_examples")
+    tables.save_table(example_table(study), out_path, "run_examples")
     display(study.settings())
-    reasons = plots.consensus_reasons(study.frame)
-    plots.save_table(reasons, out_path, "run_reasons")
+    reasons = tables.consensus_reasons(study.frame)
+    tables.save_table(reasons, out_path, "run_reasons")
     display(reasons)
     figures = {"run_reasons": plots.plot_consensus_reasons(reasons)}
-    pairs = plots.pairwise_scores(study.frame)
-    plots.save_table(pairs, out_path, "run_pairwise")
+    pairs = tables.pairwise_scores(study.frame)
+    tables.save_table(pairs, out_path, "run_pairwise")
     figures["run_pairwise"] = plots.plot_pairwise(pairs, study.threshold)
     pair_table = member_pairs(study)
-    plots.save_table(pair_table, out_path, "run_pair_agreement")
+    tables.save_table(pair_table, out_path, "run_pair_agreement")
     display(pair_table)
     figures["run_agreement_matrix"] = plots.plot_pair_agreement(pair_table, study.threshold)
-    chosen = plots.chosen_counts(study.frame)
-    plots.save_table(chosen, out_path, "run_chosen")
+    chosen = tables.chosen_counts(study.frame)
+    tables.save_table(chosen, out_path, "run_chosen")
     display(chosen)
     figures["run_chosen"] = plots.plot_chosen(chosen)
     sources = kept_sources(study)
-    plots.save_table(sources, out_path, "run_sources")
+    tables.save_table(sources, out_path, "run_sources")
     display(sources)
     figures["run_sources"] = plots.plot_kept_sources(sources)
-    curve = plots.threshold_curve(study.frame, config.thresholds, study.rule)
-    plots.save_table(curve, out_path, "run_threshold_curve")
+    curve = tables.threshold_curve(study.frame, config.thresholds, study.rule)
+    tables.save_table(curve, out_path, "run_threshold_curve")
     figures["run_threshold_curve"] = plots.plot_threshold_curve(curve, study.threshold)
     for name, fig in figures.items():
         plots.save_figure(fig, out_path, name)
@@ -134,19 +134,21 @@ def report_run(study: EnsembleStudy | None, config: EnsemblingConfig) -> None:
 
 def ensemble_study(config: EnsemblingConfig) -> EnsembleStudy:
     """Stage 4 on a run dir (re-run with the config's threshold/rule) or on recorded outputs."""
-    from ..plots import ensemble_frame
+    from ..tables import ensemble_frame
 
     if config.run_dir is not None:
-        from ...runs import pipeline
         from ...runs.config import load_config
+        from ...runs.run_folder import load_run
+        from ...runs.stage3 import candidate_names
+        from ...runs.stage4 import run_stage4
 
         run = resolve_path(config.run_dir)
-        pipeline.run_stage4(run, threshold=config.threshold, rule=config.rule)
-        tables = pipeline.load_run(run)
+        run_stage4(run, threshold=config.threshold, rule=config.rule)
+        tables = load_run(run)
         frame = ensemble_frame(tables.ensembled, tables.dropped)
         cfg = tables.manifest["config"]
         run_config = load_config(cfg)
-        models = pipeline.candidate_names(run_config)
+        models = candidate_names(run_config)
         threshold = cfg["consensus"]["threshold"] if config.threshold is None else config.threshold
         return EnsembleStudy(
             frame,
@@ -205,18 +207,18 @@ def example_table(study: EnsembleStudy) -> pd.DataFrame:
 
 def kept_sources(study: EnsembleStudy) -> pd.DataFrame:
     """Which member each kept output came from (the generator's stage-2 output or an extra
-    model's), split by exact_match / consensus: `plots.kept_sources` over the study's members."""
-    from .. import plots
+    model's), split by exact_match / consensus: `tables.kept_sources` over the study's members."""
+    from .. import tables
 
-    return plots.kept_sources(study.frame, study.models, generator_first=study.generator_first)
+    return tables.kept_sources(study.frame, study.models, generator_first=study.generator_first)
 
 
 def member_pairs(study: EnsembleStudy) -> pd.DataFrame:
     """Mean pairwise Rouge-L and share of examples above the study's threshold for every pair
-    of members, over kept and dropped examples: `plots.pair_agreement`."""
-    from .. import plots
+    of members, over kept and dropped examples: `tables.pair_agreement`."""
+    from .. import tables
 
-    return plots.pair_agreement(study.frame, study.threshold, study.models)
+    return tables.pair_agreement(study.frame, study.threshold, study.models)
 
 
 def gold_table(study: EnsembleStudy) -> pd.DataFrame:
@@ -225,9 +227,6 @@ def gold_table(study: EnsembleStudy) -> pd.DataFrame:
     if study.gold is None:
         return pd.DataFrame(columns=["system", "kept_mean", "all_mean", "kept", "examples"])
     return study.gold
-
-
-SELECTOR_COLUMNS = ["selector", "order", "kept_fraction", "gold_kept", "gold_all"]
 
 
 def selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
@@ -249,11 +248,11 @@ def run_selector_comparison(config: EnsemblingConfig) -> pd.DataFrame:
     """The stage-4 selectors (`config.selectors`, plus the run's judges or reward model when
     it configures them) on the generated run in `config.run_dir`, with `config.threshold` (None:
     the run's): kept fraction, examples and ``agree_<selector>`` (same keep decision and same
-    candidate), from `analysis.run_selectors.run_selector_table`; the run's stage-4 files are
+    candidate), from `analysis.selectors_on_run.run_selector_table`; the run's stage-4 files are
     left as they are. No gold: a generated run has none. An empty table without a run."""
     if missing_run_message(config) is not None:
         return pd.DataFrame(columns=RUN_SELECTOR_COLUMNS)
-    from ...analysis.run_selectors import run_selector_table
+    from ...analysis.selectors_on_run import run_selector_table
 
     entries = list(dict.fromkeys([*config.selectors, "judge", "reward"]))
     return run_selector_table(resolve_path(config.run_dir), entries, threshold=config.threshold)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ...engines.base import Backend
 from .configs import (
     GenerationConfig,  # noqa: F401 - re-exported for the notebook
     config_table,  # noqa: F401 - re-exported for the notebook
@@ -13,28 +15,31 @@ from .configs import (
 # notebook 02: generation
 
 
-def run_generation(config: GenerationConfig, *, progress: bool = True) -> Any:
-    """Run (or resume) the pipeline into `config.run_path`; return `load_run`.
+def run_generation(
+    config: GenerationConfig,
+    *,
+    backends: Mapping[str, Backend] | None = None,
+    progress: bool = True,
+) -> Any:
+    """Run (or resume) the pipeline into `config.run_path`; return `load_run`. `backends`:
+    ready backends by model name instead of the config's models (the notebook passes fake LMs
+    when asked).
 
     Stages 1-3 are what notebook 02 shows; stage 4 and the export run too (when the config has
     extra models), so the run dir holds what notebooks 03 (``ensembled.jsonl``) and 05
     (``alpaca.jsonl``, ``alpaca_single_output.jsonl``) read."""
-    from ...runs import pipeline
+    from ...runs.pipeline import run
+    from ...runs.run_folder import load_run
 
-    backends = None
-    if config.fake_lms:
-        from ...testing.fake import fake_backends
-
-        backends = fake_backends(config.run_config)
-    pipeline.run(
+    run(
         config.run_config,
         config.run_path,
-        backends=backends,
+        backends=dict(backends) if backends is not None else None,
         progress=progress,
         stages=(1, 2, 3, 4),
         export=True,
     )
-    return pipeline.load_run(config.run_path)
+    return load_run(config.run_path)
 
 
 def token_table(tables: Any) -> Any:

@@ -1,9 +1,15 @@
 """Stage-4 selectors compared on a generated run, where there is no gold (issue 15).
 
-`recorded_grids.selector_grid` compares the selectors on the recorded GPT-3-family answers
+One of the modules about stage-4 selection, each a different question: `method/selectors.py` is
+the selectors themselves (pure decisions from candidates and scores), `runs/selector_models.py`
+runs the models some of them need (LM judges, reward models, embedders), and the two
+``analysis/selectors_on_*`` modules compare the selectors without changing anything: on the
+recorded answers against gold (`selectors_on_recorded`), and here on a generated run.
+
+`selectors_on_recorded.selector_grid` compares the selectors on the recorded GPT-3-family answers
 against gold. A generated run has no gold, so this module asks what can still be asked: per
 selector, which examples it keeps and which candidate, how much it keeps, and how often two
-selectors decide alike. Each selector runs through `pipeline.stage4_decisions`, the code stage 4
+selectors decide alike. Each selector runs through `stage4.stage4_decisions`, the code stage 4
 itself runs (same candidates, same missing-member handling, same `selectors.select`), with the
 run's own settings except the selector; the run's stage-4 files are not rewritten.
 
@@ -11,9 +17,9 @@ Entries are the grid's: ``sum``, ``best_pair``, ``mbr:<utility>``, ``judge``, ``
 model-backed ones run only when the run's config (or `consensus`) configures them: ``judge``
 with ``consensus.judges``, ``reward`` with ``consensus.reward_model``, ``mbr:embedding`` with
 ``consensus.embedding_model``; otherwise they are left out of the table. Judge calls go through
-the run's call cache, as `pipeline.run_stage4`'s do.
+the run's call cache, as `stage4.run_stage4`'s do.
 
-Not here: quality against gold (`recorded_grids`), rewriting the run (`pipeline.run_stage4`).
+Not here: quality against gold (`selectors_on_recorded`), rewriting the run (`stage4.run_stage4`).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import pandas as pd
 
 from ..engines.base import Backend
 from ..errors import ConfigError
+from ..method.selectors import parse_selector_entry
 from ..runs.config import RunConfig, load_config
-from ..runs.pipeline import SelectorBackends, candidate_names, stage4_decisions
-from .recorded_grids import parse_selector_entry
+from ..runs.stage3 import candidate_names
+from ..runs.stage4 import SelectorBackends, stage4_decisions
 
 #: every entry; the model-backed ones are left out unless configured
 RUN_SELECTORS = ("sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1", "judge", "reward")

@@ -1,6 +1,9 @@
-"""The model-backed parts of the stage-4 selectors: LM judges, reward models and embedders.
+"""The models behind the stage-4 selectors: LM judges, reward models and embedders.
 
-`method/selectors.py` decides from scores; this module computes them:
+One of the modules about stage-4 selection, each a different question: `method/selectors.py`
+decides which candidate to keep from scores (pure functions); this module runs the models that
+compute those scores (through `engines` backends and `transformers`); the
+``analysis/selectors_on_*`` modules compare the selectors on recorded answers or a finished run.
 
 - ``judge``: each judge LM (any `engines` backend) scores each candidate 1-10 with a rubric
   prompt; the panel's mean is the candidate's score, and each judge's score and raw answer are
@@ -17,7 +20,7 @@
 - ``embedding``: a `transformers` encoder, mean-pooled over the attention mask, for the MBR
   utility ``embedding``.
 
-Not here: the decision itself (`selectors.select`), reading and writing run files (`pipeline`).
+Not here: the decision itself (`selectors.select`), reading and writing run files (`stage4`).
 """
 
 from __future__ import annotations
@@ -377,7 +380,7 @@ def judge_function(
     scoring: str = "text",
 ) -> tuple[str, Callable[[Sequence[str], Sequence[str], Sequence[str]], list[float | None]]]:
     """A judge as a function (instructions, inputs, responses) -> one score per response, for
-    scoring recorded answers (`recorded_grids.selector_grid`); returns (its name, function).
+    scoring recorded answers (`selectors_on_recorded.selector_grid`); returns (its name, function).
 
     Args:
         spec: "<kind>:<model>" (e.g. "hf:google/gemma-3-270m-it") or a backend spec mapping

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from self_ensemble_fakes import SAMPLES, sampler_backends
 
-from ensemble_instruct_lib.analysis.run_selectors import (
+from ensemble_instruct_lib.analysis.selectors_on_run import (
     run_selector_decisions,
     run_selector_table,
     selector_agreement_table,
@@ -18,7 +18,8 @@ from ensemble_instruct_lib.data.jsonl import read_jsonl, write_jsonl
 from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
 from ensemble_instruct_lib.runs.config import load_config
-from ensemble_instruct_lib.runs.pipeline import load_run, run
+from ensemble_instruct_lib.runs.pipeline import run
+from ensemble_instruct_lib.runs.run_folder import load_run
 from ensemble_instruct_lib.testing.fake import fake_backends
 
 BASE = {
