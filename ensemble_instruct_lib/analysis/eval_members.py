@@ -42,7 +42,7 @@ import dataclasses
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,18 @@ import numpy as np
 from rapidfuzz.distance import LCSseq
 
 from ..data.eval_items import EvalItem
-from ..data.jsonl import JsonlAppender, read_jsonl, write_json
+from ..data.jsonl import read_jsonl, write_json
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend, greedy_params
 from ..engines.cache import CallCache
 from ..engines.isolation import FailureBudget, is_failure
+from ..engines.resumable import generate_checked, load_records, run_batches
 from ..errors import ConfigError
 from ..method.parsing import parse_output
 from ..method.prompts import PROMPT_SETS, get_prompt_set, instance_demos
 from ..method.records import is_failed, output_record
 from ..method.rouge import tokenize
 from ..method.selectors import parse_selector_entry, select
-from ..methods.rounds import chunks, generate_checked, load_records, progress_bar
 from ..runs.config import ModelSpec, OutputStage, _build, load_config, read_config_mapping
 from ..runs.context import RunContext
 from ..train.evaluate import score_example, user_oriented_items
@@ -444,9 +444,6 @@ def answer_member(
     """One member's stage-3 answers to the items it has not answered yet (failed ones again);
     appended to its answers file as they come. Returns {id: output} of every answered item."""
     path = answers_path(out, spec.name)
-    done = load_records(path, retry_failed=True)
-    asked = {r["id"] for r in done}
-    todo = [it for it in items if it.id not in asked]
     prompt_set = get_prompt_set(config.prompts, config.data_dir)
     demos = {}
     if spec.prompt_style == "few_shot":
@@ -455,41 +452,47 @@ def answer_member(
         }
     params = greedy_params(config, config.seed, spec.chat)
     budget = FailureBudget(f"eval-members ({spec.name})", config.max_failed_fraction)
-    bar = progress_bar(len(items), f"answers: {spec.name}", progress)
-    bar.update(len(items) - len(todo))
-    with JsonlAppender(path) as f:
-        for chunk in chunks(todo, config.batch_size):
-            types = ["A" if it.input.strip() else "B" for it in chunk]
-            prompts = [
-                prompt_set.output_prompt(
-                    it.instruction,
-                    it.input,
-                    style=spec.prompt_style,
-                    task_type=t,
-                    demos=demos.get(t, ()),
+
+    def step(chunk: Sequence[EvalItem]) -> Iterable[list[dict[str, Any]]]:
+        types = ["A" if it.input.strip() else "B" for it in chunk]
+        prompts = [
+            prompt_set.output_prompt(
+                it.instruction,
+                it.input,
+                style=spec.prompt_style,
+                task_type=t,
+                demos=demos.get(t, ()),
+            )
+            for it, t in zip(chunk, types, strict=True)
+        ]
+        gens = generate_checked(backend, [p.text for p in prompts], params, budget)
+        for it, p, g in zip(chunk, prompts, gens, strict=True):
+            failed = is_failure(g)
+            yield [
+                output_record(
+                    id=it.id,
+                    model=spec.name,
+                    output=None if failed else parse_output(g.text, config.stop),
+                    raw="" if failed else g.text,
+                    finish_reason=g.finish_reason,
+                    prompt_version=p.version,
+                    status="failed" if failed else "ok",
+                    reason=str(g.extra.get("reason", "error")) if failed else None,
+                    error=str(g.extra.get("error", "")) if failed else None,
                 )
-                for it, t in zip(chunk, types, strict=True)
             ]
-            gens = generate_checked(backend, [p.text for p in prompts], params, budget)
-            for it, p, g in zip(chunk, prompts, gens, strict=True):
-                failed = is_failure(g)
-                f.append(
-                    output_record(
-                        id=it.id,
-                        model=spec.name,
-                        output=None if failed else parse_output(g.text, config.stop),
-                        raw="" if failed else g.text,
-                        finish_reason=g.finish_reason,
-                        prompt_version=p.version,
-                        status="failed" if failed else "ok",
-                        reason=str(g.extra.get("reason", "error")) if failed else None,
-                        error=str(g.extra.get("error", "")) if failed else None,
-                    )
-                )
-                bar.update(1)
-            budget.check()
-    bar.close()
-    budget.check(final=True)
+
+    run_batches(
+        items,
+        step,
+        asked={r["id"] for r in load_records(path, retry_failed=True)},
+        batch_size=config.batch_size,
+        path=path,
+        budget=budget,
+        desc=f"answers: {spec.name}",
+        progress=progress,
+        key=lambda it: it.id,
+    )
     return read_answers(out, spec.name)[0]
 
 
