@@ -9,20 +9,19 @@ stage-3 outputs (`runs.stage3`), the export that follows (`runs.export`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.jsonl import read_jsonl, write_json, write_jsonl
+from ..data.jsonl import read_jsonl, write_jsonl
 from ..engines.base import Backend
 from ..errors import ConfigError
 from ..method.degenerate import is_degenerate
 from ..method.records import consensus_record, is_failed, single_output_record
-from ..method.run_files import DROPPED, ENSEMBLED, MANIFEST, SINGLE, STAGE2, stage3_path
+from ..method.run_files import DROPPED, ENSEMBLED, SINGLE, STAGE2, stage3_path
 from ..method.selectors import select
-from ..methods.hygiene import hygiene_counts
 from .config import ConsensusStage, Degenerate, ModelSpec, RunConfig, load_config
+from .manifest import Manifest
 from .stage3 import candidate_names
 
 
@@ -246,10 +245,8 @@ def run_stage4(
         backends: ready judge backends by name (tests, notebooks), instead of building them.
     """
     out = Path(out_dir)
-    if not (out / MANIFEST).exists():
-        raise ConfigError(f"{out} is not a run dir (no {MANIFEST}): run the pipeline first")
-    manifest = json.loads((out / MANIFEST).read_text())
-    saved = dict(manifest["config"])
+    manifest = Manifest.read(out)
+    saved = dict(manifest.data["config"])
     settings = {k: v for k, v in saved.get("consensus", {}).items() if k != "rule"}
     settings.update(consensus or {})
     if threshold is not None:
@@ -273,15 +270,7 @@ def run_stage4(
         )
     finally:
         backend_for.close()
-    cs = config.consensus
-    manifest["counts"]["stage4"] = counts
-    manifest["hygiene"] = hygiene_counts(out, config)
-    manifest["consensus_override"] = {
-        "threshold": cs.threshold,
-        "rule": cs.rule,
-        "selector": cs.selector,
-    }
-    write_json(out / MANIFEST, manifest)
+    manifest.record_stage4(config, counts)
     from .export import export_run
 
     export_run(out)
