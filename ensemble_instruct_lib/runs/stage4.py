@@ -25,6 +25,18 @@ from .manifest import Manifest
 from .stage3 import candidate_names
 
 
+def run_settings(config: RunConfig) -> dict[str, Any]:
+    """The keyword arguments a run config gives `stage4_consensus` and `stage4_decisions`: its
+    consensus settings, seed and degenerate check, and whether the stage-2 output is the first
+    candidate (not when the run self-ensembles, whose candidates are all stage-3 samples)."""
+    return {
+        "consensus": config.consensus,
+        "first_from_stage2": config.output.self_ensemble is None,
+        "seed": config.seed,
+        "degenerate": config.degenerate,
+    }
+
+
 def stage4_consensus(
     out: Path,
     model_names: Sequence[str],
@@ -259,15 +271,7 @@ def run_stage4(
         raise ConfigError("this run has no extra models: consensus needs at least one")
     backend_for = SelectorBackends(out, config, backends)
     try:
-        counts = stage4_consensus(
-            out,
-            names,
-            consensus=config.consensus,
-            backend_for=backend_for,
-            first_from_stage2=config.output.self_ensemble is None,
-            seed=config.seed,
-            degenerate=config.degenerate,
-        )
+        counts = stage4_consensus(out, names, backend_for=backend_for, **run_settings(config))
     finally:
         backend_for.close()
     manifest.record_stage4(config, counts)
@@ -277,4 +281,4 @@ def run_stage4(
     return counts
 
 
-__all__ = ["SelectorBackends", "run_stage4", "stage4_consensus", "stage4_decisions"]
+__all__ = ["SelectorBackends", "run_settings", "run_stage4", "stage4_consensus", "stage4_decisions"]
