@@ -16,15 +16,15 @@ from typing import Any
 
 #: The layers, lowest first. A module may import its own layer and the layers before it.
 LAYERS = (
-    "errors",  # the two exception types every layer raises
-    "data",  # public data: seeds, user-oriented tasks, recorded answers, SuperNI; JSONL files
+    "errors",  # the exception types every layer raises (config, data, network, failures)
+    "data",  # public data: seeds, user-oriented tasks, recorded answers, SuperNI; JSONL; configs
     "method",  # the method as pure functions: Rouge-L, prompts, parsing, filters, consensus
-    "engines",  # LM backends behind one interface, the engine factory, the call cache
+    "engines",  # LM backends behind one interface, the factory, the cache, the resumable loop
     "methods",  # prompting methods (registry): Ensemble-Instruct, Self-Instruct, Alpaca stages 1-2
     "testing",  # fake LMs, tiny random-weight models, local OpenAI-compatible servers
-    "runs",  # configs, the pipeline (stages 3-4, manifest), export, sweeps, headless notebooks
+    "runs",  # run configs and context, pipeline (stages 3-4, manifest), export, sweeps, notebooks
     "train",  # SFT formats, fine-tuning, evaluation
-    "analysis",  # recorded-output ensembles, ablation grids, run grids
+    "analysis",  # recorded-output ensembles, ablation grids, run grids, eval-members, replicate
     "nb",  # what the notebooks call: steps, plots, widgets
     "cli",  # the command line (one program, subcommands)
     "__main__",

@@ -343,3 +343,14 @@ def test_superni_items_follow_the_user_oriented_ones(monkeypatch):
     items = load_items(cfg)
     ids = [it.id for it in items]
     assert ids == ["user_oriented_task_0", "user_oriented_task_1", "task1-0", "task1-1"]
+
+
+def test_config_errors_carry_the_line_of_the_key(tmp_path):
+    path = _write(tmp_path, {**CONFIG, "n": 0})
+    line = 1 + path.read_text().splitlines().index("n: 0")
+    with pytest.raises(ConfigError) as e:
+        load_eval_config(path)
+    assert str(e.value) == f"{path}, line {line}: n: must be >= 1, got 0"
+    cfg = load_eval_config(_write(tmp_path, CONFIG))
+    model = 1 + path.read_text().splitlines().index("  model: gold")
+    assert cfg.members[0].where == f"{tmp_path / 'c.yaml'}, line {model}: members[0].model"

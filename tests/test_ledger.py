@@ -241,7 +241,7 @@ def test_ledger_of_a_run_killed_twice_equals_the_uninterrupted_one(tmp_path):
 
 
 def test_progress_bar_shows_generated_tokens_per_second():
-    from ensemble_instruct_lib.methods.rounds import progress_bar
+    from ensemble_instruct_lib.engines.resumable import progress_bar
 
     made = [0]
     bar = progress_bar(4, "stage 2", True, lambda: made[0])

@@ -1,5 +1,6 @@
 """The notebooks' config dataclasses (`nb.steps.configs`): each validates its fields with a
-`ConfigError` and anchors relative paths on the repository root."""
+`ConfigError` (a `FieldError` naming the notebook twin, the parameter's line and the field) and
+anchors relative paths on the repository root."""
 
 from __future__ import annotations
 
@@ -120,3 +121,33 @@ def test_finetune_eval_config_validates(tmp_path):
     ]:
         with pytest.raises(ConfigError):
             configs.FinetuneEvalConfig(**{**ok, **b})
+
+
+def test_a_bad_parameter_names_the_notebook_file_line_and_field(tmp_path):
+    from ensemble_instruct_lib.data.config_builder import FieldError
+    from ensemble_instruct_lib.nb.steps.ablations import AblationsConfig
+    from ensemble_instruct_lib.runs.notebooks import parameter_lines
+
+    twin = REPO / "notebooks" / "01_prompt_design.py"
+    line = parameter_lines(twin)["task_type"]
+    assert twin.read_text().splitlines()[line - 1].startswith("task_type = ")
+    with pytest.raises(FieldError) as e:
+        configs.PromptDesignConfig(out_dir=str(tmp_path), task_type="C")
+    assert (e.value.file, e.value.line, e.value.field) == (
+        "notebooks/01_prompt_design.py",
+        line,
+        "task_type",
+    )
+    assert str(e.value) == (
+        f"notebooks/01_prompt_design.py, line {line}: task_type must be 'A' or 'B', got 'C'"
+    )
+    # a recorded-model check (data.public's) and notebook 04's config the same way
+    with pytest.raises(FieldError) as e:
+        AblationsConfig(out_dir=str(tmp_path), models=["davinci", "gpt-4"])
+    models_line = parameter_lines(REPO / "notebooks" / "04_ablations.py")["models"]
+    assert (e.value.file, e.value.line, e.value.field) == (
+        "notebooks/04_ablations.py",
+        models_line,
+        "models",
+    )
+    assert "unknown recorded models ['gpt-4']" in str(e.value)

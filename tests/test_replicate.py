@@ -68,6 +68,17 @@ def test_config_errors_name_the_file_and_field(tmp_path, change, says):
     assert str(e.value).startswith(str(path)) and says in str(e.value)
 
 
+def test_config_errors_carry_the_line_and_quick_overrides_their_line_under_quick(tmp_path):
+    text = CONFIG.read_text()
+    path = tmp_path / "study.yaml"
+    path.write_text(text.replace("\n  seeds: [0]\n", "\n  seeds: [0, 0]\n"))
+    line = 1 + path.read_text().splitlines().index("  seeds: [0, 0]")
+    R.load_replicate_config(path)  # the full study is fine
+    with pytest.raises(ConfigError) as e:
+        R.load_replicate_config(path, quick=True)
+    assert str(e.value).startswith(f"{path}, line {line}: seeds: give distinct seeds")
+
+
 def _cfg(**kw):
     base = dict(
         name="t",

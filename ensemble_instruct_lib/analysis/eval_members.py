@@ -42,7 +42,7 @@ import dataclasses
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,20 +50,21 @@ from typing import Any
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
+from ..data.config_builder import FieldError, build, check, read_mapping
 from ..data.eval_items import EvalItem
-from ..data.jsonl import JsonlAppender, read_jsonl, write_json
+from ..data.jsonl import read_jsonl, write_json
 from ..data.public import load_seed_tasks, seed_tasks_path, split_by_type
 from ..engines.base import Backend, greedy_params
 from ..engines.cache import CallCache
 from ..engines.isolation import FailureBudget, is_failure
+from ..engines.resumable import generate_checked, load_records, run_batches
 from ..errors import ConfigError
 from ..method.parsing import parse_output
 from ..method.prompts import PROMPT_SETS, get_prompt_set, instance_demos
 from ..method.records import is_failed, output_record
 from ..method.rouge import tokenize
 from ..method.selectors import parse_selector_entry, select
-from ..methods.rounds import chunks, generate_checked, load_records, progress_bar
-from ..runs.config import ModelSpec, OutputStage, _build, load_config, read_config_mapping
+from ..runs.config import ModelSpec, OutputStage, load_config
 from ..runs.context import RunContext
 from ..train.evaluate import score_example, user_oriented_items
 
@@ -129,45 +130,60 @@ class EvalMembersConfig:
     max_failed_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        def check(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
-
         check(
             bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name),
             f"name: {self.name!r} must be non-empty letters, digits, '-', '_' or '.'",
+            "name",
         )
-        check(bool(self.members), "members: give at least 2 model specs")
+        check(bool(self.members), "members: give at least 2 model specs", "members")
         names = [m.name for m in self.members]
-        check(len(names) == len(set(names)), f"members: names must be distinct, got {names}")
+        check(
+            len(names) == len(set(names)),
+            f"members: names must be distinct, got {names}",
+            "members",
+        )
         check(
             isinstance(self.mixtures, dict) and bool(self.mixtures),
             "mixtures: expected a mapping of mixture name -> list of member names",
+            "mixtures",
         )
         for mix, who in self.mixtures.items():
             where = f"mixtures.{mix}"
             check(
                 isinstance(who, list) and all(isinstance(w, str) for w in who),
                 f"{where}: expected a list of member names, got {who!r}",
+                where,
             )
-            check(len(who) >= 2, f"{where}: a mixture needs at least 2 members, got {who}")
-            check(len(who) == len(set(who)), f"{where}: a member is listed twice in {who}")
+            check(len(who) >= 2, f"{where}: a mixture needs at least 2 members, got {who}", where)
+            check(len(who) == len(set(who)), f"{where}: a member is listed twice in {who}", where)
             unknown = [w for w in who if w not in names]
-            check(not unknown, f"{where}: unknown member(s) {unknown}; members are {names}")
+            check(not unknown, f"{where}: unknown member(s) {unknown}; members are {names}", where)
         check(
             isinstance(self.tasks, list) and bool(self.tasks) and set(self.tasks) <= set(TASK_SETS),
             f"tasks: must be a non-empty list from {list(TASK_SETS)}, got {self.tasks!r}",
+            "tasks",
         )
-        check(self.n >= 1, f"n: must be >= 1, got {self.n}")
-        check(self.max_new_tokens >= 1, f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        check(self.n >= 1, f"n: must be >= 1, got {self.n}", "n")
+        check(
+            self.max_new_tokens >= 1,
+            f"max_new_tokens: must be >= 1, got {self.max_new_tokens}",
+            "max_new_tokens",
+        )
         check(
             isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
             "stop: must be a list of non-empty strings",
+            "stop",
         )
-        check(self.few_shot_demos >= 1, "few_shot_demos: must be >= 1")
-        check(self.batch_size >= 1, "batch_size: must be >= 1")
-        check(self.prompts in PROMPT_SETS, f"prompts: must be one of {list(PROMPT_SETS)}")
-        check(0.0 <= self.max_failed_fraction <= 1.0, "max_failed_fraction: must be in [0, 1]")
+        check(self.few_shot_demos >= 1, "few_shot_demos: must be >= 1", "few_shot_demos")
+        check(self.batch_size >= 1, "batch_size: must be >= 1", "batch_size")
+        check(
+            self.prompts in PROMPT_SETS, f"prompts: must be one of {list(PROMPT_SETS)}", "prompts"
+        )
+        check(
+            0.0 <= self.max_failed_fraction <= 1.0,
+            "max_failed_fraction: must be in [0, 1]",
+            "max_failed_fraction",
+        )
 
     def member(self, name: str) -> ModelSpec:
         return next(m for m in self.members if m.name == name)
@@ -210,21 +226,18 @@ def load_eval_config(
     as its generator plus extra models, in one mixture.
 
     Raises:
-        ConfigError: one line naming the file and the field.
+        ConfigError: one line naming the file, the line and the field.
     """
-    data, where = read_config_mapping(
-        source, "name, members, mixtures", "configs/eval-members.yaml"
-    )
-    if where and "generator" in data:
-        return _from_run_config(Path(where), n)
+    data, where = read_mapping(source, "name, members, mixtures", "configs/eval-members.yaml")
+    if where.file and "generator" in data:
+        return _from_run_config(Path(where.file), n)
     if n is not None:
         data["n"] = n
-    try:
-        cfg = _build(EvalMembersConfig, data, "")
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+        where = where.without(["n"])
+    cfg = build(EvalMembersConfig, data, where)
     for i, m in enumerate(cfg.members):
-        m.where = f"{where + ': ' if where else ''}members[{i}].model"
+        field_name = f"members[{i}].model"
+        m.where = str(where.locate(FieldError(field_name, field_name)))
     return cfg
 
 
@@ -444,9 +457,6 @@ def answer_member(
     """One member's stage-3 answers to the items it has not answered yet (failed ones again);
     appended to its answers file as they come. Returns {id: output} of every answered item."""
     path = answers_path(out, spec.name)
-    done = load_records(path, retry_failed=True)
-    asked = {r["id"] for r in done}
-    todo = [it for it in items if it.id not in asked]
     prompt_set = get_prompt_set(config.prompts, config.data_dir)
     demos = {}
     if spec.prompt_style == "few_shot":
@@ -455,41 +465,47 @@ def answer_member(
         }
     params = greedy_params(config, config.seed, spec.chat)
     budget = FailureBudget(f"eval-members ({spec.name})", config.max_failed_fraction)
-    bar = progress_bar(len(items), f"answers: {spec.name}", progress)
-    bar.update(len(items) - len(todo))
-    with JsonlAppender(path) as f:
-        for chunk in chunks(todo, config.batch_size):
-            types = ["A" if it.input.strip() else "B" for it in chunk]
-            prompts = [
-                prompt_set.output_prompt(
-                    it.instruction,
-                    it.input,
-                    style=spec.prompt_style,
-                    task_type=t,
-                    demos=demos.get(t, ()),
+
+    def step(chunk: Sequence[EvalItem]) -> Iterable[list[dict[str, Any]]]:
+        types = ["A" if it.input.strip() else "B" for it in chunk]
+        prompts = [
+            prompt_set.output_prompt(
+                it.instruction,
+                it.input,
+                style=spec.prompt_style,
+                task_type=t,
+                demos=demos.get(t, ()),
+            )
+            for it, t in zip(chunk, types, strict=True)
+        ]
+        gens = generate_checked(backend, [p.text for p in prompts], params, budget)
+        for it, p, g in zip(chunk, prompts, gens, strict=True):
+            failed = is_failure(g)
+            yield [
+                output_record(
+                    id=it.id,
+                    model=spec.name,
+                    output=None if failed else parse_output(g.text, config.stop),
+                    raw="" if failed else g.text,
+                    finish_reason=g.finish_reason,
+                    prompt_version=p.version,
+                    status="failed" if failed else "ok",
+                    reason=str(g.extra.get("reason", "error")) if failed else None,
+                    error=str(g.extra.get("error", "")) if failed else None,
                 )
-                for it, t in zip(chunk, types, strict=True)
             ]
-            gens = generate_checked(backend, [p.text for p in prompts], params, budget)
-            for it, p, g in zip(chunk, prompts, gens, strict=True):
-                failed = is_failure(g)
-                f.append(
-                    output_record(
-                        id=it.id,
-                        model=spec.name,
-                        output=None if failed else parse_output(g.text, config.stop),
-                        raw="" if failed else g.text,
-                        finish_reason=g.finish_reason,
-                        prompt_version=p.version,
-                        status="failed" if failed else "ok",
-                        reason=str(g.extra.get("reason", "error")) if failed else None,
-                        error=str(g.extra.get("error", "")) if failed else None,
-                    )
-                )
-                bar.update(1)
-            budget.check()
-    bar.close()
-    budget.check(final=True)
+
+    run_batches(
+        items,
+        step,
+        asked={r["id"] for r in load_records(path, retry_failed=True)},
+        batch_size=config.batch_size,
+        path=path,
+        budget=budget,
+        desc=f"answers: {spec.name}",
+        progress=progress,
+        key=lambda it: it.id,
+    )
     return read_answers(out, spec.name)[0]
 
 

@@ -39,10 +39,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.config_builder import ConfigSource, FieldError, build, check, read_mapping
 from ..data.eval_items import EvalItem
 from ..data.jsonl import read_jsonl, write_json, write_jsonl
 from ..errors import ConfigError
-from ..runs.config import _build, read_config_mapping
 from . import replication_report as rep
 
 METHODS = ("ensemble_instruct", "self_instruct")
@@ -65,8 +65,11 @@ class Student:
     kind: str = "vanilla"
 
     def __post_init__(self) -> None:
-        if self.kind not in STUDENT_KINDS:
-            raise ConfigError(f"kind: must be one of {list(STUDENT_KINDS)}, got {self.kind!r}")
+        check(
+            self.kind in STUDENT_KINDS,
+            f"kind: must be one of {list(STUDENT_KINDS)}, got {self.kind!r}",
+            "kind",
+        )
 
 
 @dataclass
@@ -135,25 +138,42 @@ class ReplicateConfig:
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.students]
-        if len(names) != len(set(names)) or not names:
-            raise ConfigError(
-                f"students: give one or more students with distinct names, got {names}"
-            )
-        if self.finding1_student not in names:
-            raise ConfigError(
-                f"finding1_student: {self.finding1_student!r} is not in students {names}"
-            )
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds: give distinct seeds, got {self.seeds}")
-        if self.num_instructions < 1:
-            raise ConfigError(f"num_instructions: must be >= 1, got {self.num_instructions}")
-        if self.eval.user_oriented < 0 or self.eval.superni < 0:
-            raise ConfigError("eval: user_oriented and superni must be >= 0")
-        if self.eval.user_oriented + self.eval.superni == 0:
-            raise ConfigError("eval: user_oriented and superni are both 0; nothing to score")
+        check(
+            len(names) == len(set(names)) and bool(names),
+            f"students: give one or more students with distinct names, got {names}",
+            "students",
+        )
+        check(
+            self.finding1_student in names,
+            f"finding1_student: {self.finding1_student!r} is not in students {names}",
+            "finding1_student",
+        )
+        check(
+            bool(self.seeds) and len(set(self.seeds)) == len(self.seeds),
+            f"seeds: give distinct seeds, got {self.seeds}",
+            "seeds",
+        )
+        check(
+            self.num_instructions >= 1,
+            f"num_instructions: must be >= 1, got {self.num_instructions}",
+            "num_instructions",
+        )
+        check(
+            self.eval.user_oriented >= 0 and self.eval.superni >= 0,
+            "eval: user_oriented and superni must be >= 0",
+            "eval",
+        )
+        check(
+            self.eval.user_oriented + self.eval.superni != 0,
+            "eval: user_oriented and superni are both 0; nothing to score",
+            "eval",
+        )
         for key in ("model", "data", "run_dir"):
-            if key in self.finetune:
-                raise ConfigError(f"finetune.{key}: set by the study per student and dataset")
+            check(
+                key not in self.finetune,
+                f"finetune.{key}: set by the study per student and dataset",
+                f"finetune.{key}",
+            )
 
     def student(self, name: str) -> Student:
         return next(s for s in self.students if s.name == name)
@@ -173,23 +193,26 @@ def load_replicate_config(
     ``-quick`` added to the name.
 
     Raises:
-        ConfigError: one line naming the file and the field.
+        ConfigError: one line naming the file, the line and the field.
     """
-    data, where = read_config_mapping(
+    data, where = read_mapping(
         source, "name, run_config, members, students, ...", "configs/replicate-cpu.yaml"
     )
     if quick:
         over = data.get("quick") or {}
         if not isinstance(over, dict):
-            raise ConfigError(f"{where or 'config'}: quick: expected a mapping of overrides")
+            raise where.locate(FieldError("quick", "expected a mapping of overrides"))
         data = _merge(data, over)
         data["name"] = f"{data.get('name', 'replicate')}-quick"
+        # an overridden value's line is its line under quick:
+        lines = dict(where.lines)
+        lines.update(
+            {p.removeprefix("quick."): n for p, n in where.lines.items() if p.startswith("quick.")}
+        )
+        where = ConfigSource(where.file, lines)
     data.pop("source", None)
-    try:
-        cfg = _build(ReplicateConfig, data, "")
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
-    cfg.source = where
+    cfg = build(ReplicateConfig, data, where)
+    cfg.source = where.file
     return cfg
 
 

@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..method.selectors import parse_selector_entry
 from ..runs.config import RunConfig, load_config
 from ..runs.stage3 import candidate_names
-from ..runs.stage4 import SelectorBackends, stage4_decisions
+from ..runs.stage4 import SelectorBackends, run_settings, stage4_decisions
 
 #: every entry; the model-backed ones are left out unless configured
 RUN_SELECTORS = ("sum", "best_pair", "mbr:rouge_l", "mbr:chrf", "mbr:token_f1", "judge", "reward")
@@ -108,13 +108,7 @@ def run_selector_decisions(
         for entry in entries:
             cfg = _entry_config(saved, settings, entry)
             kept, dropped, _ = stage4_decisions(
-                out,
-                names,
-                consensus=cfg.consensus,
-                backend_for=backend_for,
-                first_from_stage2=cfg.output.self_ensemble is None,
-                seed=cfg.seed,
-                degenerate=cfg.degenerate,
+                out, names, backend_for=backend_for, **run_settings(cfg)
             )
             columns[entry] = {
                 r["id"]: -1 if r["chosen_index"] is None else int(r["chosen_index"])

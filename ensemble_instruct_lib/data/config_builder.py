@@ -1,9 +1,11 @@
 """One builder for every config: typed dataclasses from YAML files or mappings, with errors that
 name the file, the line of the offending key, the field and what to do.
 
-Run configs (`runs.config`), fine-tuning configs (`train.finetune`) and the notebooks' configs
-(`nb.steps.configs`) are dataclasses whose ``__post_init__`` checks raise `FieldError` through
-`check` (the field they judge, relative to the dataclass). `build` makes one from a mapping:
+Run configs (`runs.config`), fine-tuning configs (`train.finetune`), the eval-members and
+replication-study configs (`analysis.eval_members`, `analysis.replicate`) and the notebooks'
+configs (`nb.steps.configs`, which locate errors in the notebook twin's ``parameters`` cell) are
+dataclasses whose ``__post_init__`` checks raise `FieldError` through `check` (the field they
+judge, relative to the dataclass). `build` makes one from a mapping:
 unknown and missing keys, nested dataclasses (also optional ones and lists of them) and simple
 types (int, float, str, bool) are checked here, the rest by the dataclass. Where the mapping came
 from a YAML file (`read_mapping`), `ConfigSource` knows each key's line (from yaml's node marks), so

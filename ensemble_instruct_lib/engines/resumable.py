@@ -3,10 +3,10 @@ a step that asks the LM and makes their records, which are appended as they come
 line each), under a progress bar and a failure budget (`run_batches`).
 
 Its users: stage 2 of every method (`methods.ensemble_instruct`, `methods.self_instruct`,
-`methods.alpaca`), stage 3 (`runs.stage3`) and evaluation (`train.evaluate`). Stage 1 works in
-rounds instead (`methods.rounds.run_rounds`, which shares the progress bar). Not here: what a
-record holds (`method.records`), how a failed call becomes a failure marker
-(`engines.isolation`), the prompts and parsers (each user's own).
+`methods.alpaca`), stage 3 (`runs.stage3`), evaluation (`train.evaluate`) and the members'
+answers of `analysis.eval_members`. Stage 1 works in rounds instead (`methods.rounds.run_rounds`,
+which shares the progress bar). Not here: what a record holds (`method.records`), how a failed
+call becomes a failure marker (`engines.isolation`), the prompts and parsers (each user's own).
 """
 
 from __future__ import annotations

@@ -26,11 +26,7 @@ from ..data.jsonl import JsonlAppender, read_jsonl, write_jsonl
 from ..data.public import SeedTask
 from ..engines.base import Backend, DecodingParams, Generation, sampling_params
 from ..engines.isolation import FailureBudget
-from ..engines.resumable import chunks as chunks  # re-exported: analysis.eval_members
-from ..engines.resumable import generate_checked as generate_checked
-from ..engines.resumable import load_records as load_records
-from ..engines.resumable import progress_bar as progress_bar
-from ..engines.resumable import run_batches
+from ..engines.resumable import progress_bar, run_batches
 from ..errors import ConfigError
 from ..method.filters import NoveltyFilter, instruction_rejection
 from ..method.prompts import Prompt

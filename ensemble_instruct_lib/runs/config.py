@@ -528,11 +528,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str = "") -> Any:
-    """`cls` from a mapping given in code (`data.config_builder.build`, no file)."""
-    return build(cls, data)
-
-
 def _check_method_options(cfg: RunConfig) -> None:
     """Validate `method_options` now (the method would only at its stage 1), so the error names
     the config file; a method without options takes none."""
@@ -547,15 +542,6 @@ def _check_method_options(cfg: RunConfig) -> None:
             f"method_options: method {cfg.method!r} takes no options, got "
             f"{sorted(cfg.method_options)}; remove method_options or choose another method"
         )
-
-
-def read_config_mapping(
-    source: str | Path | dict[str, Any], keys_hint: str, example: str
-) -> tuple[dict[str, Any], str]:
-    """A config's top-level mapping and its file ("" for a dict): `config_builder.read_mapping`
-    without the key lines."""
-    data, where = read_mapping(source, keys_hint, example)
-    return data, where.file
 
 
 def load_config(source: str | Path | dict[str, Any], **overrides: Any) -> RunConfig:

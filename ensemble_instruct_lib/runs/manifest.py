@@ -4,7 +4,7 @@ was made with the same frozen settings (method, seed, prompts, generator, ...), 
 model paths and the seed file resolve to rather than how they were written.
 
 Not here: the counts the manifest records (`runs.run_folder`), the stages that fill it
-(`runs.pipeline`).
+(`runs.pipeline`, and `runs.stage4.run_stage4` when stage 4 is run again).
 """
 
 from __future__ import annotations
@@ -162,8 +162,9 @@ def check_resume(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
 @dataclass
 class Manifest:
     """A run's ``manifest.json`` while the run goes on: `data` is what the file holds (config,
-    versions, prompt versions, counts, timings, models, cache hits), `save` the one place the
-    pipeline writes it (atomically), `close` its final state.
+    versions, prompt versions, counts, timings, models, cache hits), `save` the one place it is
+    written (atomically), `close` its final state; `read` and `record_stage4` update a finished
+    run's when stage 4 is run again.
 
     Attributes:
         path: ``<run dir>/manifest.json``.
@@ -199,8 +200,33 @@ class Manifest:
         manifest.save()
         return manifest
 
+    @classmethod
+    def read(cls, out: Path) -> Manifest:
+        """The manifest of the finished (or stopped) run `out` holds, to be updated.
+
+        Raises:
+            ConfigError: `out` has no manifest (it is not a run dir).
+        """
+        path = out / MANIFEST
+        if not path.exists():
+            raise ConfigError(f"{out} is not a run dir (no {MANIFEST}): run the pipeline first")
+        return cls(path, json.loads(path.read_text()))
+
     def save(self) -> None:
         write_json(self.path, self.data)
+
+    def record_stage4(self, config: RunConfig, counts: dict[str, int]) -> None:
+        """Save a re-run of stage 4 (`runs.stage4.run_stage4`): its counts, the hygiene counts
+        and the consensus settings it used."""
+        cs = config.consensus
+        self.data["counts"]["stage4"] = counts
+        self.data["hygiene"] = hygiene_counts(self.path.parent, config)
+        self.data["consensus_override"] = {
+            "threshold": cs.threshold,
+            "rule": cs.rule,
+            "selector": cs.selector,
+        }
+        self.save()
 
     def close(self, ctx: RunContext, status: str) -> None:
         """Save the final state: "done" (with models and finish time), "stopped" (too many

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import io
 import os
+import re
 import sys
 import tokenize
 from collections.abc import Mapping
@@ -106,21 +107,36 @@ def _commented_lines(source: str) -> set[int]:
     return rows
 
 
-def parameter_names(name_or_path: str | Path) -> list[str]:
-    """The names assigned in a notebook's ``parameters`` cell, in order."""
-    cells = _parameters_cells(_read_twin(notebook_path(name_or_path)))
-    if len(cells) != 1:
+def parameter_lines(name_or_path: str | Path) -> dict[str, int]:
+    """The names assigned in a notebook's ``parameters`` cell, in order, each with the 1-based
+    line of its assignment in the ``.py`` twin.
+
+    Raises:
+        ValueError: the twin has no or several cells tagged ``parameters``.
+    """
+    path = notebook_path(name_or_path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    heads = [i for i, ln in enumerate(lines) if ln.startswith("# %%")]
+    tagged = [i for i in heads if re.search(r"""tags=\[[^\]]*["']parameters["']""", lines[i])]
+    if len(tagged) != 1:
         raise ValueError(
-            f"{name_or_path}: expected exactly one 'parameters' cell, found {len(cells)}"
+            f"{name_or_path}: expected exactly one 'parameters' cell, found {len(tagged)}"
         )
-    tree = ast.parse(_code(cells[0].source))
-    return [
-        t.id
+    start = tagged[0] + 1
+    end = next((i for i in heads if i > tagged[0]), len(lines))
+    tree = ast.parse(_code("\n".join(lines[start:end])))
+    return {
+        t.id: start + node.lineno
         for node in tree.body
         if isinstance(node, ast.Assign)
         for t in node.targets
         if isinstance(t, ast.Name)
-    ]
+    }
+
+
+def parameter_names(name_or_path: str | Path) -> list[str]:
+    """The names assigned in a notebook's ``parameters`` cell, in order."""
+    return list(parameter_lines(name_or_path))
 
 
 def lint_notebook(path: str | Path) -> list[str]:

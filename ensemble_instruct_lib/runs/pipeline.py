@@ -53,7 +53,7 @@ from .context import RunContext
 from .manifest import Manifest, check_resume
 from .run_folder import accepted_on_file, print_summary, stage1_counts, stage2_counts
 from .stage3 import candidate_names, stage3_models, stage3_outputs
-from .stage4 import stage4_consensus
+from .stage4 import run_settings, stage4_consensus
 
 
 @dataclass
@@ -226,13 +226,7 @@ def _ensemble(ctx: RunContext, manifest: Manifest) -> None:
         ctx.ledger.stage = "stage4"
     t0 = time.perf_counter()
     manifest.data["counts"]["stage4"] = stage4_consensus(
-        ctx.out,
-        candidate_names(cfg),
-        consensus=cfg.consensus,
-        backend_for=ctx.backend,
-        first_from_stage2=cfg.output.self_ensemble is None,
-        seed=cfg.seed,
-        degenerate=cfg.degenerate,
+        ctx.out, candidate_names(cfg), backend_for=ctx.backend, **run_settings(cfg)
     )
     manifest.data["timings_s"]["stage4"] = round(time.perf_counter() - t0, 3)
 

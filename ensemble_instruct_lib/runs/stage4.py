@@ -9,21 +9,32 @@ stage-3 outputs (`runs.stage3`), the export that follows (`runs.export`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.jsonl import read_jsonl, write_json, write_jsonl
+from ..data.jsonl import read_jsonl, write_jsonl
 from ..engines.base import Backend
 from ..errors import ConfigError
 from ..method.degenerate import is_degenerate
 from ..method.records import consensus_record, is_failed, single_output_record
-from ..method.run_files import DROPPED, ENSEMBLED, MANIFEST, SINGLE, STAGE2, stage3_path
+from ..method.run_files import DROPPED, ENSEMBLED, SINGLE, STAGE2, stage3_path
 from ..method.selectors import select
-from ..methods.hygiene import hygiene_counts
 from .config import ConsensusStage, Degenerate, ModelSpec, RunConfig, load_config
+from .manifest import Manifest
 from .stage3 import candidate_names
+
+
+def run_settings(config: RunConfig) -> dict[str, Any]:
+    """The keyword arguments a run config gives `stage4_consensus` and `stage4_decisions`: its
+    consensus settings, seed and degenerate check, and whether the stage-2 output is the first
+    candidate (not when the run self-ensembles, whose candidates are all stage-3 samples)."""
+    return {
+        "consensus": config.consensus,
+        "first_from_stage2": config.output.self_ensemble is None,
+        "seed": config.seed,
+        "degenerate": config.degenerate,
+    }
 
 
 def stage4_consensus(
@@ -246,10 +257,8 @@ def run_stage4(
         backends: ready judge backends by name (tests, notebooks), instead of building them.
     """
     out = Path(out_dir)
-    if not (out / MANIFEST).exists():
-        raise ConfigError(f"{out} is not a run dir (no {MANIFEST}): run the pipeline first")
-    manifest = json.loads((out / MANIFEST).read_text())
-    saved = dict(manifest["config"])
+    manifest = Manifest.read(out)
+    saved = dict(manifest.data["config"])
     settings = {k: v for k, v in saved.get("consensus", {}).items() if k != "rule"}
     settings.update(consensus or {})
     if threshold is not None:
@@ -262,30 +271,14 @@ def run_stage4(
         raise ConfigError("this run has no extra models: consensus needs at least one")
     backend_for = SelectorBackends(out, config, backends)
     try:
-        counts = stage4_consensus(
-            out,
-            names,
-            consensus=config.consensus,
-            backend_for=backend_for,
-            first_from_stage2=config.output.self_ensemble is None,
-            seed=config.seed,
-            degenerate=config.degenerate,
-        )
+        counts = stage4_consensus(out, names, backend_for=backend_for, **run_settings(config))
     finally:
         backend_for.close()
-    cs = config.consensus
-    manifest["counts"]["stage4"] = counts
-    manifest["hygiene"] = hygiene_counts(out, config)
-    manifest["consensus_override"] = {
-        "threshold": cs.threshold,
-        "rule": cs.rule,
-        "selector": cs.selector,
-    }
-    write_json(out / MANIFEST, manifest)
+    manifest.record_stage4(config, counts)
     from .export import export_run
 
     export_run(out)
     return counts
 
 
-__all__ = ["SelectorBackends", "run_stage4", "stage4_consensus", "stage4_decisions"]
+__all__ = ["SelectorBackends", "run_settings", "run_stage4", "stage4_consensus", "stage4_decisions"]

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -17,18 +16,13 @@ from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
 from ...analysis.recorded_grids import ORDERINGS, SELECTION_RULES
 from ...analysis.run_grids import demo_count_sweep, method_sweep
 from ...analysis.selectors_on_recorded import SELECTOR_GRID
-from ...data.public import PREDICTION_MODELS, check_recorded_models
+from ...data.config_builder import check
+from ...data.public import PREDICTION_MODELS
 from ...method.consensus import RULES
+from .configs import NotebookConfig, _recorded_models, check_selectors
 
 # ------------------------------------------------------------------------------------------
 # notebook 04's config
-
-
-def _check(cond: bool, msg: str) -> None:
-    from ...errors import ConfigError
-
-    if not cond:
-        raise ConfigError(msg)
 
 
 def _registered_methods() -> tuple[str, ...]:
@@ -39,7 +33,7 @@ def _registered_methods() -> tuple[str, ...]:
 
 
 @dataclass
-class AblationsConfig:
+class AblationsConfig(NotebookConfig):
     """Notebook 04's parameters, validated (papermill does not check them).
 
     Attributes:
@@ -69,7 +63,8 @@ class AblationsConfig:
             (e.g. "hf:google/gemma-3-270m-it") or a backend spec mapping.
     """
 
-    out_dir: str
+    NOTEBOOK: ClassVar[str] = "04_ablations"
+
     models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))
     sizes: list[int] = field(default_factory=lambda: list(range(2, 9)))
     max_subsets: int | None = None
@@ -93,79 +88,98 @@ class AblationsConfig:
     selectors: list[str] = field(default_factory=lambda: list(SELECTOR_GRID))
     judge_model: str | dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        _check(isinstance(self.out_dir, str) and bool(self.out_dir), "out_dir must be a path")
-        check_recorded_models(self.models)
-        _check(len(set(self.models)) == len(self.models) >= 2, "models: 2 or more, distinct")
-        _check(
+    def validate(self) -> None:
+        super().validate()
+        _recorded_models(self.models, "models")
+        check(
+            len(set(self.models)) == len(self.models) >= 2, "models: 2 or more, distinct", "models"
+        )
+        check(
             bool(self.sizes) and all(2 <= s <= len(self.models) for s in self.sizes),
             f"sizes must be in [2, {len(self.models)}], got {self.sizes}",
+            "sizes",
         )
-        _check(
+        check(
             self.max_subsets is None
             or (isinstance(self.max_subsets, int) and self.max_subsets >= 1),
             f"max_subsets must be None or >= 1, got {self.max_subsets!r}",
+            "max_subsets",
         )
-        _check(self.ordering in ORDERINGS, f"ordering must be one of {ORDERINGS}")
-        _check(0 <= self.threshold < 1, f"threshold must be in [0, 1), got {self.threshold}")
-        _check(self.rule in RULES, f"rule must be one of {RULES}, got {self.rule!r}")
-        _check(
+        check(self.ordering in ORDERINGS, f"ordering must be one of {ORDERINGS}", "ordering")
+        check(
+            0 <= self.threshold < 1,
+            f"threshold must be in [0, 1), got {self.threshold}",
+            "threshold",
+        )
+        check(self.rule in RULES, f"rule must be one of {RULES}, got {self.rule!r}", "rule")
+        check(
             bool(self.thresholds) and all(0 <= t < 1 for t in self.thresholds),
             "thresholds must be a non-empty list of values in [0, 1)",
+            "thresholds",
         )
-        _check(
+        check(
             2 <= self.threshold_size <= len(self.models),
             f"threshold_size must be in [2, {len(self.models)}]",
+            "threshold_size",
         )
         bad = [r for r in self.rules if r not in SELECTION_RULES]
-        _check(bool(self.rules) and not bad, f"rules must be among {SELECTION_RULES}, got {bad}")
-        _check(
+        check(
+            bool(self.rules) and not bad,
+            f"rules must be among {SELECTION_RULES}, got {bad}",
+            "rules",
+        )
+        check(
             bool(self.seeds) and all(isinstance(s, int) for s in self.seeds),
             "seeds: a list of ints",
+            "seeds",
         )
-        _check(self.stop in STOP_MODES, f"stop must be one of {STOP_MODES}")
-        _check(
+        check(self.stop in STOP_MODES, f"stop must be one of {STOP_MODES}", "stop")
+        check(
             len(self.trio) >= 2 and all(m in self.models for m in self.trio),
             f"trio must list 2+ of models, got {self.trio}",
+            "trio",
         )
         if self.pipeline_config is not None:
             from ...runs.notebooks import resolve_path
 
             path = resolve_path(self.pipeline_config)
-            _check(path.exists(), f"pipeline_config {self.pipeline_config!r}: no such file")
+            check(
+                path.exists(),
+                f"pipeline_config {self.pipeline_config!r}: no such file",
+                "pipeline_config",
+            )
             self.pipeline_config = str(path)
         known = _registered_methods()
-        _check(
+        check(
             bool(self.methods) and set(self.methods) <= set(known),
             f"methods must be among {known}, got {self.methods}",
+            "methods",
         )
-        _check(
+        check(
             self.num_instructions is None or self.num_instructions >= 1,
             "num_instructions must be None or >= 1",
+            "num_instructions",
         )
-        _check(
+        check(
             self.max_new_tokens is None
             or (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1),
             "max_new_tokens must be None or an integer >= 1",
+            "max_new_tokens",
         )
-        _check(
+        check(
             bool(self.seed_demos) and all(n >= 0 for n in self.seed_demos),
             "seed_demos: counts >= 0",
+            "seed_demos",
         )
-        _check(
+        check(
             bool(self.generated_demos) and all(n >= 0 for n in self.generated_demos),
             "generated_demos: counts >= 0",
+            "generated_demos",
         )
-        _check(isinstance(self.workers, int) and self.workers >= 1, "workers must be >= 1")
+        check(
+            isinstance(self.workers, int) and self.workers >= 1, "workers must be >= 1", "workers"
+        )
         check_selectors(self.selectors, self.judge_model)
-
-    @property
-    def out_path(self) -> Path:
-        from ...runs.notebooks import resolve_path
-
-        p = resolve_path(self.out_dir)
-        p.mkdir(parents=True, exist_ok=True)
-        return p
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -183,27 +197,6 @@ class AblationsConfig:
         return pd.DataFrame(
             [{"parameter": k, "value": json.dumps(v)} for k, v in self.__dict__.items()]
         )
-
-
-def check_selectors(selectors: list[str], judge_model: Any) -> None:
-    from ...method.selectors import parse_selector_entry
-
-    _check(bool(selectors) and isinstance(selectors, list), "selectors: a non-empty list")
-    for entry in selectors:
-        try:
-            parse_selector_entry(entry)
-        except ValueError as e:
-            _raise_config(f"selectors: {e}")
-    _check(
-        judge_model is None or isinstance(judge_model, str | dict),
-        f"judge_model must be None, '<kind>:<model>' or a backend spec, got {judge_model!r}",
-    )
-
-
-def _raise_config(msg: str) -> None:
-    from ...errors import ConfigError
-
-    raise ConfigError(msg)
 
 
 def selector_entries(selectors: list[str], judge_model: Any) -> list[str]:

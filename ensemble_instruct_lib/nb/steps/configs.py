@@ -3,49 +3,104 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from ...analysis.recorded_ensemble import DEFAULT_MODELS, STOP_MODES
-from ...data.public import PREDICTION_MODELS
+from ...data.config_builder import ConfigSource, FieldError, check
+from ...data.public import PREDICTION_MODELS, check_recorded_models
 from ...errors import ConfigError
 from ...runs.config import ConsensusStage, RunConfig, load_config
-from ...runs.notebooks import notebook_root, resolve_path
+from ...runs.notebooks import REPO_ROOT, notebook_path, notebook_root, parameter_lines, resolve_path
 
 # --------------------------------------------------------------------------------------------
 # configs: one per notebook, validated
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
 def check_task_type(task_type: str) -> None:
-    _check(task_type in ("A", "B"), f"task_type must be 'A' or 'B', got {task_type!r}")
+    check(task_type in ("A", "B"), f"task_type must be 'A' or 'B', got {task_type!r}", "task_type")
 
 
 def _optional_count(name: str, value: Any, minimum: int = 0) -> None:
-    _check(
+    check(
         value is None
         or (isinstance(value, int) and not isinstance(value, bool) and value >= minimum),
         f"{name} must be None or an integer >= {minimum}, got {value!r}",
+        name,
     )
+
+
+def _recorded_models(models: list[str], name: str) -> None:
+    """`data.public.check_recorded_models`, its error naming the field `name`."""
+    try:
+        check_recorded_models(models)
+    except ConfigError as e:
+        raise FieldError(name, str(e)) from None
+
+
+def check_selectors(selectors: list[str], judge_model: Any) -> None:
+    """Stage-4 selector entries (`method.selectors.parse_selector_entry`) and a judge model
+    (None, "<kind>:<model>" or a backend spec mapping)."""
+    from ...method.selectors import parse_selector_entry
+
+    check(bool(selectors) and isinstance(selectors, list), "a non-empty list", "selectors")
+    for entry in selectors:
+        try:
+            parse_selector_entry(entry)
+        except ValueError as e:
+            raise FieldError("selectors", str(e)) from None
+    check(
+        judge_model is None or isinstance(judge_model, str | dict),
+        f"judge_model must be None, '<kind>:<model>' or a backend spec, got {judge_model!r}",
+        "judge_model",
+    )
+
+
+def notebook_source(notebook: str) -> ConfigSource:
+    """Where a notebook config's values come from: the notebook twin (``notebooks/NN_name.py``,
+    relative to the repository) and the line of each parameter in its ``parameters`` cell (no
+    lines when the twin is not there, e.g. in an installed package)."""
+    try:
+        path = notebook_path(notebook)
+        lines = parameter_lines(path)
+    except (FileNotFoundError, ValueError):
+        return ConfigSource(f"notebooks/{notebook}.py")
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    return ConfigSource(str(shown), lines)
 
 
 @dataclass
 class NotebookConfig:
-    """What every notebook has: `out_dir`, where its figures and tables go."""
+    """What every notebook has: `out_dir`, where its figures and tables go.
+
+    A subclass names its notebook (`NOTEBOOK`) and checks its fields in `validate` with
+    `config_builder.check`; a bad value raises `FieldError` naming the notebook twin's file, the
+    line of the parameter in its ``parameters`` cell and the field.
+    """
+
+    NOTEBOOK: ClassVar[str] = ""
 
     out_dir: str
 
     def __post_init__(self) -> None:
-        _check(
+        try:
+            self.validate()
+        except FieldError as e:
+            names = {f.name for f in dataclasses.fields(self)}
+            if e.file or not self.NOTEBOOK or re.split(r"[.\[]", e.field)[0] not in names:
+                raise
+            raise notebook_source(self.NOTEBOOK).locate(e) from None
+
+    def validate(self) -> None:
+        """Check the fields (subclasses extend it); raises `FieldError`."""
+        check(
             isinstance(self.out_dir, str) and bool(self.out_dir),
             f"out_dir must be a non-empty path string, got {self.out_dir!r}",
+            "out_dir",
         )
 
     @property
@@ -85,30 +140,36 @@ class PromptDesignConfig(NotebookConfig):
     backend: dict[str, Any] | None = None
     max_new_tokens: int | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    NOTEBOOK: ClassVar[str] = "01_prompt_design"
+
+    def validate(self) -> None:
+        super().validate()
         check_task_type(self.task_type)
         _optional_count("num_seed", self.num_seed)
         _optional_count("num_generated", self.num_generated)
         _optional_count("num_instance_demos", self.num_instance_demos, 1)
         _optional_count("max_new_tokens", self.max_new_tokens, 1)
-        _check(
+        check(
             isinstance(self.random_seed, int),
             f"random_seed must be an integer, got {self.random_seed!r}",
+            "random_seed",
         )
-        _check(
+        check(
             isinstance(self.generated, list) and all(isinstance(g, str) for g in self.generated),
             "generated must be a list of instruction strings",
+            "generated",
         )
-        _check(
+        check(
             set(self.instance_instructions) == {"A", "B"}
             and all(isinstance(v, str) and v.strip() for v in self.instance_instructions.values()),
             "instance_instructions must map 'A' and 'B' to non-empty instructions, "
             f"got {self.instance_instructions!r}",
+            "instance_instructions",
         )
-        _check(
+        check(
             self.backend is None or (isinstance(self.backend, dict) and "kind" in self.backend),
             f"backend must be None or a spec dict with a 'kind', got {self.backend!r}",
+            "backend",
         )
 
 
@@ -150,14 +211,20 @@ class GenerationConfig(NotebookConfig):
     sample_size: int = 10
     run_config: RunConfig = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(
-            isinstance(self.overrides, dict), f"overrides must be a dict, got {self.overrides!r}"
+    NOTEBOOK: ClassVar[str] = "02_generation"
+
+    def validate(self) -> None:
+        super().validate()
+        check(
+            isinstance(self.overrides, dict),
+            f"overrides must be a dict, got {self.overrides!r}",
+            "overrides",
         )
         _optional_count("sample_size", self.sample_size, 1)
         path = resolve_path(self.config_path)
-        _check(path.exists(), f"config_path {self.config_path!r}: no such file ({path})")
+        check(
+            path.exists(), f"config_path {self.config_path!r}: no such file ({path})", "config_path"
+        )
         self.run_config = anchor_paths(load_config(path, **self.overrides))
 
     @property
@@ -203,34 +270,47 @@ class EnsemblingConfig(NotebookConfig):
     )
     judge_model: str | dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        from .ablations import check_selectors
+    NOTEBOOK: ClassVar[str] = "03_ensembling"
 
+    def validate(self) -> None:
+        super().validate()
         check_selectors(self.selectors, self.judge_model)
-        _check(
+        check(
             isinstance(self.models, list) and len(self.models) >= 2,
             f"models must list at least 2 recorded models, got {self.models!r}",
+            "models",
         )
-        unknown = [m for m in self.models if m not in PREDICTION_MODELS]
-        _check(
-            not unknown,
-            f"unknown recorded models {unknown}; choose from {list(PREDICTION_MODELS)}",
+        _recorded_models(self.models, "models")
+        check(
+            len(set(self.models)) == len(self.models),
+            f"models must be distinct: {self.models}",
+            "models",
         )
-        _check(len(set(self.models)) == len(self.models), f"models must be distinct: {self.models}")
-        _check(
+        check(
             self.run_dir is None or (isinstance(self.run_dir, str) and bool(self.run_dir)),
             f"run_dir must be None or a path string, got {self.run_dir!r}",
+            "run_dir",
         )
         if self.threshold is not None:
-            _check(0 <= self.threshold < 1, f"threshold must be in [0, 1), got {self.threshold}")
+            check(
+                0 <= self.threshold < 1,
+                f"threshold must be in [0, 1), got {self.threshold}",
+                "threshold",
+            )
         if self.rule is not None:
             ConsensusStage(rule=self.rule)
-        _check(self.stop in STOP_MODES, f"stop must be one of {STOP_MODES}, got {self.stop!r}")
-        _check(0 < self.curve_max <= 1, f"curve_max must be in (0, 1], got {self.curve_max}")
-        _check(
+        check(
+            self.stop in STOP_MODES, f"stop must be one of {STOP_MODES}, got {self.stop!r}", "stop"
+        )
+        check(
+            0 < self.curve_max <= 1,
+            f"curve_max must be in (0, 1], got {self.curve_max}",
+            "curve_max",
+        )
+        check(
             isinstance(self.curve_points, int) and self.curve_points >= 2,
             f"curve_points must be an integer >= 2, got {self.curve_points!r}",
+            "curve_points",
         )
 
     @property
@@ -277,22 +357,27 @@ class FinetuneEvalConfig(NotebookConfig):
     reference_models: list[str] = field(default_factory=lambda: list(PREDICTION_MODELS))
     study_dir: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(
+    NOTEBOOK: ClassVar[str] = "05_finetune_eval"
+
+    def validate(self) -> None:
+        super().validate()
+        check(
             isinstance(self.base_model, str) and bool(self.base_model),
             "base_model must name a model",
+            "base_model",
         )
-        _check(
+        check(
             isinstance(self.datasets, dict) and bool(self.datasets),
             "datasets must map at least one system name to a dataset file",
+            "datasets",
         )
         for name, path in self.datasets.items():
-            _check(
+            check(
                 isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum(),
                 f"dataset name {name!r} may only use letters, digits, '-' and '_'",
+                "datasets",
             )
-            _check(
+            check(
                 resolve_path(path).exists(),
                 f"dataset {name!r}: no such file {path!r} ({resolve_path(path)}): "
                 + (
@@ -300,36 +385,44 @@ class FinetuneEvalConfig(NotebookConfig):
                     if str(path).startswith(DEFAULT_RUN_DIR)
                     else "give an Alpaca-style JSONL (a run's alpaca.jsonl)"
                 ),
+                "datasets",
             )
         if self.finetune_config is not None:
-            _check(
+            check(
                 resolve_path(self.finetune_config).exists(),
                 f"finetune_config {self.finetune_config!r}: no such file",
+                "finetune_config",
             )
         fixed = {"model", "data", "run_dir"} & set(self.finetune_overrides)
-        _check(
-            not fixed, f"finetune_overrides may not set {sorted(fixed)}: use base_model/datasets"
+        check(
+            not fixed,
+            f"finetune_overrides may not set {sorted(fixed)}: use base_model/datasets",
+            "finetune_overrides",
         )
         bad = [b for b in self.benchmarks if b not in BENCHMARKS]
-        _check(
+        check(
             bool(self.benchmarks) and not bad,
             f"benchmarks must be a non-empty subset of {BENCHMARKS}",
+            "benchmarks",
         )
-        _check(
+        check(
             isinstance(self.evaluate_base, bool),
             f"evaluate_base must be True or False, got {self.evaluate_base!r}",
+            "evaluate_base",
         )
         _optional_count("max_items", self.max_items, 1)
         _optional_count("max_new_tokens", self.max_new_tokens, 1)
         _optional_count("eval_batch_size", self.eval_batch_size, 1)
-        unknown = [m for m in self.reference_models if m not in PREDICTION_MODELS]
-        _check(
-            not unknown,
-            f"unknown reference models {unknown}; choose from {list(PREDICTION_MODELS)}",
-        )
-        # build every fine-tuning config now, so a bad key fails here and not after an hour
+        _recorded_models(self.reference_models, "reference_models")
+        # build every fine-tuning config now, so a bad key fails here and not after an hour; a
+        # bad override (not from the YAML file) is a bad `finetune_overrides`
         for name in self.datasets:
-            self.finetune_config_for(name)
+            try:
+                self.finetune_config_for(name)
+            except FieldError as e:
+                if e.file:
+                    raise
+                raise FieldError("finetune_overrides", e.message) from None
 
     def finetune_config_for(self, name: str) -> Any:
         """The `FinetuneConfig` of one dataset: the shared YAML and overrides, plus its paths."""
