@@ -133,7 +133,5 @@ if study is not None:
     display(study["data"])
 
 # %%
-if study is not None:
-    for name, fig in steps.study_figures(study).items():
-        plots.save_figure(fig, cfg.out_path, name)
-        display(fig)
+study_figs = steps.save_study_figures(study, cfg.out_path)
+display(*study_figs)

@@ -362,3 +362,9 @@ def test_quick_killed_mid_finetune_and_mid_evaluation_resumes_to_identical_table
     shown = R.study_at(killed).run(report_only=True, write=False)
     for name in ("systems", "comparisons"):
         assert shown[name].to_csv(index=False) == (killed / "tables" / f"{name}.csv").read_text()
+    from ensemble_instruct_lib.nb.steps import finetune_eval
+
+    figs = finetune_eval.save_study_figures(shown, tmp_path / "nb")
+    assert len(figs) == 2
+    assert (tmp_path / "nb" / "study_comparisons.png").stat().st_size > 0
+    assert (tmp_path / "nb" / "study_scores.png").stat().st_size > 0

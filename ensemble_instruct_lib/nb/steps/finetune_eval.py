@@ -200,6 +200,16 @@ def study_tables(config: FinetuneEvalConfig) -> dict[str, Any] | None:
     return study.run(report_only=True, write=False)
 
 
+def save_study_figures(tables: Mapping[str, Any] | None, out_dir: Any) -> list[Any]:
+    """`study_figures`, each saved as ``<out_dir>/<name>.png``; the figures, to display."""
+    from .. import plots
+
+    figs = study_figures(tables)
+    for name, fig in figs.items():
+        plots.save_figure(fig, out_dir, name)
+    return list(figs.values())
+
+
 def study_figures(tables: Mapping[str, Any] | None) -> dict[str, Any]:
     """The study's figures (intervals of every comparison, every system's score); none for a
     study with nothing scored yet."""
