@@ -229,11 +229,7 @@ def study_at(out: str | Path, *, progress: bool = False) -> Study:
             f"{out}: no study here (no study_config.json); run `python -m ensemble_instruct_lib "
             "replicate --config configs/replicate-cpu.yaml` (or --quick) to make one"
         )
-    data = json.loads(path.read_text())
-    try:
-        cfg = _build(ReplicateConfig, data, "")
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    cfg = build(ReplicateConfig, json.loads(path.read_text()), ConfigSource(str(path), {}))
     return Study(cfg, out, progress=progress)
 
 
