@@ -552,6 +552,8 @@ class Study:
                 if student == st.name:
                     kind, seed = ds.rsplit("-s", 1)
                     systems.append((student, kind, int(seed), str(path)))
+        # untuned students first, then seed by seed: an interrupted study has whole seeds
+        systems.sort(key=lambda s: (s[2] is not None, s[2] or 0))
         every = [it for its in items.values() for it in its]
         bench_of = {it.id: b for b, its in items.items() for it in its}
         rows = []
