@@ -304,3 +304,16 @@ def test_interrupted_run_resumes_from_checkpoint(tiny_gpt2_dir, sft_data, tmp_pa
         finetune(_cfg(tiny_gpt2_dir, sft_data, tmp_path / "cut", max_steps=12, learning_rate=1e-3))
     with pytest.raises(ConfigError, match="resume"):
         finetune(_cfg(tiny_gpt2_dir, sft_data, tmp_path / "cut", max_steps=12, resume=False))
+
+
+def test_resume_skips_and_removes_checkpoints_a_kill_left_half_written(tmp_path):
+    from ensemble_instruct_lib.train.finetune import last_complete_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for step, state in [(1, '{"global_step": 1}'), (2, None), (10, '{"global_st')]:
+        (ckpts / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (ckpts / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(ckpts) == str(ckpts / "checkpoint-1")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-1"]
+    assert last_complete_checkpoint(tmp_path / "none") is None

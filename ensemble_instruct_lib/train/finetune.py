@@ -419,14 +419,34 @@ class _Encoded:
     dropped: int
 
 
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder the Trainer finished writing (its trainer_state.json,
+    written last, is there and parses), or None. Folders left half-written by a killed process
+    are removed: the Trainer writes them again when it reaches their step."""
+    import shutil
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted(
+        (p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+        key=lambda p: int(p.name[11:]),
+        reverse=True,
+    )
+    for p in found:
+        try:
+            json.loads((p / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(p)
+            continue
+        return str(p)
+    return None
+
+
 def _prepare_run_dir(cfg: FinetuneConfig) -> tuple[Path, str | None]:
     """Check the run dir against a previous run, create it, save the config; return the run dir
     and the latest checkpoint in it (None when there is none)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_complete_checkpoint(run_dir / "checkpoints")
     _check_run_dir(cfg, run_dir, last is not None)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "finetune_config.json", cfg.to_dict())
