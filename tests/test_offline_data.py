@@ -308,7 +308,7 @@ def test_the_run_command_prints_one_line_for_an_unreachable_hub_id(
     rc = main(["run", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert err.startswith(f"error: {cfg}: generator.model: model 'Qwen/Qwen2.5-0.5B'")
+    assert err.startswith(f"error: {cfg}, line 2: generator.model: model 'Qwen/Qwen2.5-0.5B'")
     _assert_one_line_hub_error(err, "Qwen/Qwen2.5-0.5B")
 
 
