@@ -513,6 +513,13 @@ class Study:
                 continue
             if self.read_only:
                 continue
+            if run_dir.exists():
+                # an interrupted fine-tune starts again from step 0: transformers' resume from a
+                # checkpoint is not bit-identical on CPU (measured: an answer changed), and a
+                # study resumed must give the tables an uninterrupted one gives
+                import shutil
+
+                shutil.rmtree(run_dir)
             self.log(f"[replicate] fine-tune {student} on {ds} ({k}/{len(jobs)})")
             cfg = FinetuneConfig.from_yaml(
                 self.cfg.finetune_config,
