@@ -13,8 +13,10 @@ Steps, each resumable on its own, all under one study folder (``outputs/replicat
    the Ensemble-Instruct run, the paper's no-ensemble control), all of one size: the smallest
    ensembled set's.
 4. ``finetune/<student>/<dataset>/``: one LoRA fine-tune per (student, dataset) it needs (finding 1:
-   the finding-1 student on ei and si; finding 2: every student on ei and single), checkpointed;
-   ``done.json`` marks a finished one, which a rerun skips.
+   the finding-1 student on ei and si; finding 2: every student on ei and single); ``done.json``
+   marks a finished one, which a rerun skips; an unfinished one is redone from step 0 (a transformers
+   resume from a checkpoint is not bit-identical on CPU, and a resumed study must give the tables
+   an uninterrupted one gives: at most one fine-tune's time is lost).
 5. ``eval/<student>/<system>/predictions.jsonl``: greedy answers of the untuned student ("base")
    and of each tuned one, through transformers (the reference implementation), appended as they
    arrive and reused on a rerun.
