@@ -508,9 +508,12 @@ def _device(cfg: FinetuneConfig) -> tuple[bool, bool, bool]:
 
 
 def _load_model(cfg: FinetuneConfig, pad_token_id: int) -> Any:
-    """The base model in fp32, wrapped with LoRA adapters in mode "lora"."""
+    """The base model in fp32, wrapped with LoRA adapters in mode "lora" (seeded first, so the
+    new adapter weights do not depend on what the process drew before)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(cfg.seed)
 
     from ..engines.hf import load_errors
 
