@@ -7,7 +7,6 @@ reused by later sessions; one backend serves the whole module (2 CPU cores: keep
 
 from __future__ import annotations
 
-import importlib.util
 import random
 
 import pytest
@@ -23,6 +22,7 @@ from ensemble_instruct_lib.method.prompts import (
     instance_prompt,
     instruction_prompt,
 )
+from ensemble_instruct_lib.testing.real_models import missing_real_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -31,10 +31,8 @@ GEMMA = M.KNOWN_MODELS["gemma-3-270m"]
 
 @pytest.fixture(scope="session")
 def gemma_gguf():
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
-    if not M.package_installed(GEMMA):
-        pytest.skip(f"the {GEMMA.package} package is not installed: {M.INSTALL_EXTRA}")
+    if reason := missing_real_models(GEMMA.name):
+        pytest.skip(reason)
     return M.gguf_path("gemma-3-270m")
 
 

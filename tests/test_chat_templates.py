@@ -8,8 +8,6 @@ package is missing; scripts/setup.sh installs both.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from ensemble_instruct_lib.engines import models as M
@@ -17,6 +15,7 @@ from ensemble_instruct_lib.engines.base import DecodingParams, require_chat_temp
 from ensemble_instruct_lib.engines.cache import CachedBackend, CallCache, cache_key
 from ensemble_instruct_lib.engines.scripted import ScriptedBackend
 from ensemble_instruct_lib.errors import ConfigError
+from ensemble_instruct_lib.testing.real_models import missing_real_models
 
 SMOL = M.KNOWN_MODELS["smollm2-135m-instruct"]
 CHAT = DecodingParams(max_new_tokens=8, chat=True)
@@ -111,10 +110,8 @@ def test_a_run_refuses_chat_true_on_a_model_without_template_before_any_call(tmp
 
 @pytest.fixture(scope="module")
 def smol_llama():
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
-    if not M.package_installed(SMOL):
-        pytest.skip(f"the {SMOL.package} package is not installed: {SMOL.install_command}")
+    if reason := missing_real_models(SMOL.name):
+        pytest.skip(reason)
     from ensemble_instruct_lib.engines.llama_cpp import LlamaCppBackend
 
     backend = LlamaCppBackend("smollm2-135m-instruct", n_ctx=1024, n_threads=2)
@@ -155,11 +152,8 @@ def test_llama_cpp_chat_answers_as_an_assistant(smol_llama):
 
 @pytest.mark.slow
 def test_gemma_has_no_template_and_chat_is_refused():
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
-    gemma = M.KNOWN_MODELS["gemma-3-270m"]
-    if not M.package_installed(gemma):
-        pytest.skip(f"the {gemma.package} package is not installed: {M.INSTALL_EXTRA}")
+    if reason := missing_real_models("gemma-3-270m"):
+        pytest.skip(reason)
     from ensemble_instruct_lib.engines.llama_cpp import LlamaCppBackend
 
     backend = LlamaCppBackend("gemma-3-270m", n_ctx=256, n_threads=2)

@@ -18,6 +18,7 @@ from ensemble_instruct_lib.method.run_files import ENSEMBLED, STAGE2
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.pipeline import run
 from ensemble_instruct_lib.testing.fake import fake_generator
+from ensemble_instruct_lib.testing.real_models import missing_real_models
 from ensemble_instruct_lib.testing.servers import LocalServer, missing_requirement
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -25,12 +26,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def llama_server():
-    reason = missing_requirement("llama_cpp")
+    reason = missing_requirement("llama_cpp") or missing_real_models(
+        "gemma-3-270m", llama_cpp=False
+    )
     if reason:
         pytest.skip(reason)
-    gemma = M.KNOWN_MODELS["gemma-3-270m"]
-    if not M.package_installed(gemma):
-        pytest.skip(f"the {gemma.package} package is not installed: {M.INSTALL_EXTRA}")
     with LocalServer(
         "gemma-3-270m", "llama_cpp", served_model_name="gemma-3-270m", startup_timeout=300
     ) as srv:

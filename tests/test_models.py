@@ -22,6 +22,7 @@ from ensemble_instruct_lib.engines.factory import make_backend
 from ensemble_instruct_lib.errors import ConfigError
 from ensemble_instruct_lib.runs.config import load_config
 from ensemble_instruct_lib.runs.export import dataset_card
+from ensemble_instruct_lib.testing.real_models import missing_real_models
 
 PAYLOAD = b"GGUF fake weights " * 1000
 
@@ -371,9 +372,8 @@ def test_dataset_card_states_the_gemma_licence():
 
 @pytest.fixture(scope="session")
 def gemma_converted():
-    gemma = M.KNOWN_MODELS["gemma-3-270m"]
-    if not M.package_installed(gemma):
-        pytest.skip(f"the {gemma.package} package is not installed: {M.INSTALL_EXTRA}")
+    if reason := missing_real_models("gemma-3-270m", llama_cpp=False):
+        pytest.skip(reason)
     for module in ("torch", "transformers", "gguf"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(
@@ -417,3 +417,13 @@ def test_gemma_by_name_through_the_hf_backend(gemma_converted):
     # greedy text agrees at the start (a broken conversion writes unrelated text).
     agree = sum(a.text.split()[:3] == b.text.split()[:3] for a, b in zip(outs, ref, strict=True))
     assert agree >= 2, [(a.text, b.text) for a, b in zip(outs, ref, strict=True)]
+
+
+def test_missing_real_models_names_the_first_missing_package_and_its_install(monkeypatch):
+    smol = M.KNOWN_MODELS["smollm2-135m-instruct"]
+    monkeypatch.setattr(M, "package_installed", lambda km: km.name != smol.name)
+    reason = missing_real_models("gemma-3-270m", smol.name, llama_cpp=False)
+    assert reason == f"the {smol.package} package is not installed: {smol.install_command}"
+    assert missing_real_models("gemma-3-270m", llama_cpp=False) is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert "llama-cpp-python is not installed" in missing_real_models("gemma-3-270m")

@@ -19,7 +19,6 @@ Measured on 2 shared cores: about 10-12 minutes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pandas as pd
@@ -29,6 +28,7 @@ from notebook_checks import REPO, assert_png, executed
 from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.engines import models as M
 from ensemble_instruct_lib.runs import notebooks
+from ensemble_instruct_lib.testing.real_models import missing_real_models
 
 # a hang guard, not a speed target: 10-12 min on 2 idle cores, over 30 min on 2 cores shared with a
 # real-model grid run
@@ -78,12 +78,8 @@ def cfg_models() -> list[str]:
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
-    if not M.package_installed(GEMMA):
-        pytest.skip(f"the {GEMMA.package} package is not installed: {M.INSTALL_EXTRA}")
-    if not M.package_installed(SMOL):
-        pytest.skip(f"the {SMOL.package} package is not installed: {SMOL.install_command}")
+    if reason := missing_real_models(GEMMA.name, SMOL.name):
+        pytest.skip(reason)
     root = tmp_path_factory.mktemp("fresh-checkout")
     (root / "configs").symlink_to(REPO / "configs")
     return root
