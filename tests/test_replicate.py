@@ -151,17 +151,20 @@ def _scores(rows):
     return pd.DataFrame(rows, columns=["student", "system", "seed", "benchmark", "item", "rouge"])
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")
 def test_system_table_averages_seed_means_and_reports_their_spread():
-    s = _scores(
+    tuned = _scores(
         [
             ("g", "ei", 0, "uo", "1", 0.2),
             ("g", "ei", 0, "uo", "2", 0.4),  # seed 0 mean 30
             ("g", "ei", 1, "uo", "1", 0.6),
             ("g", "ei", 1, "uo", "2", 0.2),  # seed 1 mean 40
-            ("g", "base", None, "uo", "1", 0.1),
-            ("g", "base", None, "uo", "2", 0.3),
         ]
     )
+    untuned = _scores([("g", "base", None, "uo", "1", 0.1), ("g", "base", None, "uo", "2", 0.3)])
+    # as the study builds it: an all-None seed column concatenated makes an object column
+    s = pd.concat([untuned, tuned], ignore_index=True)
+    assert s["seed"].dtype == object
     t = rep.system_table(s).set_index("system")
     assert t.loc["ei", "rougeL"] == 35.0 and t.loc["ei", "seeds"] == 2 and t.loc["ei", "n"] == 2
     assert t.loc["ei", "seed_sd"] == round(float(np.std([30, 40], ddof=1)), 2)

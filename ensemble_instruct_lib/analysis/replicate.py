@@ -569,9 +569,6 @@ class Study:
         for k, (student, kind, seed, model) in enumerate(systems, start=1):
             name = kind if seed is None else f"{kind}-s{seed}"
             run_dir = self.out / "eval" / student / name
-            self.log(
-                f"[replicate] evaluate {student}/{name} on {len(every)} items ({k}/{len(systems)})"
-            )
 
             def answer(model: str = model, run_dir: Path = run_dir) -> dict[str, str]:
                 backend = HFBackend(model_source(model), batch_size=self.cfg.eval.batch_size)
@@ -599,8 +596,16 @@ class Study:
                     if r.get("prediction") is not None
                 }
                 if len(preds) < len(every):
-                    continue  # read-only and unfinished: left out of the tables
+                    self.log(
+                        f"[replicate] {student}/{name}: {len(preds)} of {len(every)} items "
+                        "answered, left out of the tables (run without --report-only to finish)"
+                    )
+                    continue
             else:
+                self.log(
+                    f"[replicate] evaluate {student}/{name} on {len(every)} items "
+                    f"({k}/{len(systems)})"
+                )
                 preds = self._timed(f"evaluate {student}/{name}", answer)
             for it in every:
                 rouge = score_example(preds.get(it.id, ""), it.references)[0]

@@ -43,7 +43,8 @@ def system_table(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["student", "system", "benchmark"]
     for (student, system, bench), g in scores.groupby(keys, sort=False, dropna=False):
-        per_seed = g.groupby(g["seed"].fillna(-1), sort=True)["rouge"].mean() * 100
+        # seed: None for untuned systems (an object column once concatenated): -1 groups them
+        per_seed = g.groupby(pd.to_numeric(g["seed"]).fillna(-1), sort=True)["rouge"].mean() * 100
         rows.append(
             {
                 "student": student,
