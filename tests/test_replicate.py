@@ -4,7 +4,7 @@ against an uninterrupted run."""
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +25,7 @@ from ensemble_instruct_lib.data.eval_items import EvalItem
 from ensemble_instruct_lib.data.jsonl import read_jsonl
 from ensemble_instruct_lib.engines import models as M
 from ensemble_instruct_lib.errors import ConfigError
+from ensemble_instruct_lib.testing.real_models import missing_real_models
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "replicate-cpu.yaml"
@@ -265,16 +266,50 @@ def test_a_folder_with_no_study_says_how_to_make_one(tmp_path, capsys):
     assert finetune_eval.study_figures(None) == {}
 
 
+def test_superni_items_are_spread_over_the_tasks_reading_only_the_instances_needed(
+    tmp_path, monkeypatch
+):
+    from ensemble_instruct_lib.data import superni
+
+    fixture = REPO / "tests" / "fixtures" / "superni_tasks"
+    tasks = [
+        "task1159_bard_analogical_reasoning_containers",
+        "task828_copa_commonsense_cause_effect",
+    ]
+    monkeypatch.setattr(superni, "load_test_tasks", lambda path=None: tasks)
+    cfg = R.load_replicate_config(CONFIG)
+    cfg = dataclasses.replace(
+        cfg,
+        eval=dataclasses.replace(cfg.eval, user_oriented=0, superni=3, superni_dir=str(fixture)),
+    )
+    seen = []
+    real = superni.load_superni_items
+    monkeypatch.setattr(
+        superni,
+        "load_superni_items",
+        lambda *a, **kw: seen.append(kw.get("max_instances")) or real(*a, tasks=tasks, **kw),
+    )
+    items = R.Study(cfg, tmp_path, log=lambda line: None).items()
+    assert list(items) == ["superni"] and seen == [2]  # ceil(3 / 2 tasks)
+    every = real(fixture, tasks=tasks, max_instances=5)
+    by_task = {t: [it for it in every if it.task_id == t] for t in tasks}
+    assert items["superni"] == [by_task[tasks[0]][0], by_task[tasks[1]][0], by_task[tasks[0]][1]]
+    # no folder: a line says SuperNI is skipped, the other benchmark goes on
+    logged = []
+    no_dir = dataclasses.replace(cfg.eval, user_oriented=2, superni_dir=None)
+    monkeypatch.delenv(superni.ENV_VAR, raising=False)
+    items = R.Study(dataclasses.replace(cfg, eval=no_dir), tmp_path, log=logged.append).items()
+    assert list(items) == ["user_oriented"] and len(items["user_oriented"]) == 2
+    assert logged and logged[0].startswith("SuperNI skipped:")
+
+
 # --------------------------------------------------------------------------------------------
 # --quick on the real models, killed and resumed
 
 
 def _need_models():
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed: {M.LLAMA_CPP_INSTALL}")
-    for km in M.KNOWN_MODELS.values():
-        if not M.package_installed(km):
-            pytest.skip(f"the {km.package} package is not installed: {km.install_command}")
+    if reason := missing_real_models(*M.KNOWN_MODELS):
+        pytest.skip(reason)
 
 
 def _cmd(out: Path) -> list[str]:

@@ -366,7 +366,7 @@ class Study:
         if e.user_oriented:
             out["user_oriented"] = user_oriented_items(user_oriented_path())[: e.user_oriented]
         if e.superni:
-            from ..data.superni import load_superni_items, superni_dir
+            from ..data.superni import load_superni_items, load_test_tasks, superni_dir
             from ..errors import DataError
 
             try:
@@ -374,7 +374,10 @@ class Study:
             except DataError as err:
                 self.log(f"SuperNI skipped: {str(err).splitlines()[0]}")
             else:
-                out["superni"] = spread_items(load_superni_items(e.superni_dir), e.superni)
+                # only the instances the spread can reach are read (and id-checked)
+                per_task = -(-e.superni // len(load_test_tasks()))
+                every = load_superni_items(e.superni_dir, max_instances=per_task)
+                out["superni"] = spread_items(every, e.superni)
         return out
 
     def finding3(self, items: Mapping[str, list[EvalItem]]) -> pd.DataFrame:
