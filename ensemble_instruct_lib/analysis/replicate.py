@@ -636,7 +636,8 @@ class Study:
         datasets = self.datasets(data)
         models = self.finetune(datasets)
         students = self.evaluate(models, items)
-        parts = [df for df in (f3, students) if not df.empty]
+        # seed: None for untuned systems; a nullable int column concatenates without a dtype guess
+        parts = [df.astype({"seed": "Int64"}) for df in (f3, students) if not df.empty]
         scores = pd.concat(parts, ignore_index=True) if parts else f3
         tables = self.tables(scores, data)
         if write:
