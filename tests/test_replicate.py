@@ -218,6 +218,27 @@ def test_compare_says_who_wins_when_the_interval_excludes_zero():
         100 * (0.9 - np.mean([0.1 + 0.01 * i for i in range(10)])), abs=0.01
     )
     assert "is ahead" in rep.verdict(comp.iloc[0]) and "big is ahead" in rep.verdict(comp.iloc[0])
+    assert "seeds disagree" not in rep.verdict(comp.iloc[0])
+
+
+def test_a_win_whose_seeds_disagree_says_so():
+    rows = []
+    for seed, big in ((0, 0.9), (1, 0.3)):  # seed 0: big far ahead; seed 1: big behind
+        rows += [("g", "big", seed, "uo", f"i{i}", big) for i in range(10)]
+    rows += [("g", "small", None, "uo", f"i{i}", 0.4) for i in range(10)]
+    comp = rep.compare(
+        _scores(rows), [rep.Comparison("1", "x", "g", "big", "small")], n_resamples=200
+    )
+    row = comp.iloc[0]
+    assert row["wins"] == "a" and row["seeds"] == "s0 +50.0, s1 -10.0"
+    assert rep.verdict(row).endswith(
+        "But the seeds disagree (s0 +50.0, s1 -10.0), so it rests on one seed's data."
+    )
+    assert (
+        rep.seed_signs_disagree("s0 +0.2, s1 +3.1") is False
+        and rep.seed_signs_disagree("") is False
+    )
+    assert "| s0 +50.0, s1 -10.0 |" in rep.readme_block(comp, "docs/replication.md")
 
 
 def test_replace_block_keeps_everything_outside_the_markers():

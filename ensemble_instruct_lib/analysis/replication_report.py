@@ -153,17 +153,30 @@ def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None) -> st
     return "\n".join(lines)
 
 
+def seed_signs_disagree(seeds: str) -> bool:
+    """Whether the per-seed differences (`compare`'s ``seeds``: "s0 +6.0, s1 -0.9") point both
+    ways."""
+    values = [float(part.split()[1]) for part in seeds.split(", ") if part]
+    return any(v > 0 for v in values) and any(v < 0 for v in values)
+
+
 def verdict(row: Mapping[str, Any]) -> str:
-    """One sentence on what a comparison row shows."""
+    """One sentence on what a comparison row shows (and a second when its seeds disagree: the
+    interval covers the items, not the seeds)."""
     what = f"{row['a']} vs {row['b']}"
     if row["wins"] == "a":
-        return f"{what}: {row['a']} is ahead ({row['diff']:+.1f}, interval above 0)."
-    if row["wins"] == "b":
-        return f"{what}: {row['b']} is ahead ({row['diff']:+.1f}, interval below 0)."
-    return (
-        f"{what}: no difference can be claimed ({row['diff']:+.1f}, interval "
-        f"[{row['lo']:.1f}, {row['hi']:.1f}] contains 0)."
-    )
+        said = f"{what}: {row['a']} is ahead ({row['diff']:+.1f}, interval above 0)."
+    elif row["wins"] == "b":
+        said = f"{what}: {row['b']} is ahead ({row['diff']:+.1f}, interval below 0)."
+    else:
+        said = (
+            f"{what}: no difference can be claimed ({row['diff']:+.1f}, interval "
+            f"[{row['lo']:.1f}, {row['hi']:.1f}] contains 0)."
+        )
+    seeds = row.get("seeds") or ""
+    if row["wins"] != "neither" and seed_signs_disagree(seeds):
+        said += f" But the seeds disagree ({seeds}), so it rests on one seed's data."
+    return said
 
 
 def intervals_figure(comparisons: pd.DataFrame) -> Any:
@@ -186,7 +199,7 @@ def intervals_figure(comparisons: pd.DataFrame) -> Any:
         )
         ax.axvline(0, color="grey", lw=1)
         ax.set_yticks(y, [f"{f}: {c}" for f, c in zip(d["finding"], d["comparison"], strict=True)])
-        ax.set_xlabel("Rouge-L difference x100 (a - b), 95% paired bootstrap interval")
+        ax.set_xlabel("Rouge-L x100, a - b\n(95% paired bootstrap interval)")
         ax.set_title(bench)
     fig.tight_layout()
     return fig
@@ -250,6 +263,7 @@ COMPARISON_COLUMNS = [
     "lo",
     "hi",
     "wins",
+    "seeds",
 ]
 
 
@@ -294,7 +308,8 @@ def report_markdown(
         "`--report-only`, to rebuild this page). Scores are Rouge-L (stemmed, x100) against gold; "
         "`diff` is the mean per-item difference a - b with its 95% paired bootstrap interval "
         f"[lo, hi] over items ({setup['n_resamples']} resamples); with seeds, each item's score is "
-        "first averaged over the seeds. `wins` says which side the interval excludes 0 for.",
+        "first averaged over the seeds, and `seeds` gives each seed's own difference (the interval "
+        "does not cover the seeds). `wins` says which side the interval excludes 0 for.",
         "",
         "## Set-up",
         "",
@@ -371,13 +386,14 @@ def readme_block(comparisons: pd.DataFrame, link: str) -> str:
     lines = [
         f"Measured by `replicate` ([{link}]({link}); Rouge-L x100, 95% paired bootstrap interval):",
         "",
-        "| finding | comparison | student | benchmark | n | a | b | a - b [95% CI] |",
-        "|---|---|---|---|---|---|---|---|",
+        "| finding | comparison | student | benchmark | n | a | b | a - b [95% CI] | per seed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in comparisons.iterrows():
         lines.append(
             f"| {r['finding']} | {r['comparison']} | {r['student']} | {r['benchmark']} | {r['n']} "
-            f"| {r['mean_a']:.1f} | {r['mean_b']:.1f} | {r['diff']:+.1f} [{r['lo']:.1f}, {r['hi']:.1f}] |"
+            f"| {r['mean_a']:.1f} | {r['mean_b']:.1f} | {r['diff']:+.1f} [{r['lo']:.1f}, {r['hi']:.1f}] "
+            f"| {r['seeds'] or ''} |"
         )
     return "\n".join(lines)
 
