@@ -217,9 +217,9 @@ def scores_figure(systems: pd.DataFrame) -> Any:
     for ax, bench in zip(axes[0], benches, strict=True):
         d = systems[systems["benchmark"] == bench].reset_index(drop=True)
         labels = [f"{s}\n{m}" for s, m in zip(d["student"], d["system"], strict=True)]
-        ax.bar(range(len(d)), d["rougeL"], yerr=d["seed_sd"].fillna(0), capsize=3)
+        ax.bar(range(len(d)), d["rougeL"], yerr=d["seed_sd"], capsize=3)  # NaN (one seed): no bar
         ax.set_xticks(range(len(d)), labels, rotation=60, ha="right", fontsize=8)
-        ax.set_ylabel("Rouge-L x100")
+        ax.set_ylabel("Rouge-L x100 (error bar: sd over seeds)")
         ax.set_title(bench)
     fig.tight_layout()
     return fig
