@@ -37,60 +37,12 @@ def run_settings(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def stage4_consensus(
-    out: Path,
-    model_names: Sequence[str],
-    *,
-    threshold: float = 0.01,
-    rule: str = "sum",
-    consensus: ConsensusStage | None = None,
-    backend_for: Callable[[ModelSpec], Backend] | None = None,
-    first_from_stage2: bool = True,
-    seed: int = 0,
-    degenerate: Degenerate | None = None,
-) -> dict[str, int]:
-    """Stage 4 over every valid instance's candidates; rewrites the results.
-
-    Args:
-        out: the run dir.
-        model_names: the candidates' names in order: the instance generator's name (its
-            output is the stage-2 output) then the extra models', or, with
-            `first_from_stage2=False`, names whose outputs are all stage-3 files (the samples
-            of a self-ensemble).
-        threshold, rule: the paper's settings, used when `consensus` is None.
-        consensus: the stage-4 settings (selector, utility, judges, ...); wins over
-            threshold/rule.
-        backend_for: builds a judge's backend from its model spec (the run's cached backends).
-        seed: the judges' decoding seed.
-        degenerate: with ``enabled``, a stage-3 output that is mostly repetition
-            (`method.degenerate`) counts as missing, like a failed call
-            (``missing_reasons``: "degenerate"); None keeps every output.
-
-    An instance for which an extra model's stage-3 call failed for good is ensembled over the
-    candidates that exist (``missing_models`` names the absent members; with every member
-    present the paper's rule applies unchanged); with no extra candidate left it is dropped with
-    reason ``too_few_candidates``.
-
-    Returns:
-        Counts: instances, kept, dropped, per reason, and ``with_missing`` (ensembled with a
-        member missing).
-
-    Records (``ensembled.jsonl`` / ``dropped.jsonl``): id, task_type, instruction, input, output,
-    reason, chosen_index, chosen_model, min_score, scores, candidates, models, rule, threshold,
-    missing_models, then the selector's fields: selector, utility, candidate_scores (what the
-    pick maximized, per candidate), score_details (e.g. each judge's scores), why (one sentence).
-    """
-    kept, dropped, instances = stage4_decisions(
-        out,
-        model_names,
-        threshold=threshold,
-        rule=rule,
-        consensus=consensus,
-        backend_for=backend_for,
-        first_from_stage2=first_from_stage2,
-        seed=seed,
-        degenerate=degenerate,
-    )
+def stage4_consensus(out: Path, model_names: Sequence[str], **options: Any) -> dict[str, int]:
+    """Stage 4 over every valid instance's candidates (`stage4_decisions`, whose keyword
+    arguments `options` are); writes ``ensembled.jsonl``, ``dropped.jsonl`` and the single-output
+    records and returns the counts: instances, kept, dropped, per reason, and ``with_missing``
+    (ensembled with a member missing)."""
+    kept, dropped, instances = stage4_decisions(out, model_names, **options)
     write_jsonl(out / ENSEMBLED, kept)
     write_jsonl(out / DROPPED, dropped)
     write_jsonl(out / SINGLE, (single_output_record(r) for r in instances))
@@ -119,8 +71,35 @@ def stage4_decisions(
     seed: int = 0,
     degenerate: Degenerate | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Stage 4's records without writing them (what `stage4_consensus` writes; the arguments
-    are its own): (kept records, dropped records, the valid stage-2 instances in id order)."""
+    """Stage 4's records without writing them (`stage4_consensus` writes them): (kept records,
+    dropped records, the valid stage-2 instances in id order).
+
+    Args:
+        out: the run dir.
+        model_names: the candidates' names in order: the instance generator's name (its
+            output is the stage-2 output) then the extra models', or, with
+            `first_from_stage2=False`, names whose outputs are all stage-3 files (the samples
+            of a self-ensemble).
+        threshold, rule: the paper's settings, used when `consensus` is None.
+        consensus: the stage-4 settings (selector, utility, judges, ...); wins over
+            threshold/rule.
+        backend_for: builds a judge's backend from its model spec (the run's cached backends).
+        seed: the judges' decoding seed.
+        degenerate: with ``enabled``, a stage-3 output that is mostly repetition
+            (`method.degenerate`) counts as missing, like a failed call
+            (``missing_reasons``: "degenerate"); None keeps every output.
+
+    An instance for which an extra model's stage-3 call failed for good is ensembled over the
+    candidates that exist (``missing_models`` names the absent members; with every member
+    present the paper's rule applies unchanged); with no extra candidate left it is dropped with
+    reason ``too_few_candidates``.
+
+    Records (kept / dropped, as ``ensembled.jsonl`` / ``dropped.jsonl`` hold them): id,
+    task_type, instruction, input, output, reason, chosen_index, chosen_model, min_score, scores,
+    candidates, models, rule, threshold, missing_models, then the selector's fields: selector,
+    utility, candidate_scores (what the pick maximized, per candidate), score_details (e.g. each
+    judge's scores), why (one sentence).
+    """
     from .selector_models import JudgeItem, candidate_scorer, embedder_for
 
     cs = consensus or ConsensusStage(threshold=threshold, selector=rule)
