@@ -287,6 +287,16 @@ def test_a_folder_with_no_study_says_how_to_make_one(tmp_path, capsys):
     assert finetune_eval.study_figures(None) == {}
 
 
+def test_report_only_on_a_folder_with_no_study_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's report and readme paths are relative
+    (tmp_path / "README.md").write_text("kept\n")
+    cfg = R.load_replicate_config(CONFIG)
+    with pytest.raises(ConfigError, match="no study here .* --report-only has nothing to report"):
+        R.Study(cfg, tmp_path / "typo", log=lambda line: None).run(report_only=True)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "docs").exists()
+    assert (tmp_path / "README.md").read_text() == "kept\n"
+
+
 def test_superni_items_are_spread_over_the_tasks_reading_only_the_instances_needed(
     tmp_path, monkeypatch
 ):

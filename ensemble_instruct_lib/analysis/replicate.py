@@ -628,6 +628,12 @@ class Study:
             self._check_config()
         elif (self.out / "study_config.json").exists():
             self._check_config()
+        else:
+            # nothing to report: an empty report would overwrite the docs' real one
+            raise ConfigError(
+                f"{self.out}: no study here (no study_config.json), so --report-only has nothing "
+                "to report; check --out, or run without --report-only to make the study"
+            )
         items = self.items()
         if not items:
             raise ConfigError("eval: no benchmark is available (see the lines above)")
