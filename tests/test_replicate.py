@@ -287,6 +287,37 @@ def test_a_folder_with_no_study_says_how_to_make_one(tmp_path, capsys):
     assert finetune_eval.study_figures(None) == {}
 
 
+def test_an_evaluation_with_a_failed_answer_asks_it_again_instead_of_leaving_the_system_out(
+    tmp_path, monkeypatch
+):
+    from ensemble_instruct_lib.engines.scripted import ScriptedBackend
+
+    backend = ScriptedBackend(lambda prompt, params, i: "a gold answer")
+    monkeypatch.setattr(
+        "ensemble_instruct_lib.engines.hf.HFBackend", lambda model, batch_size: backend
+    )
+    cfg = R.load_replicate_config(CONFIG)
+    cfg = dataclasses.replace(cfg, students=[R.Student("g", "/models/g")], finding1_student="g")
+    items = {
+        "uo": [
+            EvalItem(id=f"t{i}", instruction=f"task {i}", input="", references=("a gold answer",))
+            for i in range(2)
+        ]
+    }
+    study = R.Study(cfg, tmp_path, progress=False, log=lambda line: None)
+    first = study.evaluate({}, items)
+    assert list(first["rouge"]) == [1.0, 1.0] and len(backend.calls) == 2
+    # the second answer's call failed for good in that run (as generate_predictions records it)
+    path = tmp_path / "eval" / "g" / "base" / "predictions.jsonl"
+    recs = read_jsonl(path)
+    recs[1] = {**recs[1], "prediction": None, "status": "failed", "reason": "error", "error": "x"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    again = study.evaluate({}, items)
+    assert list(again["item"]) == ["t0", "t1"] and list(again["rouge"]) == [1.0, 1.0]
+    assert len(backend.calls) == 3  # only the failed item was asked again
+    assert len(study.evaluate({}, items)) == 2 and len(backend.calls) == 3
+
+
 def test_report_only_on_a_folder_with_no_study_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the config's report and readme paths are relative
     (tmp_path / "README.md").write_text("kept\n")

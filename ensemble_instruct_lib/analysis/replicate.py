@@ -587,23 +587,20 @@ class Study:
                 finally:
                     backend.close()
 
-            done = (
-                {r["id"] for r in read_jsonl(run_dir / "predictions.jsonl")}
-                if (run_dir / "predictions.jsonl").exists()
-                else set()
-            )
-            if self.read_only or all(it.id in done for it in every):
-                preds = {
-                    r["id"]: r["prediction"]
-                    for r in (read_jsonl(run_dir / "predictions.jsonl") if done else [])
-                    if r.get("prediction") is not None
-                }
-                if len(preds) < len(every):
-                    self.log(
-                        f"[replicate] {student}/{name}: {len(preds)} of {len(every)} items "
-                        "answered, left out of the tables (run without --report-only to finish)"
-                    )
-                    continue
+            path = run_dir / "predictions.jsonl"
+            preds = {
+                r["id"]: r["prediction"]
+                for r in (read_jsonl(path) if path.exists() else [])
+                if r.get("prediction") is not None
+            }
+            if all(it.id in preds for it in every):
+                pass  # answered before: no model is loaded
+            elif self.read_only:
+                self.log(
+                    f"[replicate] {student}/{name}: {len(preds)} of {len(every)} items "
+                    "answered, left out of the tables (run without --report-only to finish)"
+                )
+                continue
             else:
                 self.log(
                     f"[replicate] evaluate {student}/{name} on {len(every)} items "
