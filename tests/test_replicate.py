@@ -349,7 +349,7 @@ def test_superni_items_are_spread_over_the_tasks_reading_only_the_instances_need
     monkeypatch.setattr(
         superni,
         "load_superni_items",
-        lambda *a, **kw: seen.append(kw.get("max_instances")) or real(*a, tasks=tasks, **kw),
+        lambda *a, **kw: seen.append(kw.get("max_instances")) or real(*a, **kw),
     )
     items = R.Study(cfg, tmp_path, log=lambda line: None).items()
     assert list(items) == ["superni"] and seen == [2]  # ceil(3 / 2 tasks)

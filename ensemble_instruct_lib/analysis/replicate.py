@@ -375,8 +375,9 @@ class Study:
                 self.log(f"SuperNI skipped: {str(err).splitlines()[0]}")
             else:
                 # only the instances the spread can reach are read (and id-checked)
-                per_task = -(-e.superni // len(load_test_tasks()))
-                every = load_superni_items(e.superni_dir, max_instances=per_task)
+                tasks = load_test_tasks()
+                per_task = -(-e.superni // len(tasks))
+                every = load_superni_items(e.superni_dir, tasks=tasks, max_instances=per_task)
                 out["superni"] = spread_items(every, e.superni)
         return out
 
